@@ -1,0 +1,29 @@
+"""FastAPI dependencies: settings, database sessions, the per-process hash cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.services.real_sets import SetHashCache
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def sessions_of(request: Request) -> sessionmaker[Session]:
+    return request.app.state.sessions
+
+
+def hash_cache_of(request: Request) -> SetHashCache:
+    return request.app.state.hash_cache
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    """A read-mostly session for one request (writes use explicit transactions)."""
+    with sessions_of(request)() as session:
+        yield session

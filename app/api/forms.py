@@ -1,0 +1,47 @@
+"""Validation of text form fields with 422 answers that name the field and the rule."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+
+
+def int_field(
+    fields: dict[str, str],
+    name: str,
+    *,
+    default: int | None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    choices: tuple[int, ...] | None = None,
+) -> int | None:
+    raw = fields.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(422, detail=f"{name} must be an integer, got {raw[:50]!r}") from None
+    if choices is not None and value not in choices:
+        allowed = " or ".join(str(c) for c in choices)
+        raise HTTPException(422, detail=f"{name} must be {allowed}, got {value}")
+    if minimum is not None and value < minimum:
+        raise HTTPException(422, detail=f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise HTTPException(422, detail=f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def required_int(fields: dict[str, str], name: str, **rules) -> int:
+    value = int_field(fields, name, **rules)
+    if value is None:
+        raise HTTPException(422, detail=f"form field {name!r} is required")
+    return value
+
+
+def name_field(fields: dict[str, str], name: str = "name", max_length: int = 200) -> str:
+    value = fields.get(name, "").strip()
+    if not value:
+        raise HTTPException(422, detail=f"form field {name!r} is required (a name for the set)")
+    if len(value) > max_length:
+        raise HTTPException(422, detail=f"{name} is longer than {max_length} characters")
+    return value

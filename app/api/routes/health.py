@@ -1,0 +1,52 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.api.schemas import HealthOut, ReadyOut
+from app.db.migrate import schema_status
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=HealthOut, summary="Liveness: the process answers")
+def health() -> HealthOut:
+    return HealthOut()
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyOut,
+    summary="Readiness: database reachable and schema migrated to head",
+    responses={503: {"model": ReadyOut, "description": "Not ready, with the reason."}},
+)
+def ready(request: Request):
+    engine = request.app.state.engine
+    settings = request.app.state.settings
+    backend = engine.dialect.name
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current, head = schema_status(engine, settings.migrations_dir)
+    except Exception as exc:  # any database failure means "not ready", with the reason
+        body = ReadyOut(
+            status="not ready",
+            database=backend,
+            schema_revision=None,
+            head_revision=None,
+            detail=f"database unreachable: {exc.__class__.__name__}: {exc}"[:500],
+        )
+        return JSONResponse(status_code=503, content=body.model_dump())
+    if current != head:
+        body = ReadyOut(
+            status="not ready",
+            database=backend,
+            schema_revision=current,
+            head_revision=head,
+            detail="database schema is not at the newest migration; run `memaudit migrate`",
+        )
+        return JSONResponse(status_code=503, content=body.model_dump())
+    return ReadyOut(status="ready", database=backend, schema_revision=current, head_revision=head)

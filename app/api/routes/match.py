@@ -1,0 +1,173 @@
+"""/match: map each generated image of a batch to its most likely real source image."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import db_session, hash_cache_of, sessions_of, settings_of
+from app.api.forms import int_field, required_int
+from app.api.schemas import MATCH_FORM, ErrorOut, MatchBatchOut
+from app.api.uploads import ingest_limits, receive_upload
+from app.db.session import transaction
+from app.services import batches, real_sets
+from app.services.calibration import (
+    describe_calibration,
+    describe_paper_default,
+    paper_threshold,
+)
+from app.services.ingest import ImageIngest
+from app.services.reports import batch_csv, batch_text
+from app.services.source_matching import match_sources
+
+router = APIRouter(prefix="/match", tags=["source matching"])
+
+ERRORS = {
+    404: {"model": ErrorOut, "description": "Unknown real set or batch."},
+    413: {"model": ErrorOut, "description": "A field or the request is over a limit."},
+    415: {"model": ErrorOut, "description": "Not multipart/form-data."},
+    422: {"model": ErrorOut, "description": "Invalid field, or no usable generated image."},
+}
+
+
+def resolve_threshold(requested: int | None, real_set, min_images: int) -> batches.Threshold:
+    if requested is not None:
+        return batches.Threshold(requested, "request", "threshold given in the request")
+    if real_set.calibrated_threshold is not None and real_set.calibration:
+        return batches.Threshold(
+            real_set.calibrated_threshold, "calibrated", describe_calibration(real_set.calibration)
+        )
+    return batches.Threshold(
+        paper_threshold(real_set.hash_size),
+        "paper_default",
+        describe_paper_default(real_set.hash_size, real_set.image_count, min_images),
+    )
+
+
+@router.post(
+    "",
+    response_model=MatchBatchOut,
+    summary="Find the real source of each generated image",
+    description="Upload a batch of generated images (files and/or zips) against a registered "
+    "real set. Each is pHashed and mapped to its nearest real image by Hamming distance; "
+    "`source` is null when the nearest is above the threshold. `real_summary` gives each real "
+    "image's verdict (`used` if some generated image maps to it). The batch is stored: "
+    "GET /match/{batch_id} returns it again.\n\n"
+    "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/match\n```",
+    openapi_extra=MATCH_FORM,
+    responses=ERRORS,
+)
+async def create_match(request: Request):
+    started = time.perf_counter()
+    settings = settings_of(request)
+    limits = ingest_limits(settings)
+    sessions = sessions_of(request)
+    max_bits = 32 * 32
+
+    def make_ingest(fields: dict[str, str], final: bool) -> ImageIngest | None:
+        if not final and "real_set_id" not in fields:
+            return None
+        real_set_id = required_int(fields, "real_set_id")
+        int_field(fields, "threshold", minimum=0, maximum=max_bits)
+        int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
+        with sessions() as session:
+            real_set = _set_or_404(session, real_set_id)
+        return ImageIngest(real_set.hash_size, limits)
+
+    fields, result = await receive_upload(request, settings, make_ingest)
+    real_set_id = required_int(fields, "real_set_id")
+    requested = int_field(fields, "threshold", minimum=0, maximum=max_bits)
+    top_k = int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
+    if not result.images:
+        raise HTTPException(
+            422,
+            detail={
+                "message": "none of the uploaded files is a usable generated image",
+                "rejected": result.rejected_json(),
+                "duplicates": result.duplicates_json(),
+            },
+        )
+    cache = hash_cache_of(request)
+
+    def run() -> dict:
+        with transaction(sessions) as session:
+            real_set = _set_or_404(session, real_set_id)
+            threshold = resolve_threshold(requested, real_set, settings.min_calibration_images)
+            hashes = cache.get(session, real_set)
+            outcome = match_sources(
+                hashes.filenames,
+                hashes.words,
+                result.images,
+                real_set.hash_size,
+                threshold.value,
+                top_k,
+            )
+            batch = batches.save_batch(
+                session,
+                real_set,
+                threshold,
+                top_k,
+                result,
+                outcome,
+                elapsed_seconds=time.perf_counter() - started,
+            )
+            session.flush()
+            return batches.batch_document(batch, outcome.matches, outcome.real_summary)
+
+    return await run_in_threadpool(run)
+
+
+@router.get(
+    "/{batch_id}",
+    response_model=MatchBatchOut,
+    summary="A stored match batch (JSON, CSV or the paper's text lines)",
+    description="`format=json` (default) as POST /match answered; `format=csv` one row per "
+    "generated image; `format=text` the seed paper's lines, e.g. `The source image for "
+    "generated_0478.png is used_0029.png with 52`.",
+    responses={
+        404: ERRORS[404],
+        200: {
+            "content": {
+                "text/csv": {
+                    "example": "generated,source,distance,candidates\n"
+                    "generated_0478.png,used_0029.png,52,used_0029.png:52\n"
+                },
+                "text/plain": {
+                    "example": "The source image for generated_0478.png is used_0029.png with 52\n"
+                },
+            }
+        },
+    },
+)
+def get_match(
+    batch_id: int,
+    format: Literal["json", "csv", "text"] = Query(
+        "json", description="Answer format.", examples=["text"]
+    ),
+    session: Session = Depends(db_session),
+):
+    try:
+        document = batches.load_batch(session, batch_id)
+    except batches.BatchNotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+    if format == "csv":
+        return Response(
+            batch_csv(document),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="match-{batch_id}.csv"'},
+        )
+    if format == "text":
+        return PlainTextResponse(batch_text(document))
+    return document
+
+
+def _set_or_404(session: Session, real_set_id: int):
+    try:
+        return real_sets.get_real_set(session, real_set_id)
+    except real_sets.RealSetNotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from None

@@ -1,0 +1,281 @@
+"""Response models and multipart request documentation (what /docs shows, with examples)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PHASH_16_EXAMPLE = "c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1"
+
+
+class ImageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int = Field(description="Database id of the real image.", examples=[17])
+    filename: str = Field(
+        description="Name as uploaded (zip members: path inside the archive).",
+        examples=["used_0029.png"],
+    )
+    phash: str = Field(
+        description="pHash as the hex string `str(imagehash.phash(img, hash_size))` gives.",
+        examples=[PHASH_16_EXAMPLE],
+    )
+    sha256: str = Field(
+        description="SHA-256 of the uploaded bytes.",
+        examples=["9f2c1a8e5b7d4c3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f"],
+    )
+    width: int = Field(examples=[256])
+    height: int = Field(examples=[256])
+
+
+class DuplicateOut(BaseModel):
+    filename: str = Field(description="The file that was not stored again.", examples=["b.png"])
+    duplicate_of: str = Field(
+        description="The earlier file with the same bytes.", examples=["a.png"]
+    )
+
+
+class RejectedOut(BaseModel):
+    filename: str = Field(
+        description="File name; zip members as `archive.zip:member`.", examples=["notes.txt"]
+    )
+    reason: str = Field(
+        description="Why it was not used.",
+        examples=["not an image (PNG, JPEG, BMP or TIFF expected)"],
+    )
+
+
+class CalibrationOut(BaseModel):
+    method: str = Field(examples=["real-vs-real nearest-neighbour quantile"])
+    threshold: int = Field(
+        description="Default /match threshold for this set (Hamming distance).", examples=[30]
+    )
+    quantile: float = Field(examples=[0.05])
+    n_images: int = Field(examples=[160])
+    n_queries: int = Field(examples=[160])
+    nn_distance_percentiles: dict[str, int] = Field(
+        description="Percentiles of each real image's distance to its nearest other real image.",
+        examples=[{"p0": 18, "p5": 30, "p25": 36, "p50": 66, "p75": 88, "p95": 100}],
+    )
+
+
+class RealSetSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int = Field(description="Real set id, used as `real_set_id` in /match.", examples=[1])
+    name: str = Field(examples=["lung-window training candidates"])
+    hash_size: int = Field(
+        description="pHash side: 16 = 256-bit hashes (default), 8 = 64-bit.", examples=[16]
+    )
+    image_count: int = Field(examples=[160])
+    revision: int = Field(description="Increases every time images are added.", examples=[1])
+    calibrated_threshold: int | None = Field(
+        description="Default /match threshold, null when the set is too small to calibrate.",
+        examples=[30],
+    )
+    calibration: CalibrationOut | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RealSetCreated(RealSetSummary):
+    images: list[ImageOut] = Field(description="Images stored by this request, in order.")
+    duplicates: list[DuplicateOut] = Field(
+        description="Files whose bytes were already uploaded: kept once."
+    )
+    rejected: list[RejectedOut] = Field(description="Files that were not stored, with reasons.")
+
+
+class RealSetDetail(RealSetSummary):
+    images: list[ImageOut] = Field(description="One page of the set's images.")
+    offset: int = Field(examples=[0])
+    limit: int = Field(examples=[100])
+
+
+class Candidate(BaseModel):
+    filename: str = Field(description="Real image file name.", examples=["used_0029.png"])
+    distance: int = Field(description="Hamming distance between the pHashes.", examples=[52])
+
+
+class MatchOut(BaseModel):
+    generated: str = Field(
+        description="Generated image file name.", examples=["generated_0478.png"]
+    )
+    phash: str = Field(examples=[PHASH_16_EXAMPLE])
+    source: str | None = Field(
+        description="Real image it is a copy of, or null when the nearest is above the threshold.",
+        examples=["used_0029.png"],
+    )
+    distance: int = Field(description="Distance to the nearest real image.", examples=[52])
+    candidates: list[Candidate] = Field(description="The top_k nearest real images.")
+
+
+class RealSummaryOut(BaseModel):
+    filename: str = Field(examples=["used_0029.png"])
+    matched_count: int = Field(
+        description="Generated images whose source is this real image.", examples=[3]
+    )
+    min_distance: int | None = Field(
+        description="Distance to the closest generated image.", examples=[34]
+    )
+    closest_generated: str | None = Field(examples=["generated_0480.png"])
+    verdict: Literal["used", "unused"] = Field(
+        description="`used` when at least one generated image maps to it within the threshold.",
+        examples=["used"],
+    )
+
+
+class MatchBatchOut(BaseModel):
+    batch_id: int = Field(description="Id for GET /match/{batch_id}.", examples=[1])
+    real_set_id: int | None = Field(
+        description="Null if the real set was deleted since.", examples=[1]
+    )
+    real_set_name: str = Field(examples=["lung-window training candidates"])
+    real_set_revision: int = Field(examples=[1])
+    hash_size: int = Field(examples=[16])
+    threshold: int = Field(description="Hamming distance threshold used.", examples=[30])
+    threshold_source: Literal["request", "calibrated", "paper_default"] = Field(
+        description="Where the threshold came from.", examples=["calibrated"]
+    )
+    threshold_reason: str = Field(
+        description="Why this threshold, in words.",
+        examples=[
+            "calibrated on this set's real-vs-real distances: at most 5% of its 160 real "
+            "images have another real image within 30 bits (median nearest-real distance 66), "
+            "so a generated image that close is called a copy"
+        ],
+    )
+    top_k: int = Field(examples=[1])
+    generated_count: int = Field(examples=[500])
+    matched_count: int = Field(
+        description="Generated images with a source within the threshold.", examples=[12]
+    )
+    used_count: int = Field(description="Real images with verdict `used`.", examples=[9])
+    created_at: datetime
+    elapsed_seconds: float = Field(description="Server time spent on the request.")
+    matches: list[MatchOut]
+    real_summary: list[RealSummaryOut]
+    duplicates: list[DuplicateOut]
+    rejected: list[RejectedOut]
+
+
+class ErrorOut(BaseModel):
+    detail: str | dict = Field(
+        description="Why the request failed.",
+        examples=["real set 42 does not exist"],
+    )
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not ready"]
+    database: str = Field(description="Database backend.", examples=["sqlite"])
+    schema_revision: str | None = Field(examples=["0001"])
+    head_revision: str | None = Field(examples=["0001"])
+    detail: str | None = None
+
+
+def _binary_files(description: str) -> dict:
+    return {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "description": description,
+    }
+
+
+REAL_SET_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name", "files"],
+                    "properties": {
+                        "name": {
+                            "type": "string",
+                            "maxLength": 200,
+                            "description": "A name for the set.",
+                            "example": "lung-window training candidates",
+                        },
+                        "hash_size": {
+                            "type": "integer",
+                            "enum": [8, 16],
+                            "default": 16,
+                            "description": "pHash side: 16 = 256-bit hashes as the paper's "
+                            "distances imply; 8 = imagehash's 64-bit default.",
+                        },
+                        "files": _binary_files(
+                            "Real images (PNG, JPEG, BMP, TIFF) or .zip archives of them; "
+                            "repeat the field for many files. Send the text fields first."
+                        ),
+                    },
+                },
+                "encoding": {"files": {"contentType": "image/png, application/zip"}},
+            }
+        },
+    }
+}
+
+ADD_IMAGES_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": _binary_files(
+                            "More real images or .zip archives; same bytes as a stored image "
+                            "are reported as duplicates, not stored twice."
+                        )
+                    },
+                }
+            }
+        },
+    }
+}
+
+MATCH_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["real_set_id", "files"],
+                    "properties": {
+                        "real_set_id": {
+                            "type": "integer",
+                            "description": "Id from POST /real-sets.",
+                            "example": 1,
+                        },
+                        "threshold": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "Hamming distance at or below which the nearest "
+                            "real image is the source. Default: the set's calibrated value, "
+                            "or the paper's 50 (256-bit) when the set is too small.",
+                        },
+                        "top_k": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "default": 1,
+                            "description": "Nearest real images listed per generated image.",
+                        },
+                        "files": _binary_files(
+                            "Generated images or .zip archives of them (10,000 per request "
+                            "is fine). Send the text fields before the files."
+                        ),
+                    },
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,178 @@
+"""`memaudit` command line: serve the API, migrate the database, match folders offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from app.imaging.archive import looks_like_zip
+from app.imaging.phash import SUPPORTED_HASH_SIZES
+from app.services.calibration import (
+    calibrate,
+    describe_calibration,
+    describe_paper_default,
+    paper_threshold,
+)
+from app.services.ingest import ImageIngest, IngestLimits, IngestResult
+from app.services.source_matching import match_sources, paper_lines, words_from_hex
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".zip"}
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise SystemExit(f"memaudit: {folder} is not a directory")
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def hash_folder(
+    folder: Path, hash_size: int, limits: IngestLimits, label: str, quiet: bool
+) -> IngestResult:
+    files = _files(folder)
+    bar = tqdm(
+        total=len(files), desc=f"hashing {label}", unit="img", disable=quiet, file=sys.stderr
+    )
+    ingest = ImageIngest(hash_size, limits, progress=bar.update)
+    for path in files:
+        name = path.relative_to(folder).as_posix()
+        data = path.read_bytes()
+        if looks_like_zip(data[:4], name):
+            with path.open("rb") as fh:
+                ingest.add_zip(fh, name)
+            bar.update(1)
+        else:
+            ingest.add(name, data)
+        if ingest.needs_flush:
+            ingest.flush()
+    result = ingest.finish()
+    bar.close()
+    return result
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    limits = IngestLimits(
+        max_file_bytes=50 * 1024 * 1024, max_files=10**9, max_pixels=50_000_000, batch_size=256
+    )
+    real = hash_folder(Path(args.real_dir), args.hash_size, limits, "real", args.quiet)
+    generated = hash_folder(
+        Path(args.generated_dir), args.hash_size, limits, "generated", args.quiet
+    )
+    for r in real.rejected + generated.rejected:
+        print(f"memaudit: skipped {r.filename}: {r.reason}", file=sys.stderr)
+    if not real.images or not generated.images:
+        print("memaudit: no usable images in one of the folders", file=sys.stderr)
+        return 2
+    names = [i.filename for i in real.images]
+    words = words_from_hex([i.phash for i in real.images], args.hash_size)
+    if args.threshold is not None:
+        threshold, source, reason = args.threshold, "request", "threshold given on the command line"
+    else:
+        cal = calibrate(words, args.calibration_quantile, args.min_calibration_images)
+        if cal is not None:
+            threshold, source, reason = (
+                cal.threshold,
+                "calibrated",
+                describe_calibration(cal.as_json()),
+            )
+        else:
+            threshold, source = paper_threshold(args.hash_size), "paper_default"
+            reason = describe_paper_default(args.hash_size, len(names), args.min_calibration_images)
+    outcome = match_sources(names, words, generated.images, args.hash_size, threshold, args.top_k)
+    if args.json:
+        json.dump(
+            {
+                "hash_size": args.hash_size,
+                "threshold": threshold,
+                "threshold_source": source,
+                "threshold_reason": reason,
+                "matches": outcome.matches,
+                "real_summary": outcome.real_summary,
+                "duplicates": generated.duplicates_json(),
+                "rejected": real.rejected_json() + generated.rejected_json(),
+            },
+            sys.stdout,
+            indent=2,
+        )
+        print()
+    else:
+        print(f"# threshold {threshold} ({source}): {reason}", file=sys.stderr)
+        for line in paper_lines(outcome.matches):
+            print(line)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
+    return 0
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.db.migrate import schema_status, upgrade_to_head
+    from app.db.session import make_engine
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    upgrade_to_head(engine, settings.migrations_dir)
+    current, _head = schema_status(engine, settings.migrations_dir)
+    print(f"database at revision {current}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memaudit", description="Audit synthetic medical images for leaked training data."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the REST API (Swagger UI at /docs)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    match = sub.add_parser(
+        "match",
+        help="map each generated image to its real source by pHash, without a server",
+        description="Prints the paper's lines: 'The source image for G is R with D'.",
+    )
+    match.add_argument("real_dir", help="folder of real images (or zips)")
+    match.add_argument("generated_dir", help="folder of generated images (or zips)")
+    match.add_argument("--hash-size", type=int, default=16, choices=SUPPORTED_HASH_SIZES)
+    match.add_argument("--threshold", type=int, default=None, help="default: calibrated")
+    match.add_argument("--top-k", type=int, default=1)
+    match.add_argument("--calibration-quantile", type=float, default=0.05)
+    match.add_argument("--min-calibration-images", type=int, default=10)
+    match.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    match.add_argument("--quiet", action="store_true", help="no progress bar")
+    match.set_defaults(func=cmd_match)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

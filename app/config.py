@@ -1,0 +1,79 @@
+"""All runtime configuration, read once from the environment (one pydantic-settings class)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Service settings; every field can be set as MEMAUDIT_<FIELD> (DATABASE_URL has no prefix)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMAUDIT_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Directory for the embedded SQLite database and spooled uploads.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "MEMAUDIT_DATABASE_URL"),
+        description="SQLAlchemy URL; default sqlite:///<data_dir>/memaudit.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host:5432/db",
+    )
+    auto_migrate: bool = Field(
+        default=True, description="Run `alembic upgrade head` when the service starts."
+    )
+    migrations_dir: Path = Field(
+        default=REPO_ROOT / "migrations", description="Location of the Alembic scripts."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    # Upload limits: every one is enforced per request with a clear 4xx or a per-file rejection.
+    max_file_bytes: int = Field(
+        default=50 * 1024 * 1024, description="Largest single uploaded file (or zip member)."
+    )
+    max_zip_bytes: int = Field(
+        default=4 * 1024 * 1024 * 1024, description="Largest uploaded .zip archive."
+    )
+    max_files_per_request: int = Field(
+        default=50_000,
+        description="Most images (file parts plus zip members) one request may carry.",
+    )
+    max_fields_per_request: int = Field(default=100, description="Most non-file form fields.")
+    max_image_pixels: int = Field(
+        default=50_000_000, description="Largest decoded image, in pixels (decompression bombs)."
+    )
+    hash_batch_size: int = Field(
+        default=256, description="Images decoded and hashed together; bounds memory per request."
+    )
+
+    # Source matching.
+    calibration_quantile: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Default /match threshold = this quantile of the set's real-vs-real "
+        "nearest-neighbour Hamming distances.",
+    )
+    min_calibration_images: int = Field(
+        default=10,
+        description="Below this many real images the paper's threshold is used instead.",
+    )
+    max_top_k: int = Field(default=50, description="Largest `top_k` a /match request may ask.")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'memaudit.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

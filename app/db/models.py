@@ -1,0 +1,138 @@
+"""SQLAlchemy 2.0 ORM models: registered real sets, their image hashes, and match batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class RealSet(Base):
+    """A registered set of real (training-candidate) images, hashed at one hash size."""
+
+    __tablename__ = "real_sets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    hash_size: Mapped[int] = mapped_column(Integer)
+    image_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: Incremented whenever the set's images change; lets caches of packed hashes expire.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    #: Default /match threshold learned from the set's real-vs-real distances (None: too few).
+    calibrated_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    calibration: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    images: Mapped[list[RealImage]] = relationship(
+        back_populates="real_set", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class RealImage(Base):
+    __tablename__ = "real_images"
+    __table_args__ = (
+        UniqueConstraint("real_set_id", "sha256", name="uq_real_images_set_sha256"),
+        Index("ix_real_images_set_position", "real_set_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    real_set_id: Mapped[int] = mapped_column(ForeignKey("real_sets.id", ondelete="CASCADE"))
+    #: Order of registration within the set; ties in search go to the lower position.
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64))
+    phash: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    real_set: Mapped[RealSet] = relationship(back_populates="images")
+
+
+class MatchBatch(Base):
+    """One /match request: a batch of generated images mapped onto a real set."""
+
+    __tablename__ = "match_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Kept (as NULL) if the real set is deleted later, so results stay readable.
+    real_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("real_sets.id", ondelete="SET NULL"), nullable=True
+    )
+    real_set_name: Mapped[str] = mapped_column(String(200))
+    real_set_revision: Mapped[int] = mapped_column(Integer)
+    hash_size: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[int] = mapped_column(Integer)
+    threshold_source: Mapped[str] = mapped_column(String(20))
+    threshold_reason: Mapped[str] = mapped_column(Text)
+    top_k: Mapped[int] = mapped_column(Integer)
+    generated_count: Mapped[int] = mapped_column(Integer)
+    matched_count: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[list] = mapped_column(JSON, default=list)
+    duplicates: Mapped[list] = mapped_column(JSON, default=list)
+    elapsed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GeneratedImage(Base):
+    """A generated image of a batch, its hash and its nearest real images."""
+
+    __tablename__ = "generated_images"
+    __table_args__ = (Index("ix_generated_images_batch_position", "batch_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("match_batches.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64))
+    phash: Mapped[str] = mapped_column(String(64))
+    #: Filename of the matched real image, None when the nearest is above the threshold.
+    source: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    distance: Mapped[int] = mapped_column(Integer)
+    #: [[real filename, distance], ...] nearest first (top_k entries).
+    candidates: Mapped[list] = mapped_column(JSON)
+
+
+class RealSummary(Base):
+    """Per real image of a batch's set: how many generated images it sourced, and verdict."""
+
+    __tablename__ = "match_real_summaries"
+    __table_args__ = (Index("ix_match_real_summaries_batch_position", "batch_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("match_batches.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(1024))
+    matched_count: Mapped[int] = mapped_column(Integer)
+    min_distance: Mapped[int] = mapped_column(Integer)
+    closest_generated: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    verdict: Mapped[str] = mapped_column(String(10))

@@ -1,0 +1,71 @@
+"""FastAPI application factory: wires settings, database, migrations and routers."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.routes import health, match, real_sets
+from app.config import Settings, get_settings
+from app.db.migrate import upgrade_to_head
+from app.db.session import make_engine, make_session_factory
+from app.services.real_sets import SetHashCache
+
+log = logging.getLogger("memaudit")
+
+DESCRIPTION = """
+memaudit audits synthetic (generated) medical images for leaked training data.
+
+**Source matching** (the pHash method of ImageCLEFmedical GANs 2023, team DMK-SSN):
+
+1. `POST /real-sets` — register the real training-candidate images (files or zips).
+2. `POST /match` — upload a generated batch; each generated image gets its nearest real image
+   by pHash Hamming distance, or `null` above the threshold, and each real image a verdict.
+3. `GET /match/{batch_id}?format=text` — the paper's lines,
+   e.g. `The source image for generated_0478.png is used_0029.png with 52`.
+
+Uploads are `multipart/form-data`; send text fields before files. Errors come back as JSON
+`{"detail": ...}` with a 4xx status; per-file problems are listed in `rejected` while the
+good files of the same request are still used.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.effective_database_url)
+        if settings.auto_migrate:
+            upgrade_to_head(engine, settings.migrations_dir)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = make_session_factory(engine)
+        app.state.hash_cache = SetHashCache()
+        log.info(
+            "memaudit ready: database %s",
+            engine.url.render_as_string(hide_password=True),
+        )
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="memaudit",
+        version="0.1.0",
+        summary="Audit synthetic medical images for memorized training data.",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.include_router(real_sets.router)
+    app.include_router(match.router)
+    return app

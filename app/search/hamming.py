@@ -1,0 +1,91 @@
+"""Nearest-neighbour search over packed binary hashes by Hamming distance (XOR + popcount).
+
+Hashes are rows of uint64 words. Queries are processed in chunks so memory stays bounded
+(chunk x references bytes) however many queries there are. No Python loop per pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Bytes of the (chunk, references) distance block computed at once.
+_BLOCK_BYTES = 16 * 1024 * 1024
+
+
+def pack_words(hash_bytes: np.ndarray) -> np.ndarray:
+    """(n, nbytes) uint8 -> (n, nbytes/8) uint64 words, the layout every search here uses."""
+    hash_bytes = np.ascontiguousarray(hash_bytes, dtype=np.uint8)
+    if hash_bytes.shape[1] % 8:
+        raise ValueError("hash length must be a multiple of 64 bits")
+    return hash_bytes.view(np.uint64)
+
+
+def distance_block(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Full Hamming distance matrix (len(queries), len(references)) as uint16."""
+    words = queries.shape[1]
+    acc = np.bitwise_count(queries[:, None, 0] ^ references[None, :, 0]).astype(np.uint16)
+    for w in range(1, words):
+        acc += np.bitwise_count(queries[:, None, w] ^ references[None, :, w])
+    return acc
+
+
+@dataclass
+class SearchResult:
+    """For each query: its top_k nearest references; for each reference: the closest query."""
+
+    indices: np.ndarray  # (n_queries, k) int64, nearest first, ties broken by lower index
+    distances: np.ndarray  # (n_queries, k) int32
+    reference_min: np.ndarray  # (n_references,) int32; -1 when there are no queries
+    reference_argmin: np.ndarray  # (n_references,) int64; -1 when there are no queries
+
+
+def nearest(
+    queries: np.ndarray,
+    references: np.ndarray,
+    top_k: int = 1,
+    exclude_self: bool = False,
+) -> SearchResult:
+    """Top-k nearest references for every query by Hamming distance.
+
+    ``exclude_self`` (queries is references) skips the diagonal, for real-vs-real calibration.
+    """
+    n_q, n_r = len(queries), len(references)
+    if queries.ndim != 2 or references.ndim != 2 or queries.shape[1] != references.shape[1]:
+        raise ValueError("queries and references must be (n, words) arrays of equal width")
+    k = min(top_k, n_r - (1 if exclude_self else 0))
+    indices = np.full((n_q, max(k, 0)), -1, dtype=np.int64)
+    distances = np.full((n_q, max(k, 0)), -1, dtype=np.int32)
+    ref_min = np.full(n_r, np.iinfo(np.int32).max, dtype=np.int32)
+    ref_arg = np.full(n_r, -1, dtype=np.int64)
+    if n_q == 0 or n_r == 0 or k <= 0:
+        ref_min[:] = -1
+        return SearchResult(indices, distances, ref_min, ref_arg)
+    chunk = max(1, _BLOCK_BYTES // (2 * n_r))
+    big = np.uint16(np.iinfo(np.uint16).max)
+    for start in range(0, n_q, chunk):
+        stop = min(start + chunk, n_q)
+        dist = distance_block(queries[start:stop], references)
+        if exclude_self:
+            rows = np.arange(stop - start)
+            dist[rows, rows + start] = big
+        # Per-reference closest query (first on ties, since chunks are visited in order).
+        col_arg = dist.argmin(axis=0)
+        col_min = dist[col_arg, np.arange(n_r)].astype(np.int32)
+        better = col_min < ref_min
+        ref_min[better] = col_min[better]
+        ref_arg[better] = col_arg[better] + start
+        if k == 1:
+            best = dist.argmin(axis=1)
+            indices[start:stop, 0] = best
+            distances[start:stop, 0] = dist[np.arange(stop - start), best]
+        else:
+            # Order by (distance, index): a composite key keeps ties deterministic.
+            key = dist.astype(np.int64) * n_r + np.arange(n_r)
+            part = np.argpartition(key, k - 1, axis=1)[:, :k]
+            order = np.take_along_axis(key, part, axis=1).argsort(axis=1)
+            best = np.take_along_axis(part, order, axis=1)
+            indices[start:stop] = best
+            distances[start:stop] = np.take_along_axis(dist, best, axis=1)
+    return SearchResult(indices, distances, ref_min, ref_arg)

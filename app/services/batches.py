@@ -1,0 +1,147 @@
+"""Persistence of /match batches: one transaction writes the batch, its images and summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from app.db.models import GeneratedImage, MatchBatch, RealSet, RealSummary
+from app.services.ingest import HashedImage, IngestResult
+from app.services.source_matching import MatchOutcome
+
+_INSERT_CHUNK = 5000
+
+
+class BatchNotFound(LookupError):
+    def __init__(self, batch_id: int) -> None:
+        super().__init__(f"match batch {batch_id} does not exist")
+        self.batch_id = batch_id
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: int
+    source: str  # "request" | "calibrated" | "paper_default"
+    reason: str
+
+
+def save_batch(
+    session: Session,
+    real_set: RealSet,
+    threshold: Threshold,
+    top_k: int,
+    ingest: IngestResult,
+    outcome: MatchOutcome,
+    elapsed_seconds: float,
+) -> MatchBatch:
+    batch = MatchBatch(
+        real_set_id=real_set.id,
+        real_set_name=real_set.name,
+        real_set_revision=real_set.revision,
+        hash_size=real_set.hash_size,
+        threshold=threshold.value,
+        threshold_source=threshold.source,
+        threshold_reason=threshold.reason,
+        top_k=top_k,
+        generated_count=len(outcome.matches),
+        matched_count=outcome.matched_count,
+        rejected=ingest.rejected_json(),
+        duplicates=ingest.duplicates_json(),
+        elapsed_seconds=elapsed_seconds,
+    )
+    session.add(batch)
+    session.flush()
+    generated: list[HashedImage] = ingest.images
+    rows = [
+        {
+            "batch_id": batch.id,
+            "position": i,
+            "filename": m["generated"],
+            "sha256": g.sha256,
+            "phash": g.phash,
+            "source": m["source"],
+            "distance": m["distance"],
+            "candidates": [[c["filename"], c["distance"]] for c in m["candidates"]],
+        }
+        for i, (m, g) in enumerate(zip(outcome.matches, generated, strict=True))
+    ]
+    for lo in range(0, len(rows), _INSERT_CHUNK):
+        session.execute(insert(GeneratedImage), rows[lo : lo + _INSERT_CHUNK])
+    summary_rows = [
+        {
+            "batch_id": batch.id,
+            "position": j,
+            "filename": s["filename"],
+            "matched_count": s["matched_count"],
+            "min_distance": s["min_distance"] if s["min_distance"] is not None else -1,
+            "closest_generated": s["closest_generated"],
+            "verdict": s["verdict"],
+        }
+        for j, s in enumerate(outcome.real_summary)
+    ]
+    for lo in range(0, len(summary_rows), _INSERT_CHUNK):
+        session.execute(insert(RealSummary), summary_rows[lo : lo + _INSERT_CHUNK])
+    return batch
+
+
+def load_batch(session: Session, batch_id: int) -> dict:
+    """The stored batch in the same shape /match answered with."""
+    batch = session.get(MatchBatch, batch_id)
+    if batch is None:
+        raise BatchNotFound(batch_id)
+    gen_rows = session.scalars(
+        select(GeneratedImage)
+        .where(GeneratedImage.batch_id == batch_id)
+        .order_by(GeneratedImage.position)
+    ).all()
+    summary_rows = session.scalars(
+        select(RealSummary).where(RealSummary.batch_id == batch_id).order_by(RealSummary.position)
+    ).all()
+    return batch_document(
+        batch,
+        matches=[
+            {
+                "generated": g.filename,
+                "phash": g.phash,
+                "source": g.source,
+                "distance": g.distance,
+                "candidates": [{"filename": c[0], "distance": c[1]} for c in g.candidates],
+            }
+            for g in gen_rows
+        ],
+        real_summary=[
+            {
+                "filename": s.filename,
+                "matched_count": s.matched_count,
+                "min_distance": s.min_distance if s.min_distance >= 0 else None,
+                "closest_generated": s.closest_generated,
+                "verdict": s.verdict,
+            }
+            for s in summary_rows
+        ],
+    )
+
+
+def batch_document(batch: MatchBatch, matches: list[dict], real_summary: list[dict]) -> dict:
+    return {
+        "batch_id": batch.id,
+        "real_set_id": batch.real_set_id,
+        "real_set_name": batch.real_set_name,
+        "real_set_revision": batch.real_set_revision,
+        "hash_size": batch.hash_size,
+        "threshold": batch.threshold,
+        "threshold_source": batch.threshold_source,
+        "threshold_reason": batch.threshold_reason,
+        "top_k": batch.top_k,
+        "generated_count": batch.generated_count,
+        "matched_count": batch.matched_count,
+        "used_count": sum(1 for s in real_summary if s["verdict"] == "used"),
+        "created_at": batch.created_at,
+        "elapsed_seconds": batch.elapsed_seconds,
+        "matches": matches,
+        "real_summary": real_summary,
+        "duplicates": batch.duplicates,
+        "rejected": batch.rejected,
+    }

@@ -1,0 +1,99 @@
+"""Default "no source" threshold for a real set, learned from its own real-vs-real distances.
+
+Two different real images of a set (neighbouring slices of one patient, say) are the closest
+that unrelated-by-copying images get. Taking a low quantile q of each real image's distance to
+its nearest *other* real image as the threshold means a generated image is called a copy only
+when it is closer to a real image than all but q of the real images are to each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.search.hamming import nearest
+
+#: The seed paper's threshold (Hamming distance) for 256-bit pHashes.
+PAPER_THRESHOLD_256_BITS = 50
+#: Real-vs-real queries used at most; beyond this a fixed-seed sample keeps calibration fast.
+MAX_CALIBRATION_QUERIES = 4000
+
+
+def paper_threshold(hash_size: int) -> int:
+    """The paper's 50 of 256 bits, scaled to the hash length (12 for 64-bit hashes)."""
+    return int(PAPER_THRESHOLD_256_BITS * hash_size * hash_size / 256)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: int
+    quantile: float
+    n_images: int
+    n_queries: int
+    nn_percentiles: dict[str, int]
+
+    def as_json(self) -> dict:
+        return {
+            "method": "real-vs-real nearest-neighbour quantile",
+            "threshold": self.threshold,
+            "quantile": self.quantile,
+            "n_images": self.n_images,
+            "n_queries": self.n_queries,
+            "nn_distance_percentiles": self.nn_percentiles,
+        }
+
+
+def calibrate(words: np.ndarray, quantile: float, min_images: int) -> Calibration | None:
+    """Largest threshold at which at most ``quantile`` of real images match another real one.
+
+    Returns None when the set has fewer than ``min_images`` images.
+    """
+    n = len(words)
+    if n < max(min_images, 2):
+        return None
+    if n > MAX_CALIBRATION_QUERIES:
+        rng = np.random.default_rng(0)
+        picked = np.sort(rng.choice(n, MAX_CALIBRATION_QUERIES, replace=False))
+        result = nearest(words[picked], words, top_k=2)
+        # The nearest of a sampled query is itself (distance 0, or a tie at 0): take the
+        # best candidate that is not the query.
+        own = result.indices[:, 0] == picked
+        nn = np.where(own, result.distances[:, 1], result.distances[:, 0])
+    else:
+        nn = nearest(words, words, top_k=1, exclude_self=True).distances[:, 0]
+    nn_sorted = np.sort(nn)
+    allowed = int(np.floor(quantile * len(nn_sorted)))
+    threshold = int(nn_sorted[allowed]) - 1 if allowed < len(nn_sorted) else int(nn_sorted[-1])
+    percentiles = {
+        f"p{p}": int(np.percentile(nn_sorted, p, method="lower")) for p in (0, 5, 25, 50, 75, 95)
+    }
+    return Calibration(
+        threshold=max(threshold, 0),
+        quantile=quantile,
+        n_images=n,
+        n_queries=len(nn_sorted),
+        nn_percentiles=percentiles,
+    )
+
+
+def describe_calibration(calibration: dict) -> str:
+    q = calibration["quantile"]
+    t = calibration["threshold"]
+    n = calibration["n_images"]
+    median = calibration["nn_distance_percentiles"]["p50"]
+    return (
+        f"calibrated on this set's real-vs-real distances: at most {q:.0%} of its {n} real "
+        f"images have another real image within {t} bits (median nearest-real distance "
+        f"{median}), so a generated image that close is called a copy"
+    )
+
+
+def describe_paper_default(hash_size: int, n_images: int, min_images: int) -> str:
+    bits = hash_size * hash_size
+    scaled = "" if bits == 256 else f", scaled to {paper_threshold(hash_size)} for {bits}-bit"
+    return (
+        f"the set has {n_images} images, fewer than the {min_images} needed to calibrate; "
+        f"using the seed paper's threshold of {PAPER_THRESHOLD_256_BITS} for 256-bit hashes"
+        f"{scaled}"
+    )

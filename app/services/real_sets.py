@@ -1,0 +1,202 @@
+"""Persistence of real sets: create, extend, read, delete; calibration kept up to date.
+
+Every write runs inside the caller's transaction, so a failure anywhere leaves the database
+as it was (nothing half-registered).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import RealImage, RealSet, utcnow
+from app.services.calibration import calibrate
+from app.services.ingest import HashedImage
+from app.services.source_matching import words_from_hex
+
+#: Rows per multi-row INSERT.
+_INSERT_CHUNK = 5000
+
+
+class RealSetNotFound(LookupError):
+    def __init__(self, real_set_id: int) -> None:
+        super().__init__(f"real set {real_set_id} does not exist")
+        self.real_set_id = real_set_id
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    quantile: float
+    min_images: int
+
+
+@dataclass(frozen=True)
+class SetHashes:
+    """A set's hashes packed for search, in registration order."""
+
+    real_set_id: int
+    revision: int
+    hash_size: int
+    filenames: list[str]
+    words: np.ndarray
+
+
+class SetHashCache:
+    """Packed hashes per set, reused across requests until the set's revision changes."""
+
+    def __init__(self, max_sets: int = 16) -> None:
+        self._items: OrderedDict[int, SetHashes] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_sets
+
+    def get(self, session: Session, real_set: RealSet) -> SetHashes:
+        with self._lock:
+            cached = self._items.get(real_set.id)
+            if cached is not None and cached.revision == real_set.revision:
+                self._items.move_to_end(real_set.id)
+                return cached
+        rows = session.execute(
+            select(RealImage.filename, RealImage.phash)
+            .where(RealImage.real_set_id == real_set.id)
+            .order_by(RealImage.position)
+        ).all()
+        hashes = SetHashes(
+            real_set_id=real_set.id,
+            revision=real_set.revision,
+            hash_size=real_set.hash_size,
+            filenames=[r.filename for r in rows],
+            words=words_from_hex([r.phash for r in rows], real_set.hash_size),
+        )
+        with self._lock:
+            self._items[real_set.id] = hashes
+            self._items.move_to_end(real_set.id)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+        return hashes
+
+    def forget(self, real_set_id: int) -> None:
+        with self._lock:
+            self._items.pop(real_set_id, None)
+
+
+def get_real_set(session: Session, real_set_id: int, *, for_update: bool = False) -> RealSet:
+    stmt = select(RealSet).where(RealSet.id == real_set_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    real_set = session.scalars(stmt).first()
+    if real_set is None:
+        raise RealSetNotFound(real_set_id)
+    return real_set
+
+
+def list_real_sets(session: Session) -> list[RealSet]:
+    return list(session.scalars(select(RealSet).order_by(RealSet.id)))
+
+
+def list_images(session: Session, real_set_id: int, offset: int, limit: int) -> list[RealImage]:
+    return list(
+        session.scalars(
+            select(RealImage)
+            .where(RealImage.real_set_id == real_set_id)
+            .order_by(RealImage.position)
+            .offset(offset)
+            .limit(limit)
+        )
+    )
+
+
+def known_images(session: Session, real_set_id: int) -> tuple[dict[str, str], set[str]]:
+    """(sha256 -> filename, filenames) of the images already in a set."""
+    rows = session.execute(
+        select(RealImage.sha256, RealImage.filename).where(RealImage.real_set_id == real_set_id)
+    ).all()
+    return {r.sha256: r.filename for r in rows}, {r.filename for r in rows}
+
+
+def _insert_images(session: Session, real_set_id: int, start: int, images: list[HashedImage]):
+    now = utcnow()
+    rows = [
+        {
+            "real_set_id": real_set_id,
+            "position": start + i,
+            "filename": img.filename,
+            "sha256": img.sha256,
+            "phash": img.phash,
+            "width": img.width,
+            "height": img.height,
+            "created_at": now,
+        }
+        for i, img in enumerate(images)
+    ]
+    for lo in range(0, len(rows), _INSERT_CHUNK):
+        session.execute(insert(RealImage), rows[lo : lo + _INSERT_CHUNK])
+
+
+def _recalibrate(session: Session, real_set: RealSet, config: CalibrationConfig) -> None:
+    hexes = session.scalars(
+        select(RealImage.phash)
+        .where(RealImage.real_set_id == real_set.id)
+        .order_by(RealImage.position)
+    ).all()
+    result = calibrate(
+        words_from_hex(hexes, real_set.hash_size), config.quantile, config.min_images
+    )
+    real_set.calibrated_threshold = result.threshold if result else None
+    real_set.calibration = result.as_json() if result else None
+
+
+def create_real_set(
+    session: Session,
+    name: str,
+    hash_size: int,
+    images: list[HashedImage],
+    calibration: CalibrationConfig,
+) -> RealSet:
+    real_set = RealSet(name=name, hash_size=hash_size, image_count=len(images), revision=1)
+    session.add(real_set)
+    session.flush()
+    _insert_images(session, real_set.id, 0, images)
+    _recalibrate(session, real_set, calibration)
+    session.flush()
+    return real_set
+
+
+def add_images(
+    session: Session,
+    real_set: RealSet,
+    images: list[HashedImage],
+    calibration: CalibrationConfig,
+) -> RealSet:
+    """Append images (already de-duplicated against the set) and bump the revision."""
+    if not images:
+        return real_set
+    start = session.scalar(
+        select(func.coalesce(func.max(RealImage.position) + 1, 0)).where(
+            RealImage.real_set_id == real_set.id
+        )
+    )
+    _insert_images(session, real_set.id, int(start), images)
+    session.execute(
+        update(RealSet)
+        .where(RealSet.id == real_set.id)
+        .values(
+            image_count=RealSet.image_count + len(images),
+            revision=RealSet.revision + 1,
+            updated_at=utcnow(),
+        )
+    )
+    session.refresh(real_set)
+    _recalibrate(session, real_set, calibration)
+    session.flush()
+    return real_set
+
+
+def delete_real_set(session: Session, real_set_id: int) -> None:
+    get_real_set(session, real_set_id)
+    session.execute(delete(RealImage).where(RealImage.real_set_id == real_set_id))
+    session.execute(delete(RealSet).where(RealSet.id == real_set_id))
