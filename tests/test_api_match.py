@@ -1,0 +1,165 @@
+"""/match end to end: sources agree with a brute-force imagehash comparison; results persist."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import file_parts, real_images, register, zip_bytes
+from tests.imagegen import perturbed_copy, phantom, png
+
+
+def _generated(reals: dict[str, bytes], copies: int, novel: int) -> tuple[dict, dict]:
+    """Generated batch: perturbed copies of the first real images plus novel phantoms."""
+    gen, truth = {}, {}
+    names = sorted(reals)
+    for i in range(copies):
+        src = names[i % len(names)]
+        arr = perturbed_copy(np.asarray(Image.open(io.BytesIO(reals[src]))), seed=100 + i)
+        gen[f"generated_{i:05d}.png"] = png(arr)
+        truth[f"generated_{i:05d}.png"] = src
+    for j in range(novel):
+        gen[f"generated_{copies + j:05d}.png"] = png(phantom(10_000 + j))
+        truth[f"generated_{copies + j:05d}.png"] = None
+    return gen, truth
+
+
+def _brute_force(reals: dict[str, bytes], gen: dict[str, bytes], hash_size: int) -> dict:
+    rh = {k: imagehash.phash(Image.open(io.BytesIO(v)), hash_size) for k, v in reals.items()}
+    out = {}
+    for name, data in gen.items():
+        gh = imagehash.phash(Image.open(io.BytesIO(data)), hash_size)
+        out[name] = min(gh - h for h in rh.values())
+    return out
+
+
+@pytest.mark.parametrize("hash_size", [8, 16])
+def test_match_agrees_with_brute_force_and_persists(client, hash_size):
+    reals = real_images(30)
+    real_set = register(client, reals, hash_size=hash_size)
+    gen, truth = _generated(reals, copies=12, novel=18)
+    r = client.post(
+        "/match",
+        data={"real_set_id": str(real_set["id"]), "top_k": "3"},
+        files=[("files", ("gen.zip", zip_bytes(gen), "application/zip"))],
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["hash_size"] == hash_size and body["generated_count"] == 30
+    assert body["threshold_source"] == "calibrated"
+    assert body["threshold"] == real_set["calibrated_threshold"]
+    brute = _brute_force(reals, gen, hash_size)
+    for m in body["matches"]:
+        assert m["distance"] == brute[m["generated"]]
+        assert len(m["candidates"]) == 3
+        assert [c["distance"] for c in m["candidates"]] == sorted(
+            c["distance"] for c in m["candidates"]
+        )
+        assert (m["source"] is None) == (m["distance"] > body["threshold"])
+    # Perturbed copies are matched to their true source.
+    for m in body["matches"]:
+        if truth[m["generated"]] is not None and m["source"] is not None:
+            assert m["source"] == truth[m["generated"]]
+    copies_found = sum(
+        1 for m in body["matches"] if truth[m["generated"]] and m["source"] == truth[m["generated"]]
+    )
+    assert copies_found >= 10
+    summary = {s["filename"]: s for s in body["real_summary"]}
+    assert len(summary) == 30
+    for name, s in summary.items():
+        sourced = sum(1 for m in body["matches"] if m["source"] == name)
+        assert s["matched_count"] == sourced
+        assert s["verdict"] == ("used" if sourced else "unused")
+
+    again = client.get(f"/match/{body['batch_id']}").json()
+    assert again["matches"] == body["matches"]
+    assert again["real_summary"] == body["real_summary"]
+    rows = list(
+        csv.DictReader(
+            io.StringIO(client.get(f"/match/{body['batch_id']}", params={"format": "csv"}).text)
+        )
+    )
+    assert [r["generated"] for r in rows] == [m["generated"] for m in body["matches"]]
+    text = client.get(f"/match/{body['batch_id']}", params={"format": "text"}).text
+    first = body["matches"][0]
+    assert text.splitlines()[0] == (
+        f"The source image for {first['generated']} is {first['source'] or 'None'} "
+        f"with {first['distance']}"
+    )
+
+
+def test_threshold_from_request_and_paper_default(client):
+    small = register(client, real_images(4), name="tiny")  # too small to calibrate
+    gen = {"g.png": png(phantom(500))}
+    r = client.post("/match", data={"real_set_id": str(small["id"])}, files=file_parts(gen))
+    assert r.status_code == 200, r.text
+    assert r.json()["threshold"] == 50 and r.json()["threshold_source"] == "paper_default"
+    assert "paper" in r.json()["threshold_reason"]
+    r = client.post(
+        "/match", data={"real_set_id": str(small["id"]), "threshold": "256"}, files=file_parts(gen)
+    )
+    body = r.json()
+    assert body["threshold"] == 256 and body["threshold_source"] == "request"
+    assert body["matches"][0]["source"] is not None
+
+
+def test_many_file_parts_in_one_request(client):
+    """More parts than Starlette's default cap of 1000 files per request."""
+    reals = real_images(10, size=32)
+    real_set = register(client, reals)
+    tiny = {f"g_{i:05d}.png": png(phantom(i % 40, 32)) for i in range(1200)}
+    r = client.post("/match", data={"real_set_id": str(real_set["id"])}, files=file_parts(tiny))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # Identical bytes are kept once: 40 distinct images, the rest reported as duplicates.
+    assert body["generated_count"] == 40
+    assert len(body["duplicates"]) == 1160
+
+
+def test_match_errors(client):
+    gen = file_parts({"g.png": png(phantom(1))})
+    r = client.post("/match", data={"real_set_id": "999"}, files=gen)
+    assert r.status_code == 404 and "999" in r.json()["detail"]
+    r = client.post("/match", files=gen)
+    assert r.status_code == 422 and "real_set_id" in r.json()["detail"]
+    real_set = register(client, real_images(3))
+    sid = str(real_set["id"])
+    r = client.post("/match", data={"real_set_id": sid, "top_k": "0"}, files=gen)
+    assert r.status_code == 422 and "top_k" in r.json()["detail"]
+    r = client.post("/match", data={"real_set_id": sid, "threshold": "-1"}, files=gen)
+    assert r.status_code == 422 and "threshold" in r.json()["detail"]
+    r = client.post(
+        "/match", data={"real_set_id": sid}, files=[("files", ("x.png", b"nope", "image/png"))]
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"]["rejected"] == [
+        {"filename": "x.png", "reason": "not an image (PNG, JPEG, BMP or TIFF expected)"}
+    ]
+    assert client.get("/match/12345").status_code == 404
+    assert client.get("/match/1", params={"format": "xml"}).status_code == 422
+
+
+def test_batches_survive_set_deletion_and_cache_follows_revisions(client):
+    reals = real_images(12)
+    real_set = register(client, reals)
+    sid = real_set["id"]
+    extra = {"late.png": png(phantom(777))}
+    copy = {"g.png": png(perturbed_copy(phantom(777), 1, strength=0.3))}
+    first = client.post(
+        "/match", data={"real_set_id": str(sid), "threshold": "30"}, files=file_parts(copy)
+    ).json()
+    assert first["matches"][0]["candidates"][0]["filename"] != "late.png"
+    assert client.post(f"/real-sets/{sid}/images", files=file_parts(extra)).status_code == 201
+    second = client.post(
+        "/match", data={"real_set_id": str(sid), "threshold": "30"}, files=file_parts(copy)
+    ).json()
+    assert second["matches"][0]["source"] == "late.png"
+    assert second["real_set_revision"] == 2
+    assert client.delete(f"/real-sets/{sid}").status_code == 204
+    kept = client.get(f"/match/{first['batch_id']}").json()
+    assert kept["real_set_id"] is None and kept["matches"] == first["matches"]

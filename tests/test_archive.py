@@ -1,0 +1,39 @@
+"""Zip expansion: members come out with clean names; unsafe or unreadable ones are rejected."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from app.imaging.archive import ArchiveError, Member, MemberRejected, iter_zip
+
+
+def _zip(entries: dict[str, bytes]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    buf.seek(0)
+    return buf
+
+
+def test_common_top_folder_is_stripped_and_metadata_skipped():
+    items = list(
+        iter_zip(_zip({"real/a.png": b"1", "real/sub/b.png": b"2", "__MACOSX/._a": b"x"}), 100)
+    )
+    assert items == [Member("a.png", b"1"), Member("sub/b.png", b"2")]
+
+
+def test_traversal_absolute_and_oversized_members_are_rejected():
+    items = list(iter_zip(_zip({"../evil.png": b"1", "/abs.png": b"2", "big.png": b"3" * 50}), 10))
+    reasons = {i.name: i.reason for i in items if isinstance(i, MemberRejected)}
+    assert "'..'" in reasons["../evil.png"]
+    assert "absolute" in reasons["/abs.png"]
+    assert "over the limit" in reasons["big.png"]
+
+
+def test_not_a_zip_raises_archive_error():
+    with pytest.raises(ArchiveError, match="not a readable zip"):
+        list(iter_zip(io.BytesIO(b"PK\x03\x04 garbage"), 100))
