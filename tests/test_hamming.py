@@ -20,7 +20,7 @@ def _brute(q_bits, r_bits):
 @pytest.mark.parametrize("bits", [64, 256])
 @pytest.mark.parametrize("top_k", [1, 3])
 def test_nearest_matches_brute_force(bits, top_k, monkeypatch):
-    monkeypatch.setattr(hamming, "_BLOCK_BYTES", 4096)  # force many chunks
+    monkeypatch.setattr(hamming, "_BLOCK_PAIRS", 7 * 70)  # force many chunks
     rng = np.random.default_rng(bits + top_k)
     q_bits, r_bits = _random_hashes(rng, 300, bits), _random_hashes(rng, 70, bits)
     r_bits[5] = r_bits[9]  # exact tie between two references
