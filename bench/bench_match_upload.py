@@ -1,0 +1,116 @@
+"""POST /match with an ImageCLEF-2023-sized batch over real HTTP to a uvicorn server.
+
+    .venv/bin/python bench/make_generated.py /tmp/memaudit-10k
+    .venv/bin/python bench/bench_match_upload.py /tmp/memaudit-10k [--zip] [--repeats 3]
+
+Starts `memaudit serve` on a free loopback port with a fresh SQLite database, registers
+DIR/real, then uploads DIR/generated (as file parts, or as one zip with --zip) and reports
+the wall time, the server's peak RSS, and for comparison the time to only decode the images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.imaging.decode import decode_grayscale  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--zip", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    reals = sorted((args.folder / "real").glob("*.png"))
+    gens = sorted((args.folder / "generated").glob("*.png"))
+    port = free_port()
+    tmp = tempfile.mkdtemp()
+    env = dict(os.environ, MEMAUDIT_DATA_DIR=tmp, MEMAUDIT_LOG_LEVEL="WARNING")
+    env.pop("DATABASE_URL", None)
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/memaudit"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with httpx.Client(timeout=600) as client:
+            r = client.post(
+                f"{base}/real-sets",
+                data={"name": "bench"},
+                files=[("files", (p.name, p.read_bytes(), "image/png")) for p in reals],
+            )
+            r.raise_for_status()
+            set_id = r.json()["id"]
+            blobs = [(p.name, p.read_bytes()) for p in gens]
+            if args.zip:
+                buf = io.BytesIO()
+                with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+                    for name, data in blobs:
+                        zf.writestr(name, data)
+                files = [("files", ("generated.zip", buf.getvalue(), "application/zip"))]
+            else:
+                files = [("files", (name, data, "image/png")) for name, data in blobs]
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                r = client.post(f"{base}/match", data={"real_set_id": str(set_id)}, files=files)
+                times.append(time.perf_counter() - start)
+                r.raise_for_status()
+            body = r.json()
+        rss = peak_rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait()
+    start = time.perf_counter()
+    for p in [*reals, *gens]:
+        decode_grayscale(p.read_bytes(), 50_000_000)
+    decode = time.perf_counter() - start
+    wall = statistics.median(times)
+    print(
+        f"POST /match {len(gens)} generated vs {len(reals)} real ({'zip' if args.zip else 'parts'})"
+    )
+    print(f"  wall (median of {args.repeats}): {wall:.2f} s  ({len(gens) / wall:.0f} images/s)")
+    print(f"  server peak RSS: {rss:.0f} MB")
+    print(f"  decode-only of the {len(reals) + len(gens)} images, one core: {decode:.2f} s")
+    print(f"  wall / decode-only = {wall / decode:.2f}")
+    print(f"  generated_count={body['generated_count']} matched={body['matched_count']}")
+
+
+if __name__ == "__main__":
+    main()
