@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default sqlite:///<data_dir>/memaudit.db. "
         "PostgreSQL: postgresql+psycopg://user:pass@host:5432/db",
     )
+    image_store_dir: Path | None = Field(
+        default=None,
+        description="Where uploaded image bytes are kept (content-addressed); "
+        "default <data_dir>/images. Replicas of the API must share it.",
+    )
     auto_migrate: bool = Field(
         default=True, description="Run `alembic upgrade head` when the service starts."
     )
@@ -66,6 +71,10 @@ class Settings(BaseSettings):
         description="Below this many real images the paper's threshold is used instead.",
     )
     max_top_k: int = Field(default=50, description="Largest `top_k` a /match request may ask.")
+
+    @property
+    def effective_image_store_dir(self) -> Path:
+        return self.image_store_dir or self.data_dir / "images"
 
     @property
     def effective_database_url(self) -> str:

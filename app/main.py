@@ -12,6 +12,7 @@ from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.services.real_sets import SetHashCache
+from app.storage import ImageStore
 
 log = logging.getLogger("memaudit")
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = make_session_factory(engine)
         app.state.hash_cache = SetHashCache()
+        app.state.image_store = ImageStore(settings.effective_image_store_dir)
         log.info(
             "memaudit ready: database %s",
             engine.url.render_as_string(hide_password=True),

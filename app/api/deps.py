@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.services.real_sets import SetHashCache
+from app.storage import ImageStore
 
 
 def settings_of(request: Request) -> Settings:
@@ -21,6 +22,10 @@ def sessions_of(request: Request) -> sessionmaker[Session]:
 
 def hash_cache_of(request: Request) -> SetHashCache:
     return request.app.state.hash_cache
+
+
+def image_store_of(request: Request) -> ImageStore:
+    return request.app.state.image_store
 
 
 def db_session(request: Request) -> Iterator[Session]:

@@ -65,7 +65,8 @@ class ImageIngest:
     """De-duplicates by content (SHA-256), decodes and pHashes files in batches.
 
     ``known_sha256`` / ``known_names`` describe images already stored (adding to a set), so
-    re-uploads are reported as duplicates and filename clashes are rejected.
+    re-uploads are reported as duplicates and filename clashes are rejected. ``keep`` is
+    called with (sha256, bytes) of every accepted image (to put it in the image store).
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class ImageIngest:
         known_sha256: dict[str, str] | None = None,
         known_names: Iterable[str] = (),
         progress: Callable[[int], None] | None = None,
+        keep: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.hash_size = hash_size
         self.limits = limits
@@ -85,6 +87,7 @@ class ImageIngest:
         self._pending: list[tuple[str, bytes]] = []
         self._received = 0
         self._progress = progress
+        self._keep = keep
 
     @property
     def needs_flush(self) -> bool:
@@ -140,6 +143,8 @@ class ImageIngest:
             except ImageDecodeError as exc:
                 self.reject(filename, str(exc))
                 continue
+            if self._keep is not None:
+                self._keep(digest, data)
             self._seen_sha[digest] = filename
             self._names.add(filename)
             names.append(filename)

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import db_session, hash_cache_of, sessions_of, settings_of
+from app.api.deps import db_session, hash_cache_of, image_store_of, sessions_of, settings_of
 from app.api.forms import int_field, required_int
 from app.api.schemas import MATCH_FORM, ErrorOut, MatchBatchOut
 from app.api.uploads import ingest_limits, receive_upload
@@ -77,7 +77,7 @@ async def create_match(request: Request):
         int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
         with sessions() as session:
             real_set = _set_or_404(session, real_set_id)
-        return ImageIngest(real_set.hash_size, limits)
+        return ImageIngest(real_set.hash_size, limits, keep=image_store_of(request).put)
 
     fields, result = await receive_upload(request, settings, make_ingest)
     real_set_id = required_int(fields, "real_set_id")

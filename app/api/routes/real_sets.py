@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import db_session, hash_cache_of, sessions_of, settings_of
+from app.api.deps import db_session, hash_cache_of, image_store_of, sessions_of, settings_of
 from app.api.forms import int_field, name_field
 from app.api.schemas import (
     ADD_IMAGES_FORM,
@@ -75,7 +75,7 @@ async def create_real_set(request: Request):
             return None
         name_field(fields)
         hash_size = int_field(fields, "hash_size", default=16, choices=SUPPORTED_HASH_SIZES)
-        return ImageIngest(hash_size, limits)
+        return ImageIngest(hash_size, limits, keep=image_store_of(request).put)
 
     fields, result = await receive_upload(request, settings, make_ingest)
     if not result.images:
@@ -141,7 +141,11 @@ async def add_images(real_set_id: int, request: Request):
             real_set = _get_or_404(session, real_set_id)
             known_sha, known_names = service.known_images(session, real_set_id)
         return ImageIngest(
-            real_set.hash_size, limits, known_sha256=known_sha, known_names=known_names
+            real_set.hash_size,
+            limits,
+            known_sha256=known_sha,
+            known_names=known_names,
+            keep=image_store_of(request).put,
         )
 
     _, result = await receive_upload(request, settings, make_ingest)
