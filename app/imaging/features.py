@@ -1,0 +1,79 @@
+"""Per-image features for membership scoring: normalised thumbnails and SIFT keypoints.
+
+Pure image code (no HTTP, no database). Thumbnails give a global similarity (normalised
+cross-correlation = dot product); SIFT keypoints with RANSAC give a geometric one that
+survives the warps, re-lighting and blending that memorizing generators apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+THUMBNAIL_SIDE = 32
+SIFT_FEATURES = 300
+#: Gaussian pre-blur (pixels) before SIFT: keypoints on anatomy, not on CT noise grain.
+SIFT_PRE_BLUR = 1.0
+#: Lowe's ratio test and the RANSAC reprojection error (pixels at 256x256).
+RATIO = 0.8
+REPROJECTION_PX = 4.0
+
+
+def thumbnails(images: list[np.ndarray], side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """(n, side*side) float32 rows, zero mean and unit norm: row dot row = NCC."""
+    out = np.empty((len(images), side * side), np.float32)
+    for i, gray in enumerate(images):
+        small = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+        vec = small.ravel()
+        vec -= vec.mean()
+        norm = float(np.linalg.norm(vec))
+        out[i] = vec / norm if norm > 1e-6 else 0.0
+    return out
+
+
+@dataclass
+class Keypoints:
+    points: np.ndarray  # (n, 2) float32 pixel coordinates
+    descriptors: np.ndarray  # (n, 128) float32
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+def _as_256(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """SIFT parameters are tuned at 256 px; other sizes are rescaled (points scaled back)."""
+    h, w = gray.shape
+    scale = 256.0 / max(h, w)
+    if abs(scale - 1.0) < 1e-6:
+        return gray, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), scale
+
+
+def sift_keypoints(gray: np.ndarray, n_features: int = SIFT_FEATURES) -> Keypoints:
+    image, _scale = _as_256(gray)
+    image = cv2.GaussianBlur(image, (0, 0), SIFT_PRE_BLUR)
+    sift = cv2.SIFT_create(nfeatures=n_features)
+    kps, desc = sift.detectAndCompute(image, None)
+    if desc is None or not kps:
+        return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+    return Keypoints(np.float32([k.pt for k in kps]), desc.astype(np.float32))
+
+
+def verified_inliers(query: Keypoints, train: Keypoints) -> int:
+    """Matches between two images that survive the ratio test and a RANSAC similarity fit."""
+    if len(query) < 3 or len(train) < 3:
+        return 0
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    pairs = matcher.knnMatch(query.descriptors, train.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    if len(good) < 4:
+        return 0
+    src = query.points[[m.queryIdx for m in good]]
+    dst = train.points[[m.trainIdx for m in good]]
+    _model, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION_PX
+    )
+    return int(mask.sum()) if mask is not None else 0

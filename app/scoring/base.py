@@ -1,0 +1,41 @@
+"""The one small interface every membership-scoring method implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str
+    provider: str | None = None
+
+
+@dataclass
+class ScoreResult:
+    """Per real image: ``scores`` (higher = more likely used) and ``labels`` at ``threshold``."""
+
+    scores: np.ndarray
+    threshold: float
+    threshold_reason: str
+    models: list[ModelInfo] = field(default_factory=list)
+    #: Optional per-image extra figures (e.g. the reference auditor's components).
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.scores >= self.threshold
+
+
+class Scorer(Protocol):
+    name: str
+    needs_generated: bool
+
+    def score(self, real: list[np.ndarray], generated: list[np.ndarray] | None) -> ScoreResult:
+        """Score grayscale uint8 real images, optionally against generated ones."""
+        ...
