@@ -21,6 +21,7 @@ from app.services.calibration import (
 from app.services.ingest import ImageIngest, IngestLimits, IngestResult
 from app.services.source_matching import match_sources, paper_lines, words_from_hex
 
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".zip"}
 
 
@@ -166,7 +167,47 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--json", action="store_true", help="print JSON instead of lines")
     match.add_argument("--quiet", action="store_true", help="no progress bar")
     match.set_defaults(func=cmd_match)
+    train = sub.add_parser("train", help="train a model artifact on a labelled set")
+    train.add_argument("model", choices=["cnn", "sift-knn", "reference"])
+    train.add_argument("--used", required=True, help="folder of real images used in training")
+    train.add_argument("--unused", required=True, help="folder of real images not used")
+    train.add_argument("--generated", help="folder of generated images (sift-knn vocabulary)")
+    train.add_argument("--out", required=True, help="artifact path, e.g. models/cnn.onnx")
+    train.add_argument("--epochs", type=int, default=10)
+    train.set_defaults(func=_lazy("cmd_train"))
+
+    rebuild = sub.add_parser(
+        "rebuild-models", help="rebuild the default artifacts from synthetic data"
+    )
+    rebuild.add_argument("--out", default="models")
+    rebuild.add_argument("--seed", type=int, default=0)
+    rebuild.add_argument("--epochs", type=int, default=10)
+    rebuild.set_defaults(func=_lazy("cmd_rebuild_models"))
+
+    evaluate = sub.add_parser("evaluate", help="score a labelled development set")
+    evaluate.add_argument("--labels", required=True, help="labels.csv (real, used, ...)")
+    evaluate.add_argument("--real", required=True, help="folder of the real images")
+    evaluate.add_argument("--generated", help="folder of generated images")
+    evaluate.add_argument(
+        "--method", default="reference", choices=["reference", "phash", "cnn", "sift_knn"]
+    )
+    evaluate.add_argument("--against", default="used", choices=["used", "memorized"])
+    evaluate.add_argument("--models", default=str(REPO_MODELS))
+    evaluate.add_argument("--roc", help="write the ROC curve to this PNG")
+    evaluate.add_argument("--cpu", action="store_true", help="never try CUDA")
+    evaluate.set_defaults(func=_lazy("cmd_evaluate"))
     return parser
+
+
+def _lazy(name: str):
+    """Import training/evaluation code (and its optional extras) only when used."""
+
+    def run(args: argparse.Namespace) -> int:
+        from app.training import commands
+
+        return getattr(commands, name)(args)
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

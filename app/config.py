@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     migrations_dir: Path = Field(
         default=REPO_ROOT / "migrations", description="Location of the Alembic scripts."
     )
+    models_dir: Path = Field(
+        default=REPO_ROOT / "models", description="Model artifacts and their manifest.json."
+    )
+    use_cuda: bool = Field(
+        default=True,
+        description="Ask onnxruntime for the CUDA execution provider (falls back to CPU, "
+        "saying why, when it is not usable).",
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
     # Upload limits: every one is enforced per request with a clear 4xx or a per-file rejection.

@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import health, match, real_sets
+from app.api.routes import classify, health, match, models, real_sets
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
+from app.scoring.artifacts import ModelRegistry
 from app.services.real_sets import SetHashCache
 from app.storage import ImageStore
 
@@ -26,6 +27,10 @@ memaudit audits synthetic (generated) medical images for leaked training data.
    by pHash Hamming distance, or `null` above the threshold, and each real image a verdict.
 3. `GET /match/{batch_id}?format=text` — the paper's lines,
    e.g. `The source image for generated_0478.png is used_0029.png with 52`.
+
+**Membership inference**: `POST /classify` scores every real image (higher = more likely used
+to train the generator) with `reference` (recommended: compares the real images with the
+generated batch), `phash`, or the paper's `cnn` and `sift_knn` models (`GET /models`).
 
 Uploads are `multipart/form-data`; send text fields before files. Errors come back as JSON
 `{"detail": ...}` with a 4xx status; per-file problems are listed in `rejected` while the
@@ -51,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = make_session_factory(engine)
         app.state.hash_cache = SetHashCache()
         app.state.image_store = ImageStore(settings.effective_image_store_dir)
+        app.state.models = ModelRegistry(settings.models_dir, settings.use_cuda).load()
         log.info(
             "memaudit ready: database %s",
             engine.url.render_as_string(hide_password=True),
@@ -70,4 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(real_sets.router)
     app.include_router(match.router)
+    app.include_router(classify.router)
+    app.include_router(models.router)
     return app

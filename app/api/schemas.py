@@ -279,3 +279,80 @@ MATCH_FORM = {
         },
     }
 }
+
+
+class ModelOut(BaseModel):
+    name: str = Field(examples=["memaudit-cnn"])
+    version: str = Field(examples=["1"])
+    sha256: str = Field(description="SHA-256 of the artifact file (empty: no artifact).")
+    provider: str | None = Field(
+        default=None,
+        description="onnxruntime execution provider the model really runs on.",
+        examples=["CPUExecutionProvider"],
+    )
+
+
+class ClassificationResultOut(BaseModel):
+    filename: str = Field(examples=["real_0001.png"])
+    score: float = Field(description="Higher = more likely used in training.", examples=[3.2])
+    label: Literal["used", "unused"] = Field(examples=["used"])
+    components: dict[str, float] = Field(
+        default_factory=dict,
+        description="Method-specific evidence behind the score.",
+        examples=[{"copy_evidence": 3.2, "vote_evidence": 0.4, "best_inliers": 71}],
+    )
+
+
+class ClassificationOut(BaseModel):
+    classification_id: int = Field(examples=[1])
+    method: Literal["reference", "phash", "cnn", "sift_knn"] = Field(examples=["reference"])
+    real_set_id: int | None = Field(examples=[1])
+    batch_id: int | None = Field(examples=[1])
+    models: list[ModelOut]
+    threshold: float = Field(description="Scores at or above are labelled used.", examples=[1.0])
+    threshold_reason: str = Field(description="Where the threshold comes from, in words.")
+    real_count: int = Field(examples=[160])
+    generated_count: int = Field(examples=[500])
+    used_count: int = Field(examples=[62])
+    created_at: datetime
+    elapsed_seconds: float
+    results: list[ClassificationResultOut]
+    rejected: list[RejectedOut]
+
+
+CLASSIFY_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "method": {
+                            "type": "string",
+                            "enum": ["reference", "phash", "cnn", "sift_knn"],
+                            "default": "reference",
+                            "description": "`reference` (recommended: compares the real images "
+                            "with the generated batch), `phash` (the paper's hash rule), `cnn` "
+                            "and `sift_knn` (the paper's classifiers, real images only).",
+                        },
+                        "real_set_id": {
+                            "type": "integer",
+                            "description": "Real images: a set registered with POST /real-sets.",
+                            "example": 1,
+                        },
+                        "batch_id": {
+                            "type": "integer",
+                            "description": "Generated images: a batch from POST /match.",
+                            "example": 1,
+                        },
+                        "files": _binary_files("Real images (or zips) instead of real_set_id."),
+                        "generated_files": _binary_files(
+                            "Generated images (or zips) instead of batch_id."
+                        ),
+                    },
+                }
+            }
+        },
+    }
+}

@@ -10,6 +10,7 @@ import io
 import tempfile
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
@@ -41,58 +42,95 @@ def _clean_filename(raw: str) -> str:
 
 
 async def receive_upload(
-    request: Request, settings: Settings, make_ingest: IngestFactory
-) -> tuple[dict[str, str], IngestResult]:
+    request: Request,
+    settings: Settings,
+    make_ingest: IngestFactory,
+    *,
+    other_file_fields: dict[str, IngestFactory] | None = None,
+    require_files: bool = True,
+) -> tuple[dict[str, str], IngestResult, dict[str, IngestResult]]:
+    """Stream the body into one ingest per file field ('files', plus ``other_file_fields``).
+
+    Returns the text fields, the 'files' result, and the results of the other file fields
+    that received at least one part. Where files are optional, a plain
+    application/x-www-form-urlencoded body (fields only) is accepted too.
+    """
+    if not require_files and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        body = await request.body()
+        if len(body) > 64 * 1024:
+            raise HTTPException(413, detail="form body larger than 64 KiB")
+        parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        if len(parsed) > settings.max_fields_per_request:
+            raise HTTPException(413, detail=f"more than {settings.max_fields_per_request} fields")
+        for name, values in parsed.items():
+            if len(values) > 1:
+                raise HTTPException(422, detail=f"form field {name!r} given twice")
+        return {k: v[0].strip() for k, v in parsed.items()}, IngestResult(), {}
     stream = MultipartStream(
         request,
         max_file_bytes=settings.max_file_bytes,
         max_zip_bytes=settings.max_zip_bytes,
         max_fields=settings.max_fields_per_request,
     )
+    factories = {FILES_FIELD: make_ingest, **(other_file_fields or {})}
     fields: dict[str, str] = {}
-    ingest: ImageIngest | None = None
-    waiting: list[FormFile] = []
-    file_parts = 0
+    ingests: dict[str, ImageIngest] = {}
+    waiting: dict[str, list[FormFile]] = {name: [] for name in factories}
+    received: dict[str, int] = dict.fromkeys(factories, 0)
+
+    async def start(name: str, final: bool) -> None:
+        if name in ingests:
+            return
+        ingest = await run_in_threadpool(factories[name], dict(fields), final)
+        if ingest is None:
+            return
+        ingests[name] = ingest
+        for early in waiting[name]:
+            await _feed(ingest, early, settings)
+        waiting[name].clear()
+
     try:
         async for part in stream.parts():
             if isinstance(part, FormField):
-                if part.name == FILES_FIELD and not part.value:
+                if part.name in factories and not part.value:
                     continue  # an empty file input, as Swagger UI sends it
                 if part.name in fields:
                     raise HTTPException(422, detail=f"form field {part.name!r} given twice")
                 fields[part.name] = part.value
-                if ingest is None:
-                    ingest = await run_in_threadpool(make_ingest, dict(fields), False)
-                    if ingest is not None:
-                        for early in waiting:
-                            await _feed(ingest, early, settings)
-                        waiting.clear()
+                for name in factories:
+                    if received[name]:
+                        await start(name, False)
                 continue
-            if part.name != FILES_FIELD:
+            if part.name not in factories:
                 part.close()
+                expected = " or ".join(repr(n) for n in factories)
                 raise HTTPException(
-                    422, detail=f"unexpected file field {part.name!r}; send images as 'files'"
+                    422, detail=f"unexpected file field {part.name!r}; send images as {expected}"
                 )
-            file_parts += 1
-            if ingest is None:
-                waiting.append(await run_in_threadpool(_spool, part))
+            received[part.name] += 1
+            await start(part.name, False)
+            if part.name in ingests:
+                await _feed(ingests[part.name], part, settings)
             else:
-                await _feed(ingest, part, settings)
-        if ingest is None:
-            ingest = await run_in_threadpool(make_ingest, dict(fields), True)
-            assert ingest is not None
-        for early in waiting:
-            await _feed(ingest, early, settings)
-        waiting.clear()
-        if file_parts == 0:
+                waiting[part.name].append(await run_in_threadpool(_spool, part))
+        for name in factories:
+            if received[name]:
+                await start(name, True)
+        if require_files and received[FILES_FIELD] == 0:
             raise HTTPException(
                 422, detail="no files: send one or more images or zip archives as 'files'"
             )
-        result = await run_in_threadpool(ingest.finish)
+        results = {}
+        for name, ingest in ingests.items():
+            results[name] = await run_in_threadpool(ingest.finish)
     finally:
-        for early in waiting:
-            early.close()
-    return fields, result
+        for parts in waiting.values():
+            for early in parts:
+                early.close()
+    main = results.pop(FILES_FIELD, IngestResult())
+    return fields, main, results
 
 
 def _spool(part: FormFile) -> FormFile:

@@ -136,3 +136,45 @@ class RealSummary(Base):
     min_distance: Mapped[int] = mapped_column(Integer)
     closest_generated: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     verdict: Mapped[str] = mapped_column(String(10))
+
+
+class Classification(Base):
+    """One /classify request: membership scores of a set of real images by one method."""
+
+    __tablename__ = "classifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    method: Mapped[str] = mapped_column(String(20))
+    real_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("real_sets.id", ondelete="SET NULL"), nullable=True
+    )
+    batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("match_batches.id", ondelete="SET NULL"), nullable=True
+    )
+    threshold: Mapped[float] = mapped_column(Float)
+    threshold_reason: Mapped[str] = mapped_column(Text)
+    #: [{"name", "version", "sha256", "provider"}] of the models that produced the scores.
+    models: Mapped[list] = mapped_column(JSON, default=list)
+    real_count: Mapped[int] = mapped_column(Integer)
+    generated_count: Mapped[int] = mapped_column(Integer)
+    used_count: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[list] = mapped_column(JSON, default=list)
+    elapsed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ClassificationResult(Base):
+    __tablename__ = "classification_results"
+    __table_args__ = (
+        Index("ix_classification_results_cls_position", "classification_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    classification_id: Mapped[int] = mapped_column(
+        ForeignKey("classifications.id", ondelete="CASCADE")
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(1024))
+    score: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(10))
+    components: Mapped[dict] = mapped_column(JSON, default=dict)

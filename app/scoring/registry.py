@@ -1,4 +1,4 @@
-"""Method name -> scorer instance."""
+"""Method name -> scorer instance (model-backed methods come from the artifact registry)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from app.scoring.reference import ReferenceScorer
 METHODS = ("reference", "phash", "cnn", "sift_knn")
 
 
-def build_scorer(method: str, **options):
+def build_scorer(method: str, models=None, **options):
     if method == "reference":
         return ReferenceScorer()
     if method == "phash":
         return PHashRuleScorer(**options)
+    if method in ("cnn", "sift_knn"):
+        if models is None:
+            raise LookupError(f"no model registry: the {method} model is unavailable")
+        return models.scorer(method)
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -79,7 +79,7 @@ async def create_match(request: Request):
             real_set = _set_or_404(session, real_set_id)
         return ImageIngest(real_set.hash_size, limits, keep=image_store_of(request).put)
 
-    fields, result = await receive_upload(request, settings, make_ingest)
+    fields, result, _ = await receive_upload(request, settings, make_ingest)
     real_set_id = required_int(fields, "real_set_id")
     requested = int_field(fields, "threshold", minimum=0, maximum=max_bits)
     top_k = int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)

@@ -77,7 +77,7 @@ async def create_real_set(request: Request):
         hash_size = int_field(fields, "hash_size", default=16, choices=SUPPORTED_HASH_SIZES)
         return ImageIngest(hash_size, limits, keep=image_store_of(request).put)
 
-    fields, result = await receive_upload(request, settings, make_ingest)
+    fields, result, _ = await receive_upload(request, settings, make_ingest)
     if not result.images:
         raise _no_images(result)
     name = name_field(fields)
@@ -148,7 +148,7 @@ async def add_images(real_set_id: int, request: Request):
             keep=image_store_of(request).put,
         )
 
-    _, result = await receive_upload(request, settings, make_ingest)
+    _, result, _ = await receive_upload(request, settings, make_ingest)
     if not result.images:
         raise _no_images(result)
     calibration = service.CalibrationConfig(

@@ -1,0 +1,176 @@
+"""/classify: which real images were used to train the generator? (membership scores)"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import db_session, image_store_of, sessions_of, settings_of
+from app.api.forms import int_field
+from app.api.schemas import CLASSIFY_FORM, ClassificationOut, ErrorOut
+from app.api.uploads import ingest_limits, receive_upload
+from app.db.session import transaction
+from app.scoring.registry import METHODS, build_scorer
+from app.services import classification as service
+from app.services import real_sets
+from app.services.ingest import ImageIngest
+
+router = APIRouter(prefix="/classify", tags=["membership inference"])
+log = logging.getLogger("memaudit.classify")
+
+ERRORS = {
+    404: {"model": ErrorOut, "description": "Unknown real set, batch or classification."},
+    409: {"model": ErrorOut, "description": "Stored image bytes are missing."},
+    415: {"model": ErrorOut, "description": "Not multipart/form-data."},
+    422: {"model": ErrorOut, "description": "Invalid field or missing images."},
+    503: {"model": ErrorOut, "description": "The method's model artifact is unavailable."},
+}
+
+
+@router.post(
+    "",
+    response_model=ClassificationOut,
+    summary="Score which real images were used to train the generator",
+    description="Real images come from `real_set_id` or uploaded `files`; methods that "
+    "compare with the generator's output (`reference`, `phash`) take a `batch_id` from "
+    "/match or uploaded `generated_files`. Every real image gets a `score` (higher = more "
+    "likely used) and a `label` at the method's default threshold. Stored: "
+    "GET /classify/{id} returns it again (`format=csv`, `format=imageclef`).\n\n"
+    "```\ncurl -F method=reference -F real_set_id=1 -F batch_id=1 "
+    "http://localhost:8000/classify\n```",
+    openapi_extra=CLASSIFY_FORM,
+    responses=ERRORS,
+)
+async def create_classification(request: Request):
+    started = time.perf_counter()
+    settings = settings_of(request)
+    limits = ingest_limits(settings)
+    store = image_store_of(request)
+
+    def uploads(_fields: dict[str, str], _final: bool) -> ImageIngest:
+        return ImageIngest(16, limits, keep=store.put)
+
+    fields, real_upload, others = await receive_upload(
+        request,
+        settings,
+        uploads,
+        other_file_fields={"generated_files": uploads},
+        require_files=False,
+    )
+    method = fields.get("method") or "reference"
+    if method not in METHODS:
+        raise HTTPException(422, detail=f"method must be one of {', '.join(METHODS)}")
+    real_set_id = int_field(fields, "real_set_id", minimum=1)
+    batch_id = int_field(fields, "batch_id", minimum=1)
+    gen_upload = others.get("generated_files")
+    if real_set_id is not None and real_upload.images:
+        raise HTTPException(422, detail="send either real_set_id or real 'files', not both")
+    if batch_id is not None and gen_upload is not None:
+        raise HTTPException(422, detail="send either batch_id or 'generated_files', not both")
+    try:
+        scorer = build_scorer(method, models=request.app.state.models)
+    except LookupError as exc:
+        raise HTTPException(503, detail=str(exc)) from None
+
+    def run() -> dict:
+        with sessions_of(request)() as session:
+            if real_set_id is not None:
+                try:
+                    real_sets.get_real_set(session, real_set_id)
+                except real_sets.RealSetNotFound as exc:
+                    raise HTTPException(404, detail=str(exc)) from None
+                real = service.real_set_images(session, real_set_id)
+            else:
+                real = [(i.filename, i.sha256) for i in real_upload.images]
+            generated: list[tuple[str, str]] = []
+            if batch_id is not None:
+                found = service.batch_images(session, batch_id)
+                if found is None:
+                    raise HTTPException(404, detail=f"match batch {batch_id} does not exist")
+                generated = found
+            elif gen_upload is not None:
+                generated = [(i.filename, i.sha256) for i in gen_upload.images]
+        if not real:
+            raise HTTPException(
+                422,
+                detail={
+                    "message": "no real images: give real_set_id or upload real 'files'",
+                    "rejected": real_upload.rejected_json(),
+                },
+            )
+        if scorer.needs_generated and not generated:
+            raise HTTPException(
+                422,
+                detail=f"method {method!r} compares with the generator's output: give a "
+                "batch_id from /match or upload 'generated_files'",
+            )
+        try:
+            real_px = service.StoredImages(store, [s for _, s in real], settings.max_image_pixels)
+            gen_px = service.StoredImages(
+                store, [s for _, s in generated], settings.max_image_pixels
+            )
+        except service.MissingImages as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+        log.info("classify %s: %d real, %d generated", method, len(real), len(generated))
+        result = scorer.score(real_px, gen_px if scorer.needs_generated else None)
+        rejected = real_upload.rejected_json() + (gen_upload.rejected_json() if gen_upload else [])
+        with transaction(sessions_of(request)) as session:
+            return service.save_classification(
+                session,
+                method,
+                [name for name, _ in real],
+                result,
+                real_set_id=real_set_id,
+                batch_id=batch_id,
+                generated_count=len(generated),
+                rejected=rejected,
+                elapsed_seconds=time.perf_counter() - started,
+            )
+
+    return await run_in_threadpool(run)
+
+
+@router.get(
+    "/{classification_id}",
+    response_model=ClassificationOut,
+    summary="A stored classification (JSON, CSV or ImageCLEF submission lines)",
+    description="`format=imageclef` gives the task's submission lines `<image id>,<1|0>` "
+    "(1 = used).",
+    responses={
+        404: ERRORS[404],
+        200: {
+            "content": {
+                "text/csv": {"example": "filename,score,label\nreal_0001.png,3.2,used\n"},
+                "text/plain": {"example": "real_0001,1\nreal_0002,0\n"},
+            }
+        },
+    },
+)
+def get_classification(
+    classification_id: int,
+    format: Literal["json", "csv", "imageclef"] = Query(
+        "json", description="Answer format.", examples=["imageclef"]
+    ),
+    session: Session = Depends(db_session),
+):
+    try:
+        document = service.load_classification(session, classification_id)
+    except service.ClassificationNotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+    if format == "csv":
+        return Response(
+            service.classification_csv(document),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="classify-{classification_id}.csv"'
+            },
+        )
+    if format == "imageclef":
+        return PlainTextResponse(service.classification_imageclef(document))
+    return document

@@ -1,0 +1,71 @@
+"""The seed paper's CNN served through onnxruntime only (no PyTorch at serving time)."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from app.scoring.base import ModelInfo, ScoreResult
+
+INPUT_SIDE = 64
+log = logging.getLogger("memaudit.models")
+
+
+def cnn_input(images) -> np.ndarray:
+    """(n, 1, 64, 64) float32 in [0, 1], as the model was trained."""
+    out = np.empty((len(images), 1, INPUT_SIDE, INPUT_SIDE), np.float32)
+    for i, gray in enumerate(images):
+        small = cv2.resize(gray, (INPUT_SIDE, INPUT_SIDE), interpolation=cv2.INTER_AREA)
+        out[i, 0] = small.astype(np.float32) / 255.0
+    return out
+
+
+def open_session(path, want_cuda: bool) -> tuple[ort.InferenceSession, str, str | None]:
+    """(session, provider it really runs on, why CUDA is not used or None)."""
+    available = ort.get_available_providers()
+    why = None
+    if want_cuda and "CUDAExecutionProvider" in available:
+        try:
+            session = ort.InferenceSession(
+                str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+            )
+            actual = session.get_providers()[0]
+            if actual == "CUDAExecutionProvider":
+                return session, actual, None
+            why = "onnxruntime lists CUDA but the session fell back to CPU (no usable GPU/CUDA)"
+        except Exception as exc:  # CUDA libraries missing or broken: fall back, say why
+            why = f"CUDA session failed: {exc}"[:300]
+    elif want_cuda:
+        why = "this onnxruntime build has no CUDA execution provider"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session, session.get_providers()[0], why
+
+
+class CnnScorer:
+    name = "cnn"
+    needs_generated = False
+
+    def __init__(self, artifact, info: ModelInfo, want_cuda: bool = True) -> None:
+        self.session, provider, why = open_session(artifact, want_cuda)
+        self.info = ModelInfo(info.name, info.version, info.sha256, provider)
+        self.fallback_reason = why
+        if why:
+            log.info("model %s runs on %s: %s", info.name, provider, why)
+        else:
+            log.info("model %s runs on %s", info.name, provider)
+
+    def score(self, real, generated=None, progress=None, batch: int = 256) -> ScoreResult:
+        out = []
+        for lo in range(0, len(real), batch):
+            x = cnn_input([real[i] for i in range(lo, min(lo + batch, len(real)))])
+            out.append(self.session.run(None, {"image": x})[0].reshape(-1))
+        scores = np.concatenate(out) if out else np.zeros(0)
+        return ScoreResult(
+            scores=scores.astype(float),
+            threshold=0.5,
+            threshold_reason="the CNN's sigmoid output; used at >= 0.5 (as the paper)",
+            models=[self.info],
+        )

@@ -1,0 +1,1 @@
+"""Training of the shipped model artifacts (needs the `train` extra: PyTorch, onnx)."""
