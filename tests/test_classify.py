@@ -253,3 +253,10 @@ def test_synthetic_devset_shape():
     used, unused, generated = synthetic_devset(n_used=3, n_unused=2, n_generated=5, size=64)
     assert len(used) == 3 and len(unused) == 2 and len(generated) == 5
     assert all(g.shape == (64, 64) and g.dtype == np.uint8 for g in generated)
+
+
+def test_reference_scores_are_deterministic(devset):
+    used, unused, generated = devset
+    first = ReferenceScorer().score(used + unused, generated)
+    second = ReferenceScorer().score(used + unused, generated)
+    assert np.array_equal(first.scores, second.scores)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +37,12 @@ class Scorer(Protocol):
     name: str
     needs_generated: bool
 
-    def score(self, real: list[np.ndarray], generated: list[np.ndarray] | None) -> ScoreResult:
-        """Score grayscale uint8 real images, optionally against generated ones."""
+    def score(
+        self,
+        real: Sequence[np.ndarray],
+        generated: Sequence[np.ndarray] | None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> ScoreResult:
+        """Score grayscale uint8 real images, optionally against generated ones; report
+        progress as (stage, done, total)."""
         ...

@@ -38,9 +38,12 @@ class ReferenceConfig:
     #: The votes a real image must beat: this quantile of the real-vs-real null.
     vote_null_quantile: float = 0.95
     #: Inlier margin that two unrelated CT slices can reach by chance (anatomy repeats).
-    min_inlier_margin: int = 15
+    min_inlier_margin: int = 10
     #: Summed margin above ``min_inlier_margin`` that makes a copy conclusive.
     copy_evidence: int = 30
+    #: Most one generated image can add: several copies are stronger evidence than one
+    #: very sharp copy (which a near-duplicate slice of another patient scan can also give).
+    copy_cap: int = 20
     #: Real images verified with RANSAC per generated image (picked by descriptor votes).
     shortlist: int = 4
 
@@ -90,13 +93,14 @@ class ReferenceScorer:
         # drops iq-othnccd AUC from 0.968 to 0.896 - neighbouring slices set it too high.)
         margins, inliers_best = self._copy_margins(real, generated, progress)
         copy_bar = float(cfg.min_inlier_margin)
-        excess = np.maximum(margins - copy_bar, 0)
+        excess = np.minimum(np.maximum(margins - copy_bar, 0), cfg.copy_cap)
         copy_scaled = excess.sum(axis=1) / cfg.copy_evidence
 
         scores = np.maximum(copy_scaled, votes_scaled)
         reason = (
             "used when the generated batch holds verified copies of the image (summed SIFT/"
-            f"RANSAC inlier margins above {copy_bar:.0f} reach {cfg.copy_evidence}) "
+            f"RANSAC inlier margins above {copy_bar:.0f}, at most {cfg.copy_cap} per generated "
+            f"image, reach {cfg.copy_evidence}) "
             "or when it draws more of the batch's nearest-neighbour votes than "
             f"{cfg.vote_null_quantile:.0%} of the real images draw from each other "
             f"(vote bar {vote_bar:.2f}, from this real set); score = the larger of the two "
@@ -130,6 +134,9 @@ class ReferenceScorer:
         with_kp = np.flatnonzero([len(k) >= 3 for k in real_kp])
         if with_kp.size == 0:
             return margins, best
+        # FLANN's randomised kd-trees draw from OpenCV's (thread-local) RNG: seed it so the
+        # same images always give the same shortlists and scores.
+        cv2.setRNGSeed(0)
         index = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 32})
         index.add([real_kp[i].descriptors for i in with_kp])
         index.train()

@@ -118,7 +118,9 @@ async def create_classification(request: Request):
         except service.MissingImages as exc:
             raise HTTPException(409, detail=str(exc)) from None
         log.info("classify %s: %d real, %d generated", method, len(real), len(generated))
-        result = scorer.score(real_px, gen_px if scorer.needs_generated else None)
+        result = scorer.score(
+            real_px, gen_px if scorer.needs_generated else None, progress=_progress_logger(method)
+        )
         rejected = real_upload.rejected_json() + (gen_upload.rejected_json() if gen_upload else [])
         with transaction(sessions_of(request)) as session:
             return service.save_classification(
@@ -134,6 +136,19 @@ async def create_classification(request: Request):
             )
 
     return await run_in_threadpool(run)
+
+
+def _progress_logger(method: str):
+    """Log long scoring runs every 10% so an operator can follow them."""
+    last: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        step = max(total // 10, 1)
+        if done == total or done // step != last.get(stage, -1):
+            last[stage] = done // step
+            log.info("classify %s: %s %d/%d", method, stage, done, total)
+
+    return report
 
 
 @router.get(
