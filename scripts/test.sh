@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh machine with Python 3.11: creates .venv, installs
 # memaudit with its cpu, train (PyTorch, for the train -> export -> serve tests) and dev
-# extras, then runs ruff and pytest. The PostgreSQL tests start their own throwaway cluster
+# extras, then runs ruff, hadolint (Dockerfile) and pytest. The PostgreSQL tests start their own throwaway cluster
 # from the Debian `postgresql` server binaries (skipped, with a message, when those are not
 # installed).
 set -euo pipefail
@@ -14,4 +14,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[cpu,dev,train]"
 .venv/bin/ruff check .
+.venv/bin/hadolint Dockerfile
 exec .venv/bin/python -m pytest "$@"
