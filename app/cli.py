@@ -75,7 +75,9 @@ def cmd_match(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         threshold, source, reason = args.threshold, "request", "threshold given on the command line"
     else:
-        cal = calibrate(words, args.calibration_quantile, args.min_calibration_images)
+        cal = calibrate(
+            words, args.calibration_quantile, args.min_calibration_images, args.hash_size
+        )
         if cal is not None:
             threshold, source, reason = (
                 cal.threshold,
@@ -111,6 +113,10 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    if args.workers > 1:
+        # Migrate once here: N workers each migrating a fresh database at once would race.
+        cmd_migrate(args)
 
     uvicorn.run(
         "app.main:create_app",

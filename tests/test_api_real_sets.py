@@ -188,3 +188,85 @@ def test_fields_after_files_and_non_png_formats(client):
     by_name = {i["filename"]: i["phash"] for i in out["images"]}
     for _field, (name, data, _ctype) in files:
         assert by_name[name] == str(imagehash.phash(Image.open(io.BytesIO(data)), 8))
+
+
+def test_huge_ids_and_unknown_fields_are_4xx(client):
+    assert client.get("/real-sets/99999999999999999999").status_code == 422
+    assert client.get("/real-sets/2147483648").status_code == 422
+    assert client.get("/real-sets/1", params={"offset": 10**20}).status_code == 422
+    assert client.delete("/real-sets/-1").status_code == 422
+    r = client.post(
+        "/real-sets", data={"name": "x", "hashsize": "8"}, files=file_parts(real_images(1))
+    )
+    assert r.status_code == 422 and "hashsize" in r.json()["detail"]
+    assert client.get("/real-sets").json() == []
+
+
+def test_ids_are_never_reused(client):
+    first = register(client, real_images(2))
+    assert client.delete(f"/real-sets/{first['id']}").status_code == 204
+    second = register(client, real_images(2, offset=10))
+    assert second["id"] > first["id"]
+
+
+def test_truncated_body_is_400_and_stores_nothing(client):
+    boundary = "cut"
+    parts = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{n}"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for n, data in real_images(3).items()
+    )
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n'.encode()
+    body = head + parts[: len(parts) - 500]  # cut inside the last file, no closing boundary
+    r = client.post(
+        "/real-sets",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 400 and "closing boundary" in r.json()["detail"]
+    assert client.get("/real-sets").json() == []
+
+
+def test_many_parts_before_the_fields_and_a_corrupt_zip_member(client):
+    """Early parts are parked in one temp file; a broken deflate stream is one rejection."""
+    import zipfile
+
+    good = real_images(2)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("broken.png", png(phantom(77)))
+        zf.writestr("fine.png", png(phantom(78)))
+    raw = bytearray(buf.getvalue())
+    offset = raw.index(b"broken.png") + len(b"broken.png")
+    raw[offset + 5 : offset + 25] = b"\xff" * 20  # garble the compressed data
+    boundary = "early"
+    chunks = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{n}"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + d
+        + b"\r\n"
+        for n, d in {
+            **{f"dup_{i}.png": good["real_0000.png"] for i in range(300)},
+            "other.png": good["real_0001.png"],
+            "z.zip": bytes(raw),
+        }.items()
+    ]
+    for key, value in (("name", "late"), ("hash_size", "16")):
+        chunks.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode()
+            + f"{value}\r\n".encode()
+        )
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    r = client.post(
+        "/real-sets",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert sorted(i["filename"] for i in out["images"]) == ["dup_0.png", "fine.png", "other.png"]
+    assert len(out["duplicates"]) == 299
+    reasons = {x["filename"]: x["reason"] for x in out["rejected"]}
+    assert "cannot read member" in reasons["z.zip:broken.png"]

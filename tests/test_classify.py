@@ -100,7 +100,17 @@ def test_classify_with_uploaded_images_and_errors(client, devset):
     r = client.post(
         "/classify", data={"method": "reference"}, files=file_parts(_real_files(used[:2], []))
     )
-    assert r.status_code == 422 and "generated" in r.json()["detail"]
+    assert r.status_code == 422 and "generated" in r.json()["detail"]["message"]
+    r = client.post(
+        "/classify",
+        data={"method": "reference"},
+        files=[
+            *file_parts(_real_files(used[:2], [])),
+            ("generated_files", ("notes.txt", b"not an image", "text/plain")),
+        ],
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"]["rejected"][0]["filename"] == "notes.txt"
     r = client.post("/classify", data={"method": "magic", "real_set_id": "1"})
     assert r.status_code == 422 and "method" in r.json()["detail"]
     r = client.post(
@@ -108,6 +118,33 @@ def test_classify_with_uploaded_images_and_errors(client, devset):
     )
     assert r.status_code == 404
     assert client.get("/classify/999").status_code == 404
+    assert client.get("/classify/99999999999999999999").status_code == 422
+    r = client.post("/classify", data={"method": "reference", "real_set_id": "1", "tresh": "2"})
+    assert r.status_code == 422 and "tresh" in r.json()["detail"]
+
+
+def test_classify_phash_follows_the_match_batch(client, devset):
+    """method=phash applies the batch's own hash size and threshold, as /match did."""
+    used, unused, generated = devset
+    real_set = register(client, _real_files(used, unused), hash_size=8)
+    gen = {f"g_{i:03d}.png": png(g) for i, g in enumerate(generated)}
+    batch = client.post(
+        "/match", data={"real_set_id": str(real_set["id"]), "threshold": "0"}, files=file_parts(gen)
+    ).json()
+    r = client.post(
+        "/classify",
+        data={
+            "method": "phash",
+            "batch_id": str(batch["batch_id"]),
+            "real_set_id": str(real_set["id"]),
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["models"][0]["name"] == "phash-64"
+    assert body["used_count"] == batch["used_count"]
+    verdicts = {s["filename"]: s["verdict"] for s in batch["real_summary"]}
+    assert {x["filename"]: x["label"] for x in body["results"]} == verdicts
 
 
 def test_shipped_models_load_and_classify(client, devset):

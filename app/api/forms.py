@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 
+#: Largest id or count accepted anywhere (PostgreSQL INTEGER); beyond it nothing can exist.
+MAX_INT = 2**31 - 1
+
 
 def int_field(
     fields: dict[str, str],
@@ -21,6 +24,8 @@ def int_field(
         value = int(raw)
     except ValueError:
         raise HTTPException(422, detail=f"{name} must be an integer, got {raw[:50]!r}") from None
+    if not -MAX_INT <= value <= MAX_INT:
+        raise HTTPException(422, detail=f"{name} is out of range, got {raw[:50]}")
     if choices is not None and value not in choices:
         allowed = " or ".join(str(c) for c in choices)
         raise HTTPException(422, detail=f"{name} must be {allowed}, got {value}")
@@ -45,3 +50,14 @@ def name_field(fields: dict[str, str], name: str = "name", max_length: int = 200
     if len(value) > max_length:
         raise HTTPException(422, detail=f"{name} is longer than {max_length} characters")
     return value
+
+
+def reject_unknown_fields(fields: dict[str, str], allowed: set[str]) -> None:
+    """422 for a misspelt or unsupported field instead of silently ignoring it."""
+    unknown = set(fields) - allowed
+    if unknown:
+        expected = ", ".join(sorted(allowed | {"files"}))
+        raise HTTPException(
+            422,
+            detail=f"unknown form field(s) {', '.join(sorted(unknown))}; expected {expected}",
+        )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from fastapi import HTTPException, Request
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from app.imaging.archive import looks_like_zip
 
@@ -40,7 +40,7 @@ class FormFile:
     spool: IO[bytes] | None = None
     size: int = 0
     too_large: bool = False
-    #: True when ``spool`` holds a plain file parked on disk (not a zip) while fields arrive.
+    #: Used by ParkedFiles: this parked part was a zip.
     parked: bool = False
 
     def close(self) -> None:
@@ -217,6 +217,12 @@ class MultipartStream:
                 self._parser.finalize()
             except Exception as exc:
                 self._fail(400, f"malformed multipart body: {exc}")
+            if self._error is None and self._parser.state != MultipartState.END:
+                self._fail(
+                    400,
+                    "the multipart body ended before its closing boundary (upload cut short?); "
+                    "nothing was stored",
+                )
             if self._error is not None:
                 raise self._error
             while self._done:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+#: Timestamps always carry their UTC offset (SQLite returns them naive).
+UtcDatetime = Annotated[
+    datetime, AfterValidator(lambda d: d if d.tzinfo else d.replace(tzinfo=UTC))
+]
 
 PHASH_16_EXAMPLE = "c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1"
 
@@ -76,8 +81,8 @@ class RealSetSummary(BaseModel):
         examples=[30],
     )
     calibration: CalibrationOut | None = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class RealSetCreated(RealSetSummary):
@@ -153,7 +158,7 @@ class MatchBatchOut(BaseModel):
         description="Generated images with a source within the threshold.", examples=[12]
     )
     used_count: int = Field(description="Real images with verdict `used`.", examples=[9])
-    created_at: datetime
+    created_at: UtcDatetime
     elapsed_seconds: float = Field(description="Server time spent on the request.")
     matches: list[MatchOut]
     real_summary: list[RealSummaryOut]
@@ -314,7 +319,7 @@ class ClassificationOut(BaseModel):
     real_count: int = Field(examples=[160])
     generated_count: int = Field(examples=[500])
     used_count: int = Field(examples=[62])
-    created_at: datetime
+    created_at: UtcDatetime
     elapsed_seconds: float
     results: list[ClassificationResultOut]
     rejected: list[RejectedOut]

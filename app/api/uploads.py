@@ -7,9 +7,11 @@ arrived; file parts that come earlier wait in temporary files, never in memory.
 from __future__ import annotations
 
 import io
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import IO
 from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
@@ -25,6 +27,7 @@ from app.services.ingest import ImageIngest, IngestLimits, IngestResult
 IngestFactory = Callable[[dict[str, str], bool], ImageIngest | None]
 
 FILES_FIELD = "files"
+FORM_BODY_LIMIT = 64 * 1024
 
 
 def ingest_limits(settings: Settings) -> IngestLimits:
@@ -34,6 +37,13 @@ def ingest_limits(settings: Settings) -> IngestLimits:
         max_pixels=settings.max_image_pixels,
         batch_size=settings.hash_batch_size,
     )
+
+
+def spool_dir(settings: Settings):
+    """Temporary files of uploads live under the data directory (sized for them)."""
+    path = settings.data_dir / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _clean_filename(raw: str) -> str:
@@ -58,10 +68,15 @@ async def receive_upload(
     if not require_files and request.headers.get("content-type", "").startswith(
         "application/x-www-form-urlencoded"
     ):
-        body = await request.body()
-        if len(body) > 64 * 1024:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > FORM_BODY_LIMIT:
             raise HTTPException(413, detail="form body larger than 64 KiB")
-        parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > FORM_BODY_LIMIT:
+                raise HTTPException(413, detail="form body larger than 64 KiB")
+        parsed = parse_qs(bytes(body).decode("utf-8", errors="replace"), keep_blank_values=True)
         if len(parsed) > settings.max_fields_per_request:
             raise HTTPException(413, detail=f"more than {settings.max_fields_per_request} fields")
         for name, values in parsed.items():
@@ -73,11 +88,12 @@ async def receive_upload(
         max_file_bytes=settings.max_file_bytes,
         max_zip_bytes=settings.max_zip_bytes,
         max_fields=settings.max_fields_per_request,
+        spool_dir=str(spool_dir(settings)),
     )
     factories = {FILES_FIELD: make_ingest, **(other_file_fields or {})}
     fields: dict[str, str] = {}
     ingests: dict[str, ImageIngest] = {}
-    waiting: dict[str, list[FormFile]] = {name: [] for name in factories}
+    waiting = {name: ParkedFiles(str(spool_dir(settings))) for name in factories}
     received: dict[str, int] = dict.fromkeys(factories, 0)
 
     async def start(name: str, final: bool) -> None:
@@ -87,9 +103,8 @@ async def receive_upload(
         if ingest is None:
             return
         ingests[name] = ingest
-        for early in waiting[name]:
+        for early in waiting[name].replay():
             await _feed(ingest, early, settings)
-        waiting[name].clear()
 
     try:
         async for part in stream.parts():
@@ -114,7 +129,7 @@ async def receive_upload(
             if part.name in ingests:
                 await _feed(ingests[part.name], part, settings)
             else:
-                waiting[part.name].append(await run_in_threadpool(_spool, part))
+                await run_in_threadpool(waiting[part.name].park, part)
         for name in factories:
             if received[name]:
                 await start(name, True)
@@ -126,23 +141,108 @@ async def receive_upload(
         for name, ingest in ingests.items():
             results[name] = await run_in_threadpool(ingest.finish)
     finally:
-        for parts in waiting.values():
-            for early in parts:
-                early.close()
+        for parked in waiting.values():
+            parked.close()
     main = results.pop(FILES_FIELD, IngestResult())
     return fields, main, results
 
 
-def _spool(part: FormFile) -> FormFile:
-    """Move an in-memory file part to a temporary file while it waits for the fields."""
-    if part.spool is None and not part.too_large:
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by FormFile.close
-        spool.write(part.data)
-        spool.seek(0)
-        part.spool = spool
-        part.data = b""
-        part.parked = True
-    return part
+class _Window(io.RawIOBase):
+    """Read-only, seekable view of ``length`` bytes at ``offset`` of a shared spool file."""
+
+    def __init__(self, file: IO[bytes], offset: int, length: int) -> None:
+        self._file, self._offset, self._length, self._pos = file, offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(base + pos, self._length))
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self._length - self._pos)
+        if n <= 0:
+            return 0
+        self._file.seek(self._offset + self._pos)
+        data = self._file.read(n)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+class ParkedFiles:
+    """File parts that arrived before the fields that decide how to hash them, all in ONE
+    temporary file (a request with thousands of early parts must not hold thousands of
+    open files or their bytes in memory)."""
+
+    def __init__(self, directory: str) -> None:
+        self._dir = directory
+        self._file: IO[bytes] | None = None
+        self._items: list[tuple[FormFile, int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def park(self, part: FormFile) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115 - see close()
+        self._file.seek(0, io.SEEK_END)
+        offset = self._file.tell()
+        if part.spool is not None:
+            part.spool.seek(0)
+            shutil.copyfileobj(part.spool, self._file, 1 << 20)
+        else:
+            self._file.write(part.data)
+        length = self._file.tell() - offset
+        was_zip = part.spool is not None
+        part.close()
+        meta = FormFile(
+            part.name,
+            part.filename,
+            part.content_type,
+            size=part.size,
+            too_large=part.too_large,
+            parked=was_zip,
+        )
+        self._items.append((meta, offset, length))
+
+    def replay(self):
+        """Yield the parked parts as FormFiles again, in arrival order."""
+        for meta, offset, length in self._items:
+            assert self._file is not None
+            if meta.parked:  # a zip: hand over a window, not its bytes
+                yield FormFile(
+                    meta.name,
+                    meta.filename,
+                    meta.content_type,
+                    spool=_Window(self._file, offset, length),  # type: ignore[arg-type]
+                    size=meta.size,
+                    too_large=meta.too_large,
+                )
+            else:
+                self._file.seek(offset)
+                yield FormFile(
+                    meta.name,
+                    meta.filename,
+                    meta.content_type,
+                    data=self._file.read(length),
+                    size=meta.size,
+                    too_large=meta.too_large,
+                )
+        self._items.clear()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 async def _feed(ingest: ImageIngest, part: FormFile, settings: Settings) -> None:
@@ -157,13 +257,7 @@ async def _feed(ingest: ImageIngest, part: FormFile, settings: Settings) -> None
             limit = settings.max_zip_bytes if part.spool is not None else settings.max_file_bytes
             ingest.reject(filename, f"file is larger than the limit of {limit} bytes")
             return
-        if part.spool is not None and part.parked:
-            data = part.spool.read()
-            if looks_like_zip(data[:4], filename, part.content_type):
-                await run_in_threadpool(ingest.add_zip, io.BytesIO(data), filename)
-                return
-            ingest.add(filename, data)
-        elif part.spool is not None:
+        if part.spool is not None:
             await run_in_threadpool(ingest.add_zip, part.spool, filename)
             return
         elif looks_like_zip(part.data[:4], filename, part.content_type):

@@ -35,10 +35,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+#: Ids are never reused, also on SQLite: a stale id must not silently name another set.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class RealSet(Base):
     """A registered set of real (training-candidate) images, hashed at one hash size."""
 
     __tablename__ = "real_sets"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -61,7 +66,9 @@ class RealImage(Base):
     __tablename__ = "real_images"
     __table_args__ = (
         UniqueConstraint("real_set_id", "sha256", name="uq_real_images_set_sha256"),
-        Index("ix_real_images_set_position", "real_set_id", "position"),
+        UniqueConstraint("real_set_id", "filename", name="uq_real_images_set_filename"),
+        UniqueConstraint("real_set_id", "position", name="uq_real_images_set_position"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -82,6 +89,7 @@ class MatchBatch(Base):
     """One /match request: a batch of generated images mapped onto a real set."""
 
     __tablename__ = "match_batches"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: Kept (as NULL) if the real set is deleted later, so results stay readable.
@@ -142,6 +150,7 @@ class Classification(Base):
     """One /classify request: membership scores of a set of real images by one method."""
 
     __tablename__ = "classifications"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     method: Mapped[str] = mapped_column(String(20))

@@ -97,8 +97,8 @@ def iter_zip(stream: BinaryIO, max_member_bytes: int) -> Iterator[Member | Membe
                 with archive.open(info) as fh:
                     # Read one byte past the limit: a lying header cannot inflate memory use.
                     data = fh.read(max_member_bytes + 1)
-            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as e:
-                yield MemberRejected(label, f"cannot read member: {e}")
+            except Exception as e:  # zlib/lzma/bz2 errors, bad CRC, unsupported method, ...
+                yield MemberRejected(label, f"cannot read member: {type(e).__name__}: {e}")
                 continue
             if len(data) > max_member_bytes:
                 yield MemberRejected(label, f"member is over the limit of {max_member_bytes} bytes")

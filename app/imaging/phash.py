@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fftpack
+from PIL import Image
 
 from app.imaging.resample import lanczos_resize_batch
 
@@ -28,6 +29,9 @@ _RELATIVE_MARGIN = 1e-10
 #: Images resized per matrix product: small enough for the float64 working set to stay in
 #: cache (measured: 8 is ~2.5x faster than 256 on a 256x256 -> 64x64 resize).
 _CACHE_CHUNK = 8
+#: Above this side length the batched replica is not used (its coefficient matrices and
+#: float64 copies grow with the side); Pillow resizes those images itself.
+_NUMPY_MAX_SIDE = 2048
 
 
 @lru_cache(maxsize=8)
@@ -74,7 +78,15 @@ def phash_batch(images: Sequence[np.ndarray], hash_size: int = 16) -> np.ndarray
     by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, img in enumerate(images):
         by_shape[img.shape].append(i)
-    for idx in by_shape.values():
+    for shape, idx in by_shape.items():
+        if max(shape) > _NUMPY_MAX_SIDE:
+            # Very large or very elongated images: Pillow's own resize is exact by definition
+            # and needs far less memory than a float64 batch.
+            for i in idx:
+                small = Image.fromarray(images[i]).resize((side, side), Image.Resampling.LANCZOS)
+                resized = np.asarray(small, dtype=np.float64)[None]
+                bits[i] = phash_resized(resized, hash_size)[0]
+            continue
         for start in range(0, len(idx), _CACHE_CHUNK):
             chunk = idx[start : start + _CACHE_CHUNK]
             batch = np.stack([images[i] for i in chunk])

@@ -48,7 +48,7 @@ class AxisPlan:
     blocks: tuple[tuple[int, int, int, int], ...]  # (out_lo, out_hi, in_lo, in_hi)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=32)
 def axis_plan(in_size: int, out_size: int) -> AxisPlan:
     """Coefficients exactly as Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc``."""
     scale = float(in_size) / out_size

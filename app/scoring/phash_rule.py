@@ -38,7 +38,7 @@ class PHashRuleScorer:
         if self.threshold is not None:
             threshold, why = self.threshold, "threshold given in the request"
         else:
-            cal = calibrate(real_w, self.quantile, self.min_images)
+            cal = calibrate(real_w, self.quantile, self.min_images, self.hash_size)
             if cal is not None:
                 threshold, why = cal.threshold, "calibrated on the real-vs-real distances"
             else:

@@ -44,8 +44,12 @@ class Calibration:
         }
 
 
-def calibrate(words: np.ndarray, quantile: float, min_images: int) -> Calibration | None:
-    """Largest threshold at which at most ``quantile`` of real images match another real one.
+def calibrate(
+    words: np.ndarray, quantile: float, min_images: int, hash_size: int | None = None
+) -> Calibration | None:
+    """Largest threshold at which at most ``quantile`` of real images match another real one,
+    never looser than the paper's threshold (small or very diverse sets would otherwise get
+    thresholds near the distance of unrelated images).
 
     Returns None when the set has fewer than ``min_images`` images.
     """
@@ -68,6 +72,8 @@ def calibrate(words: np.ndarray, quantile: float, min_images: int) -> Calibratio
     percentiles = {
         f"p{p}": int(np.percentile(nn_sorted, p, method="lower")) for p in (0, 5, 25, 50, 75, 95)
     }
+    if hash_size is not None:
+        threshold = min(threshold, paper_threshold(hash_size))
     return Calibration(
         threshold=max(threshold, 0),
         quantile=quantile,
@@ -85,15 +91,17 @@ def describe_calibration(calibration: dict) -> str:
     return (
         f"calibrated on this set's real-vs-real distances: at most {q:.0%} of its {n} real "
         f"images have another real image within {t} bits (median nearest-real distance "
-        f"{median}), so a generated image that close is called a copy"
+        f"{median}; never above the paper's threshold), so a generated image that close is "
+        "called a copy"
     )
 
 
 def describe_paper_default(hash_size: int, n_images: int, min_images: int) -> str:
     bits = hash_size * hash_size
     scaled = "" if bits == 256 else f", scaled to {paper_threshold(hash_size)} for {bits}-bit"
+    images = "image" if n_images == 1 else "images"
     return (
-        f"the set has {n_images} images, fewer than the {min_images} needed to calibrate; "
+        f"the set has {n_images} {images}, fewer than the {min_images} needed to calibrate; "
         f"using the seed paper's threshold of {PAPER_THRESHOLD_256_BITS} for 256-bit hashes"
         f"{scaled}"
     )

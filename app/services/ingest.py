@@ -18,6 +18,11 @@ from app.imaging.archive import ArchiveError, Member, iter_zip
 from app.imaging.decode import ImageDecodeError, decode_grayscale
 from app.imaging.phash import bits_to_hex, phash_batch
 
+#: Decoded pixels held at once before they are hashed (large images are hashed sooner).
+DECODED_BYTES_PER_BATCH = 128 * 1024 * 1024
+#: Longest file name stored (the database columns hold 1024 characters).
+MAX_FILENAME_CHARS = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class HashedImage:
@@ -102,6 +107,11 @@ class ImageIngest:
         if self._received > self.limits.max_files:
             self.reject(filename, f"over the limit of {self.limits.max_files} files per request")
             return
+        if len(filename) > MAX_FILENAME_CHARS or "\x00" in filename:
+            self.reject(
+                filename[:200], f"file name over {MAX_FILENAME_CHARS} characters or with NUL"
+            )
+            return
         if len(data) > self.limits.max_file_bytes:
             self.reject(
                 filename,
@@ -124,11 +134,12 @@ class ImageIngest:
             self.reject(archive_name, str(exc))
 
     def flush(self) -> None:
-        """Decode and hash everything pending."""
+        """Decode and hash everything pending (in sub-batches of bounded decoded size)."""
         pending, self._pending = self._pending, []
         names: list[str] = []
         digests: list[str] = []
         pixels: list[np.ndarray] = []
+        decoded_bytes = 0
         for filename, data in pending:
             digest = hashlib.sha256(data).hexdigest()
             first = self._seen_sha.get(digest)
@@ -150,14 +161,22 @@ class ImageIngest:
             names.append(filename)
             digests.append(digest)
             pixels.append(gray)
-        if pixels:
-            hexes = bits_to_hex(phash_batch(pixels, self.hash_size))
-            for name, digest, gray, hex_ in zip(names, digests, pixels, hexes, strict=True):
-                self.result.images.append(
-                    HashedImage(name, digest, hex_, int(gray.shape[1]), int(gray.shape[0]))
-                )
+            decoded_bytes += gray.nbytes
+            if decoded_bytes >= DECODED_BYTES_PER_BATCH:
+                self._hash(names, digests, pixels)
+                names, digests, pixels, decoded_bytes = [], [], [], 0
+        self._hash(names, digests, pixels)
         if self._progress is not None:
             self._progress(len(pending))
+
+    def _hash(self, names: list[str], digests: list[str], pixels: list[np.ndarray]) -> None:
+        if not pixels:
+            return
+        hexes = bits_to_hex(phash_batch(pixels, self.hash_size))
+        for name, digest, gray, hex_ in zip(names, digests, pixels, hexes, strict=True):
+            self.result.images.append(
+                HashedImage(name, digest, hex_, int(gray.shape[1]), int(gray.shape[0]))
+            )
 
     def finish(self) -> IngestResult:
         if self._pending:

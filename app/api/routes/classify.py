@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import db_session, image_store_of, sessions_of, settings_of
-from app.api.forms import int_field
+from app.api.forms import MAX_INT, int_field, reject_unknown_fields
 from app.api.schemas import CLASSIFY_FORM, ClassificationOut, ErrorOut
 from app.api.uploads import ingest_limits, receive_upload
+from app.db.models import MatchBatch
 from app.db.session import transaction
+from app.scoring.phash_rule import PHashRuleScorer
 from app.scoring.registry import METHODS, build_scorer
 from app.services import classification as service
 from app.services import real_sets
@@ -66,20 +70,29 @@ async def create_classification(request: Request):
     method = fields.get("method") or "reference"
     if method not in METHODS:
         raise HTTPException(422, detail=f"method must be one of {', '.join(METHODS)}")
+    reject_unknown_fields(fields, {"method", "real_set_id", "batch_id", "threshold"})
     real_set_id = int_field(fields, "real_set_id", minimum=1)
     batch_id = int_field(fields, "batch_id", minimum=1)
+    threshold_override = _float_field(fields, "threshold")
     gen_upload = others.get("generated_files")
     if real_set_id is not None and real_upload.images:
         raise HTTPException(422, detail="send either real_set_id or real 'files', not both")
     if batch_id is not None and gen_upload is not None:
         raise HTTPException(422, detail="send either batch_id or 'generated_files', not both")
-    try:
-        scorer = build_scorer(method, models=request.app.state.models)
-    except LookupError as exc:
-        raise HTTPException(503, detail=str(exc)) from None
+    scorer = None
+    if method != "phash":
+        try:
+            scorer = build_scorer(method, models=request.app.state.models)
+        except LookupError as exc:
+            raise HTTPException(503, detail=str(exc)) from None
 
     def run() -> dict:
+        nonlocal scorer
         with sessions_of(request)() as session:
+            if method == "phash":
+                # The paper's rule as /match applied it: the set's hash size, the batch's
+                # threshold (else the set's calibrated value).
+                scorer = _phash_scorer(session, real_set_id, batch_id, settings)
             if real_set_id is not None:
                 try:
                     real_sets.get_real_set(session, real_set_id)
@@ -107,8 +120,11 @@ async def create_classification(request: Request):
         if scorer.needs_generated and not generated:
             raise HTTPException(
                 422,
-                detail=f"method {method!r} compares with the generator's output: give a "
-                "batch_id from /match or upload 'generated_files'",
+                detail={
+                    "message": f"method {method!r} compares with the generator's output: give "
+                    "a batch_id from /match or upload usable 'generated_files'",
+                    "rejected": gen_upload.rejected_json() if gen_upload else [],
+                },
             )
         try:
             real_px = service.StoredImages(store, [s for _, s in real], settings.max_image_pixels)
@@ -121,21 +137,62 @@ async def create_classification(request: Request):
         result = scorer.score(
             real_px, gen_px if scorer.needs_generated else None, progress=_progress_logger(method)
         )
+        if threshold_override is not None:
+            result.threshold = threshold_override
+            result.threshold_reason = "threshold given in the request"
         rejected = real_upload.rejected_json() + (gen_upload.rejected_json() if gen_upload else [])
-        with transaction(sessions_of(request)) as session:
-            return service.save_classification(
-                session,
-                method,
-                [name for name, _ in real],
-                result,
-                real_set_id=real_set_id,
-                batch_id=batch_id,
-                generated_count=len(generated),
-                rejected=rejected,
-                elapsed_seconds=time.perf_counter() - started,
-            )
+        try:
+            with transaction(sessions_of(request)) as session:
+                return service.save_classification(
+                    session,
+                    method,
+                    [name for name, _ in real],
+                    result,
+                    real_set_id=real_set_id,
+                    batch_id=batch_id,
+                    generated_count=len(generated),
+                    rejected=rejected,
+                    elapsed_seconds=time.perf_counter() - started,
+                )
+        except IntegrityError:
+            raise HTTPException(
+                409, detail="the real set or batch was deleted while scoring; nothing was stored"
+            ) from None
 
     return await run_in_threadpool(run)
+
+
+def _float_field(fields: dict[str, str], name: str) -> float | None:
+    raw = fields.get(name, "")
+    if raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HTTPException(422, detail=f"{name} must be a number, got {raw[:50]!r}") from None
+    if not math.isfinite(value):
+        raise HTTPException(422, detail=f"{name} must be finite")
+    return value
+
+
+def _phash_scorer(session: Session, real_set_id, batch_id, settings):
+    hash_size, threshold = 16, None
+    if batch_id is not None:
+        batch = session.get(MatchBatch, batch_id)
+        if batch is not None:
+            hash_size, threshold = batch.hash_size, batch.threshold
+    elif real_set_id is not None:
+        try:
+            real_set = real_sets.get_real_set(session, real_set_id)
+        except real_sets.RealSetNotFound as exc:
+            raise HTTPException(404, detail=str(exc)) from None
+        hash_size, threshold = real_set.hash_size, real_set.calibrated_threshold
+    return PHashRuleScorer(
+        hash_size=hash_size,
+        threshold=threshold,
+        quantile=settings.calibration_quantile,
+        min_images=settings.min_calibration_images,
+    )
 
 
 def _progress_logger(method: str):
@@ -168,7 +225,9 @@ def _progress_logger(method: str):
     },
 )
 def get_classification(
-    classification_id: int,
+    classification_id: int = Path(
+        ge=1, le=MAX_INT, description="Id from POST /classify.", examples=[1]
+    ),
     format: Literal["json", "csv", "imageclef"] = Query(
         "json", description="Answer format.", examples=["imageclef"]
     ),

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import db_session, hash_cache_of, image_store_of, sessions_of, settings_of
-from app.api.forms import int_field, required_int
+from app.api.forms import MAX_INT, int_field, reject_unknown_fields, required_int
 from app.api.schemas import MATCH_FORM, ErrorOut, MatchBatchOut
 from app.api.uploads import ingest_limits, receive_upload
 from app.db.session import transaction
@@ -73,13 +73,15 @@ async def create_match(request: Request):
         if not final and "real_set_id" not in fields:
             return None
         real_set_id = required_int(fields, "real_set_id")
-        int_field(fields, "threshold", minimum=0, maximum=max_bits)
         int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
         with sessions() as session:
             real_set = _set_or_404(session, real_set_id)
+        bits = real_set.hash_size * real_set.hash_size
+        int_field(fields, "threshold", minimum=0, maximum=bits)  # a distance is at most bits
         return ImageIngest(real_set.hash_size, limits, keep=image_store_of(request).put)
 
     fields, result, _ = await receive_upload(request, settings, make_ingest)
+    reject_unknown_fields(fields, {"real_set_id", "threshold", "top_k"})
     real_set_id = required_int(fields, "real_set_id")
     requested = int_field(fields, "threshold", minimum=0, maximum=max_bits)
     top_k = int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
@@ -145,7 +147,7 @@ async def create_match(request: Request):
     },
 )
 def get_match(
-    batch_id: int,
+    batch_id: int = Path(ge=1, le=MAX_INT, description="Batch id from POST /match.", examples=[1]),
     format: Literal["json", "csv", "text"] = Query(
         "json", description="Answer format.", examples=["text"]
     ),

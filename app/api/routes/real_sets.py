@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import db_session, hash_cache_of, image_store_of, sessions_of, settings_of
-from app.api.forms import int_field, name_field
+from app.api.forms import MAX_INT, int_field, name_field, reject_unknown_fields
 from app.api.schemas import (
     ADD_IMAGES_FORM,
     REAL_SET_FORM,
@@ -25,6 +25,7 @@ from app.services import real_sets as service
 from app.services.ingest import ImageIngest, IngestResult
 
 router = APIRouter(prefix="/real-sets", tags=["real sets"])
+SetId = Path(ge=1, le=MAX_INT, description="Real set id from POST /real-sets.", examples=[1])
 
 ERRORS = {
     404: {"model": ErrorOut, "description": "Unknown real set."},
@@ -78,6 +79,7 @@ async def create_real_set(request: Request):
         return ImageIngest(hash_size, limits, keep=image_store_of(request).put)
 
     fields, result, _ = await receive_upload(request, settings, make_ingest)
+    reject_unknown_fields(fields, {"name", "hash_size"})
     if not result.images:
         raise _no_images(result)
     name = name_field(fields)
@@ -107,8 +109,8 @@ def list_real_sets(session: Session = Depends(db_session)):
     responses={404: ERRORS[404]},
 )
 def get_real_set(
-    real_set_id: int,
-    offset: int = Query(0, ge=0, description="Images to skip.", examples=[0]),
+    real_set_id: int = SetId,
+    offset: int = Query(0, ge=0, le=MAX_INT, description="Images to skip.", examples=[0]),
     limit: int = Query(100, ge=1, le=1000, description="Images per page.", examples=[100]),
     session: Session = Depends(db_session),
 ):
@@ -131,7 +133,7 @@ def get_real_set(
     openapi_extra=ADD_IMAGES_FORM,
     responses=ERRORS,
 )
-async def add_images(real_set_id: int, request: Request):
+async def add_images(request: Request, real_set_id: int = SetId):
     settings = settings_of(request)
     limits = ingest_limits(settings)
     sessions = sessions_of(request)
@@ -148,7 +150,8 @@ async def add_images(real_set_id: int, request: Request):
             keep=image_store_of(request).put,
         )
 
-    _, result, _ = await receive_upload(request, settings, make_ingest)
+    fields, result, _ = await receive_upload(request, settings, make_ingest)
+    reject_unknown_fields(fields, set())
     if not result.images:
         raise _no_images(result)
     calibration = service.CalibrationConfig(
@@ -180,7 +183,7 @@ async def add_images(real_set_id: int, request: Request):
     description="Match batches made against it stay readable (their `real_set_id` becomes null).",
     responses={404: ERRORS[404]},
 )
-def delete_real_set(real_set_id: int, request: Request):
+def delete_real_set(request: Request, real_set_id: int = SetId):
     with transaction(sessions_of(request)) as session:
         try:
             service.delete_real_set(session, real_set_id)
