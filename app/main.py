@@ -32,9 +32,9 @@ memaudit audits synthetic (generated) medical images for leaked training data.
 to train the generator) with `reference` (recommended: compares the real images with the
 generated batch), `phash`, or the paper's `cnn` and `sift_knn` models (`GET /models`).
 
-Uploads are `multipart/form-data`; send text fields before files. Errors come back as JSON
-`{"detail": ...}` with a 4xx status; per-file problems are listed in `rejected` while the
-good files of the same request are still used.
+Uploads are `multipart/form-data`; text fields may come before or after the files.
+Errors come back as JSON `{"detail": ...}` with a 4xx status; per-file problems are
+listed in `rejected` while the good files of the same request are still used.
 """
 
 

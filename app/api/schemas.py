@@ -217,7 +217,8 @@ REAL_SET_FORM = {
                         },
                         "files": _binary_files(
                             "Real images (PNG, JPEG, BMP, TIFF) or .zip archives of them; "
-                            "repeat the field for many files. Send the text fields first."
+                            "repeat the field for many files (text fields may come before "
+                            "or after them)."
                         ),
                     },
                 },
@@ -276,7 +277,7 @@ MATCH_FORM = {
                         },
                         "files": _binary_files(
                             "Generated images or .zip archives of them (10,000 per request "
-                            "is fine). Send the text fields before the files."
+                            "is fine)."
                         ),
                     },
                 }
