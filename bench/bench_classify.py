@@ -19,14 +19,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_match_upload import free_port, peak_rss_mb  # noqa: E402
+from bench_match_upload import memaudit_server, peak_rss_mb  # noqa: E402
 
 
 def main() -> None:
-    import os
-    import subprocess
-    import tempfile
-
     parser = argparse.ArgumentParser()
     parser.add_argument("folder", type=Path)
     parser.add_argument("--method", default="reference")
@@ -36,44 +32,22 @@ def main() -> None:
     gens = sorted((args.folder / "generated").glob("*.png"))
     if args.generated:
         gens = gens[: args.generated]
-    port = free_port()
-    env = dict(os.environ, MEMAUDIT_DATA_DIR=tempfile.mkdtemp(), MEMAUDIT_LOG_LEVEL="WARNING")
-    env.pop("DATABASE_URL", None)
-    server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/memaudit"), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        with httpx.Client(timeout=3600) as client:
-            files = [("files", (p.name, p.read_bytes(), "image/png")) for p in reals]
-            set_id = client.post(f"{base}/real-sets", data={"name": "bench"}, files=files).json()[
-                "id"
-            ]
-            files = [("files", (p.name, p.read_bytes(), "image/png")) for p in gens]
-            start = time.perf_counter()
-            batch = client.post(f"{base}/match", data={"real_set_id": str(set_id)}, files=files)
-            match_s = time.perf_counter() - start
-            batch_id = batch.json()["batch_id"]
-            start = time.perf_counter()
-            r = client.post(
-                f"{base}/classify",
-                data={"method": args.method, "real_set_id": str(set_id), "batch_id": str(batch_id)},
-            )
-            classify_s = time.perf_counter() - start
-            r.raise_for_status()
+    with memaudit_server() as (server, base), httpx.Client(timeout=3600) as client:
+        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in reals]
+        set_id = client.post(f"{base}/real-sets", data={"name": "bench"}, files=files).json()["id"]
+        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in gens]
+        start = time.perf_counter()
+        batch = client.post(f"{base}/match", data={"real_set_id": str(set_id)}, files=files)
+        match_s = time.perf_counter() - start
+        batch_id = batch.json()["batch_id"]
+        start = time.perf_counter()
+        r = client.post(
+            f"{base}/classify",
+            data={"method": args.method, "real_set_id": str(set_id), "batch_id": str(batch_id)},
+        )
+        classify_s = time.perf_counter() - start
+        r.raise_for_status()
         rss = peak_rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait()
     body = r.json()
     print(f"{len(reals)} real x {len(gens)} generated, method {args.method}")
     print(f"  POST /match (upload + hash + search + store): {match_s:.1f} s")

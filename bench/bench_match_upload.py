@@ -11,6 +11,7 @@ the wall time, the server's peak RSS, and for comparison the time to only decode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import socket
@@ -36,6 +37,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def memaudit_server():
+    """`memaudit serve` on a free loopback port with a fresh SQLite database:
+    yields (process, base URL) once /ready answers; stops it afterwards."""
+    port = free_port()
+    env = dict(os.environ, MEMAUDIT_DATA_DIR=tempfile.mkdtemp(), MEMAUDIT_LOG_LEVEL="WARNING")
+    env.pop("DATABASE_URL", None)
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/memaudit"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield server, base
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -51,52 +79,31 @@ def main() -> None:
     args = parser.parse_args()
     reals = sorted((args.folder / "real").glob("*.png"))
     gens = sorted((args.folder / "generated").glob("*.png"))
-    port = free_port()
-    tmp = tempfile.mkdtemp()
-    env = dict(os.environ, MEMAUDIT_DATA_DIR=tmp, MEMAUDIT_LOG_LEVEL="WARNING")
-    env.pop("DATABASE_URL", None)
-    server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/memaudit"), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        with httpx.Client(timeout=600) as client:
-            r = client.post(
-                f"{base}/real-sets",
-                data={"name": "bench"},
-                files=[("files", (p.name, p.read_bytes(), "image/png")) for p in reals],
-            )
+    with memaudit_server() as (server, base), httpx.Client(timeout=600) as client:
+        r = client.post(
+            f"{base}/real-sets",
+            data={"name": "bench"},
+            files=[("files", (p.name, p.read_bytes(), "image/png")) for p in reals],
+        )
+        r.raise_for_status()
+        set_id = r.json()["id"]
+        blobs = [(p.name, p.read_bytes()) for p in gens]
+        if args.zip:
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+                for name, data in blobs:
+                    zf.writestr(name, data)
+            files = [("files", ("generated.zip", buf.getvalue(), "application/zip"))]
+        else:
+            files = [("files", (name, data, "image/png")) for name, data in blobs]
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            r = client.post(f"{base}/match", data={"real_set_id": str(set_id)}, files=files)
+            times.append(time.perf_counter() - start)
             r.raise_for_status()
-            set_id = r.json()["id"]
-            blobs = [(p.name, p.read_bytes()) for p in gens]
-            if args.zip:
-                buf = io.BytesIO()
-                with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-                    for name, data in blobs:
-                        zf.writestr(name, data)
-                files = [("files", ("generated.zip", buf.getvalue(), "application/zip"))]
-            else:
-                files = [("files", (name, data, "image/png")) for name, data in blobs]
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                r = client.post(f"{base}/match", data={"real_set_id": str(set_id)}, files=files)
-                times.append(time.perf_counter() - start)
-                r.raise_for_status()
-            body = r.json()
+        body = r.json()
         rss = peak_rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait()
     start = time.perf_counter()
     for p in [*reals, *gens]:
         decode_grayscale(p.read_bytes(), 50_000_000)

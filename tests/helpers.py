@@ -30,3 +30,20 @@ def register(client, entries: dict[str, bytes], name: str = "set", hash_size: in
     )
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def raw_multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "memaudit"):
+    """A multipart body in exactly the given part order (httpx puts fields first):
+    parts are (field name, filename or None for a text field, bytes). Returns
+    (body without the closing boundary, closing boundary, headers)."""
+    chunks = []
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+            head = f"Content-Disposition: {disposition}\r\nContent-Type: image/png\r\n\r\n"
+        else:
+            head = f"Content-Disposition: {disposition}\r\n\r\n"
+        chunks.append(f"--{boundary}\r\n{head}".encode() + data + b"\r\n")
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    return b"".join(chunks), f"--{boundary}--\r\n".encode(), headers

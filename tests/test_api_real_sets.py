@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, func, select
 
 from app.db.models import RealImage, RealSet
 from app.services import real_sets as real_sets_service
-from tests.helpers import file_parts, real_images, register, zip_bytes
+from tests.helpers import file_parts, raw_multipart, real_images, register, zip_bytes
 from tests.imagegen import encode, phantom, png
 
 
@@ -162,26 +162,11 @@ def test_fields_after_files_and_non_png_formats(client):
         ("files", ("c.tif", encode(phantom(4, 96), "TIFF"), "image/tiff")),
     ]
     # httpx puts data fields first; build the body by hand with the files first.
-    boundary = "XyZ"
-    chunks = []
-    for _field, (name, data, ctype) in files:
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-            f"Content-Type: {ctype}\r\n\r\n".encode()
-            + data
-            + b"\r\n"
-        )
-    for key, value in (("name", "late fields"), ("hash_size", "8")):
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode()
-            + f"{value}\r\n".encode()
-        )
-    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
-    r = client.post(
-        "/real-sets",
-        content=body,
-        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    body, end, headers = raw_multipart(
+        [("files", name, data) for _field, (name, data, _ctype) in files]
+        + [("name", None, b"late fields"), ("hash_size", None, b"8")]
     )
+    r = client.post("/real-sets", content=body + end, headers=headers)
     assert r.status_code == 201, r.text
     out = r.json()
     assert out["hash_size"] == 8 and out["name"] == "late fields"
@@ -210,21 +195,11 @@ def test_ids_are_never_reused(client):
 
 
 def test_truncated_body_is_400_and_stores_nothing(client):
-    boundary = "cut"
-    parts = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{n}"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for n, data in real_images(3).items()
+    body, _end, headers = raw_multipart(
+        [("name", None, b"x")] + [("files", n, d) for n, d in real_images(3).items()]
     )
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n'.encode()
-    body = head + parts[: len(parts) - 500]  # cut inside the last file, no closing boundary
-    r = client.post(
-        "/real-sets",
-        content=body,
-        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
-    )
+    # Cut inside the last file; no closing boundary.
+    r = client.post("/real-sets", content=body[:-500], headers=headers)
     assert r.status_code == 400 and "closing boundary" in r.json()["detail"]
     assert client.get("/real-sets").json() == []
 
@@ -241,29 +216,13 @@ def test_many_parts_before_the_fields_and_a_corrupt_zip_member(client):
     raw = bytearray(buf.getvalue())
     offset = raw.index(b"broken.png") + len(b"broken.png")
     raw[offset + 5 : offset + 25] = b"\xff" * 20  # garble the compressed data
-    boundary = "early"
-    chunks = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{n}"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode()
-        + d
-        + b"\r\n"
-        for n, d in {
-            **{f"dup_{i}.png": good["real_0000.png"] for i in range(300)},
-            "other.png": good["real_0001.png"],
-            "z.zip": bytes(raw),
-        }.items()
-    ]
-    for key, value in (("name", "late"), ("hash_size", "16")):
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode()
-            + f"{value}\r\n".encode()
-        )
-    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
-    r = client.post(
-        "/real-sets",
-        content=body,
-        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    early = {f"dup_{i}.png": good["real_0000.png"] for i in range(300)}
+    early.update({"other.png": good["real_0001.png"], "z.zip": bytes(raw)})
+    body, end, headers = raw_multipart(
+        [("files", n, d) for n, d in early.items()]
+        + [("name", None, b"late"), ("hash_size", None, b"16")]
     )
+    r = client.post("/real-sets", content=body + end, headers=headers)
     assert r.status_code == 201, r.text
     out = r.json()
     assert sorted(i["filename"] for i in out["images"]) == ["dup_0.png", "fine.png", "other.png"]

@@ -8,13 +8,14 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import db_session, image_store_of, sessions_of, settings_of
 from app.api.forms import MAX_INT, int_field, reject_unknown_fields
+from app.api.responses import csv_download
 from app.api.schemas import CLASSIFY_FORM, ClassificationOut, ErrorOut
 from app.api.uploads import ingest_limits, receive_upload
 from app.db.models import MatchBatch
@@ -238,12 +239,8 @@ def get_classification(
     except service.ClassificationNotFound as exc:
         raise HTTPException(404, detail=str(exc)) from None
     if format == "csv":
-        return Response(
-            service.classification_csv(document),
-            media_type="text/csv; charset=utf-8",
-            headers={
-                "Content-Disposition": f'attachment; filename="classify-{classification_id}.csv"'
-            },
+        return csv_download(
+            service.classification_csv(document), f"classify-{classification_id}.csv"
         )
     if format == "imageclef":
         return PlainTextResponse(service.classification_imageclef(document))

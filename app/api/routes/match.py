@@ -6,12 +6,13 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import db_session, hash_cache_of, image_store_of, sessions_of, settings_of
 from app.api.forms import MAX_INT, int_field, reject_unknown_fields, required_int
+from app.api.responses import csv_download
 from app.api.schemas import MATCH_FORM, ErrorOut, MatchBatchOut
 from app.api.uploads import ingest_limits, receive_upload
 from app.db.session import transaction
@@ -158,11 +159,7 @@ def get_match(
     except batches.BatchNotFound as exc:
         raise HTTPException(404, detail=str(exc)) from None
     if format == "csv":
-        return Response(
-            batch_csv(document),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="match-{batch_id}.csv"'},
-        )
+        return csv_download(batch_csv(document), f"match-{batch_id}.csv")
     if format == "text":
         return PlainTextResponse(batch_text(document))
     return document
