@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from app.config import Settings
 from app.imaging.archive import looks_like_zip
 from app.imaging.phash import SUPPORTED_HASH_SIZES
 from app.services.calibration import (
@@ -18,6 +19,7 @@ from app.services.calibration import (
     describe_paper_default,
     paper_threshold,
 )
+from app.services.hash_pool import HashPool
 from app.services.ingest import ImageIngest, IngestLimits, IngestResult
 from app.services.source_matching import match_sources, paper_lines, words_from_hex
 
@@ -34,13 +36,18 @@ def _files(folder: Path) -> list[Path]:
 
 
 def hash_folder(
-    folder: Path, hash_size: int, limits: IngestLimits, label: str, quiet: bool
+    folder: Path,
+    hash_size: int,
+    limits: IngestLimits,
+    label: str,
+    quiet: bool,
+    pool: HashPool | None = None,
 ) -> IngestResult:
     files = _files(folder)
     bar = tqdm(
         total=len(files), desc=f"hashing {label}", unit="img", disable=quiet, file=sys.stderr
     )
-    ingest = ImageIngest(hash_size, limits, progress=bar.update)
+    ingest = ImageIngest(hash_size, limits, progress=bar.update, pool=pool)
     for path in files:
         name = path.relative_to(folder).as_posix()
         data = path.read_bytes()
@@ -61,10 +68,16 @@ def cmd_match(args: argparse.Namespace) -> int:
     limits = IngestLimits(
         max_file_bytes=50 * 1024 * 1024, max_files=10**9, max_pixels=50_000_000, batch_size=256
     )
-    real = hash_folder(Path(args.real_dir), args.hash_size, limits, "real", args.quiet)
-    generated = hash_folder(
-        Path(args.generated_dir), args.hash_size, limits, "generated", args.quiet
-    )
+    workers = args.workers if args.workers is not None else Settings().effective_hash_workers
+    pool = HashPool(workers) if workers > 0 else None
+    try:
+        real = hash_folder(Path(args.real_dir), args.hash_size, limits, "real", args.quiet, pool)
+        generated = hash_folder(
+            Path(args.generated_dir), args.hash_size, limits, "generated", args.quiet, pool
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown()
     for r in real.rejected + generated.rejected:
         print(f"memaudit: skipped {r.filename}: {r.reason}", file=sys.stderr)
     if not real.images or not generated.images:
@@ -171,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--calibration-quantile", type=float, default=0.05)
     match.add_argument("--min-calibration-images", type=int, default=10)
     match.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    match.add_argument(
+        "--workers", type=int, default=None, help="hashing processes (default: one per core)"
+    )
     match.add_argument("--quiet", action="store_true", help="no progress bar")
     match.set_defaults(func=cmd_match)
     train = sub.add_parser("train", help="train a model artifact on a labelled set")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,6 +63,12 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=50_000_000, description="Largest decoded image, in pixels (decompression bombs)."
     )
+    hash_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="Worker processes that decode and hash uploads; 0 = in the request's "
+        "thread; default: one per CPU core (at most 8).",
+    )
     hash_batch_size: int = Field(
         default=256, description="Images decoded and hashed together; bounds memory per request."
     )
@@ -79,6 +86,13 @@ class Settings(BaseSettings):
         description="Below this many real images the paper's threshold is used instead.",
     )
     max_top_k: int = Field(default=50, description="Largest `top_k` a /match request may ask.")
+
+    @property
+    def effective_hash_workers(self) -> int:
+        if self.hash_workers is not None:
+            return self.hash_workers
+        cores = os.cpu_count() or 1
+        return min(cores, 8) if cores > 1 else 0
 
     @property
     def effective_image_store_dir(self) -> Path:

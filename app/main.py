@@ -12,6 +12,7 @@ from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelRegistry
+from app.services.hash_pool import HashPool
 from app.services.real_sets import SetHashCache
 from app.storage import ImageStore
 
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.hash_cache = SetHashCache()
         app.state.image_store = ImageStore(settings.effective_image_store_dir)
         app.state.models = ModelRegistry(settings.models_dir, settings.use_cuda).load()
+        workers = settings.effective_hash_workers
+        app.state.hash_pool = HashPool(workers) if workers > 0 else None
         log.info(
             "memaudit ready: database %s",
             engine.url.render_as_string(hide_password=True),
@@ -64,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if app.state.hash_pool is not None:
+                app.state.hash_pool.shutdown()
             engine.dispose()
 
     app = FastAPI(

@@ -127,7 +127,10 @@ def database_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def settings(database_url, tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database_url, hash_batch_size=64)
+    # In-process hashing keeps these small tests fast; test_hash_pool covers the workers.
+    return Settings(
+        data_dir=tmp_path / "data", database_url=database_url, hash_batch_size=64, hash_workers=0
+    )
 
 
 @pytest.fixture

@@ -8,18 +8,19 @@ time, so memory is bounded by the batch size, never by the size of the upload.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
-import numpy as np
-
 from app.imaging.archive import ArchiveError, Member, iter_zip
-from app.imaging.decode import ImageDecodeError, decode_grayscale
-from app.imaging.phash import bits_to_hex, phash_batch
+from app.services.hash_pool import HashPool, hash_blobs
 
-#: Decoded pixels held at once before they are hashed (large images are hashed sooner).
-DECODED_BYTES_PER_BATCH = 128 * 1024 * 1024
+#: Images decoded and hashed together in-process (bounds the decoded pixels held at once).
+INLINE_CHUNK = 32
+#: Fewer candidates than this are hashed in-process (a worker round trip would cost more).
+POOL_MIN_BATCH = 32
 #: Longest file name stored (the database columns hold 1024 characters).
 MAX_FILENAME_CHARS = 1024
 
@@ -83,6 +84,7 @@ class ImageIngest:
         known_names: Iterable[str] = (),
         progress: Callable[[int], None] | None = None,
         keep: Callable[[str, bytes], None] | None = None,
+        pool: HashPool | None = None,
     ) -> None:
         self.hash_size = hash_size
         self.limits = limits
@@ -93,6 +95,9 @@ class ImageIngest:
         self._received = 0
         self._progress = progress
         self._keep = keep
+        self._pool = pool
+        #: Batches handed to worker processes, oldest first: (candidates, future).
+        self._in_flight: deque[tuple[list[tuple[str, str, bytes]], Future]] = deque()
 
     @property
     def needs_flush(self) -> bool:
@@ -134,12 +139,10 @@ class ImageIngest:
             self.reject(archive_name, str(exc))
 
     def flush(self) -> None:
-        """Decode and hash everything pending (in sub-batches of bounded decoded size)."""
+        """Hand everything pending to the decoders; with a worker pool this returns at once
+        (results are collected in order, at most two batches per worker in flight)."""
         pending, self._pending = self._pending, []
-        names: list[str] = []
-        digests: list[str] = []
-        pixels: list[np.ndarray] = []
-        decoded_bytes = 0
+        candidates: list[tuple[str, str, bytes]] = []
         for filename, data in pending:
             digest = hashlib.sha256(data).hexdigest()
             first = self._seen_sha.get(digest)
@@ -149,36 +152,52 @@ class ImageIngest:
             if filename in self._names:
                 self.reject(filename, "another image with this filename is already included")
                 continue
-            try:
-                gray = decode_grayscale(data, self.limits.max_pixels)
-            except ImageDecodeError as exc:
-                self.reject(filename, str(exc))
+            # Claimed now so later copies are reported as duplicates; released if it fails.
+            self._seen_sha[digest] = filename
+            self._names.add(filename)
+            candidates.append((filename, digest, data))
+        if self._pool is not None and len(candidates) >= POOL_MIN_BATCH:
+            step = max(POOL_MIN_BATCH, -(-len(candidates) // self._pool.workers))
+            for lo in range(0, len(candidates), step):
+                chunk = candidates[lo : lo + step]
+                future = self._pool.submit(
+                    [c[2] for c in chunk], self.hash_size, self.limits.max_pixels
+                )
+                self._in_flight.append((chunk, future))
+            while len(self._in_flight) > 2 * self._pool.workers:
+                self._collect(*self._in_flight.popleft())
+        else:
+            self._drain()
+            for lo in range(0, len(candidates), INLINE_CHUNK):
+                chunk = candidates[lo : lo + INLINE_CHUNK]
+                self._record(
+                    chunk, hash_blobs([c[2] for c in chunk], self.hash_size, self.limits.max_pixels)
+                )
+
+    def _drain(self) -> None:
+        while self._in_flight:
+            self._collect(*self._in_flight.popleft())
+
+    def _collect(self, chunk: list[tuple[str, str, bytes]], future: Future) -> None:
+        self._record(chunk, future.result())
+
+    def _record(self, chunk: list[tuple[str, str, bytes]], hashed: list) -> None:
+        for (filename, digest, data), (hex_, width, height, error) in zip(
+            chunk, hashed, strict=True
+        ):
+            if error is not None:
+                self._seen_sha.pop(digest, None)
+                self._names.discard(filename)
+                self.reject(filename, error)
                 continue
             if self._keep is not None:
                 self._keep(digest, data)
-            self._seen_sha[digest] = filename
-            self._names.add(filename)
-            names.append(filename)
-            digests.append(digest)
-            pixels.append(gray)
-            decoded_bytes += gray.nbytes
-            if decoded_bytes >= DECODED_BYTES_PER_BATCH:
-                self._hash(names, digests, pixels)
-                names, digests, pixels, decoded_bytes = [], [], [], 0
-        self._hash(names, digests, pixels)
+            self.result.images.append(HashedImage(filename, digest, hex_, width, height))
         if self._progress is not None:
-            self._progress(len(pending))
-
-    def _hash(self, names: list[str], digests: list[str], pixels: list[np.ndarray]) -> None:
-        if not pixels:
-            return
-        hexes = bits_to_hex(phash_batch(pixels, self.hash_size))
-        for name, digest, gray, hex_ in zip(names, digests, pixels, hexes, strict=True):
-            self.result.images.append(
-                HashedImage(name, digest, hex_, int(gray.shape[1]), int(gray.shape[0]))
-            )
+            self._progress(len(chunk))
 
     def finish(self) -> IngestResult:
         if self._pending:
             self.flush()
+        self._drain()
         return self.result

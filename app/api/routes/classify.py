@@ -17,7 +17,7 @@ from app.api.deps import db_session, image_store_of, sessions_of, settings_of
 from app.api.forms import MAX_INT, int_field, reject_unknown_fields
 from app.api.responses import csv_download
 from app.api.schemas import CLASSIFY_FORM, ClassificationOut, ErrorOut
-from app.api.uploads import ingest_limits, receive_upload
+from app.api.uploads import hash_pool_of, ingest_limits, receive_upload
 from app.db.models import MatchBatch
 from app.db.session import transaction
 from app.scoring.phash_rule import PHashRuleScorer
@@ -59,7 +59,7 @@ async def create_classification(request: Request):
     store = image_store_of(request)
 
     def uploads(_fields: dict[str, str], _final: bool) -> ImageIngest:
-        return ImageIngest(16, limits, keep=store.put)
+        return ImageIngest(16, limits, keep=store.put, pool=hash_pool_of(request))
 
     fields, real_upload, others = await receive_upload(
         request,

@@ -14,7 +14,7 @@ from app.api.deps import db_session, hash_cache_of, image_store_of, sessions_of,
 from app.api.forms import MAX_INT, int_field, reject_unknown_fields, required_int
 from app.api.responses import csv_download
 from app.api.schemas import MATCH_FORM, ErrorOut, MatchBatchOut
-from app.api.uploads import ingest_limits, receive_upload
+from app.api.uploads import hash_pool_of, ingest_limits, receive_upload
 from app.db.session import transaction
 from app.services import batches, real_sets
 from app.services.calibration import (
@@ -79,7 +79,9 @@ async def create_match(request: Request):
             real_set = _set_or_404(session, real_set_id)
         bits = real_set.hash_size * real_set.hash_size
         int_field(fields, "threshold", minimum=0, maximum=bits)  # a distance is at most bits
-        return ImageIngest(real_set.hash_size, limits, keep=image_store_of(request).put)
+        return ImageIngest(
+            real_set.hash_size, limits, keep=image_store_of(request).put, pool=hash_pool_of(request)
+        )
 
     fields, result, _ = await receive_upload(request, settings, make_ingest)
     reject_unknown_fields(fields, {"real_set_id", "threshold", "top_k"})

@@ -18,7 +18,7 @@ from app.api.schemas import (
     RealSetDetail,
     RealSetSummary,
 )
-from app.api.uploads import ingest_limits, receive_upload
+from app.api.uploads import hash_pool_of, ingest_limits, receive_upload
 from app.db.session import transaction
 from app.imaging.phash import SUPPORTED_HASH_SIZES
 from app.services import real_sets as service
@@ -76,7 +76,9 @@ async def create_real_set(request: Request):
             return None
         name_field(fields)
         hash_size = int_field(fields, "hash_size", default=16, choices=SUPPORTED_HASH_SIZES)
-        return ImageIngest(hash_size, limits, keep=image_store_of(request).put)
+        return ImageIngest(
+            hash_size, limits, keep=image_store_of(request).put, pool=hash_pool_of(request)
+        )
 
     fields, result, _ = await receive_upload(request, settings, make_ingest)
     reject_unknown_fields(fields, {"name", "hash_size"})
@@ -148,6 +150,7 @@ async def add_images(request: Request, real_set_id: int = SetId):
             known_sha256=known_sha,
             known_names=known_names,
             keep=image_store_of(request).put,
+            pool=hash_pool_of(request),
         )
 
     fields, result, _ = await receive_upload(request, settings, make_ingest)
