@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     def effective_hash_workers(self) -> int:
         if self.hash_workers is not None:
             return self.hash_workers
-        cores = os.cpu_count() or 1
+        # Cores this process may run on (respects CPU sets/affinity, unlike cpu_count).
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         return min(cores, 8) if cores > 1 else 0
 
     @property

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.multipart import FormField, FormFile, MultipartStream
 from app.config import Settings
 from app.imaging.archive import looks_like_zip
+from app.services.hash_pool import HashingFailed
 from app.services.ingest import ImageIngest, IngestLimits, IngestResult
 
 #: Called with the fields seen so far and whether the body has ended; returns the ingest to
@@ -144,6 +145,8 @@ async def receive_upload(
         results = {}
         for name, ingest in ingests.items():
             results[name] = await run_in_threadpool(ingest.finish)
+    except HashingFailed as exc:
+        raise HTTPException(503, detail=f"{exc}; nothing was stored") from None
     finally:
         for parked in waiting.values():
             parked.close()

@@ -21,11 +21,13 @@ class PHashRuleScorer:
         threshold: int | None = None,
         quantile: float = 0.05,
         min_images: int = 10,
+        threshold_origin: str = "threshold given in the request",
     ) -> None:
         self.hash_size = hash_size
         self.threshold = threshold
         self.quantile = quantile
         self.min_images = min_images
+        self.threshold_origin = threshold_origin
 
     def score(
         self, real: list[np.ndarray], generated: list[np.ndarray] | None, progress=None
@@ -36,7 +38,7 @@ class PHashRuleScorer:
         real_w = pack_words(bits_to_bytes(phash_batch(real, self.hash_size)))
         gen_w = pack_words(bits_to_bytes(phash_batch(generated, self.hash_size)))
         if self.threshold is not None:
-            threshold, why = self.threshold, "threshold given in the request"
+            threshold, why = self.threshold, self.threshold_origin
         else:
             cal = calibrate(real_w, self.quantile, self.min_images, self.hash_size)
             if cal is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from app.imaging.decode import ImageDecodeError, decode_grayscale
 from app.imaging.phash import bits_to_hex, phash_batch
@@ -64,8 +65,13 @@ def _single_threaded_worker() -> None:
     threadpool_limits(1)
 
 
+class HashingFailed(RuntimeError):
+    """A worker process died (killed, out of memory); the pool has been replaced."""
+
+
 class HashPool:
-    """A lazily started process pool for :func:`hash_blobs`."""
+    """A lazily started process pool for :func:`hash_blobs`; a broken pool (a worker was
+    killed) is replaced on the next use instead of failing every later request."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -74,13 +80,33 @@ class HashPool:
 
     def submit(self, blobs: list[bytes], hash_size: int, max_pixels: int) -> Future:
         with self._lock:
-            if self._executor is None:
-                self._executor = ProcessPoolExecutor(
-                    self.workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_single_threaded_worker,
-                )
-        return self._executor.submit(hash_blobs, blobs, hash_size, max_pixels)
+            for _attempt in range(2):
+                if self._executor is None:
+                    self._executor = ProcessPoolExecutor(
+                        self.workers,
+                        mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_single_threaded_worker,
+                    )
+                try:
+                    return self._executor.submit(hash_blobs, blobs, hash_size, max_pixels)
+                except BrokenProcessPool:
+                    self._discard_locked()
+            raise HashingFailed("the hashing worker processes cannot be started")
+
+    def result(self, future: Future) -> list[Hashed]:
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            with self._lock:
+                self._discard_locked()
+            raise HashingFailed(
+                "a hashing worker process died (out of memory or killed); retry the request"
+            ) from None
+
+    def _discard_locked(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def shutdown(self) -> None:
         with self._lock:

@@ -96,8 +96,11 @@ class ImageIngest:
         self._progress = progress
         self._keep = keep
         self._pool = pool
-        #: Batches handed to worker processes, oldest first: (candidates, future).
+        #: Chunks handed to worker processes, oldest first: (candidates, future).
         self._in_flight: deque[tuple[list[tuple[str, str, bytes]], Future]] = deque()
+        #: Bytes and names of files handed to the decoders whose result is not in yet.
+        self._tentative_sha: set[str] = set()
+        self._tentative_names: set[str] = set()
 
     @property
     def needs_flush(self) -> bool:
@@ -140,11 +143,20 @@ class ImageIngest:
 
     def flush(self) -> None:
         """Hand everything pending to the decoders; with a worker pool this returns at once
-        (results are collected in order, at most two batches per worker in flight)."""
+        (results are collected in order, at most two chunks per worker in flight).
+
+        Files are claimed tentatively until decoded: a later file with the same bytes or
+        name as a file still in flight waits for that result, so the outcome is the same as
+        decoding one file after another.
+        """
         pending, self._pending = self._pending, []
-        candidates: list[tuple[str, str, bytes]] = []
+        batch: list[tuple[str, str, bytes]] = []
         for filename, data in pending:
             digest = hashlib.sha256(data).hexdigest()
+            if digest in self._tentative_sha or filename in self._tentative_names:
+                self._dispatch(batch)
+                batch = []
+                self._drain()
             first = self._seen_sha.get(digest)
             if first is not None:
                 self.result.duplicates.append(Duplicate(filename, first))
@@ -152,49 +164,61 @@ class ImageIngest:
             if filename in self._names:
                 self.reject(filename, "another image with this filename is already included")
                 continue
-            # Claimed now so later copies are reported as duplicates; released if it fails.
-            self._seen_sha[digest] = filename
-            self._names.add(filename)
-            candidates.append((filename, digest, data))
-        if self._pool is not None and len(candidates) >= POOL_MIN_BATCH:
-            step = max(POOL_MIN_BATCH, -(-len(candidates) // self._pool.workers))
-            for lo in range(0, len(candidates), step):
-                chunk = candidates[lo : lo + step]
-                future = self._pool.submit(
-                    [c[2] for c in chunk], self.hash_size, self.limits.max_pixels
-                )
+            self._tentative_sha.add(digest)
+            self._tentative_names.add(filename)
+            batch.append((filename, digest, data))
+        self._dispatch(batch)
+        if self._progress is not None:
+            self._progress(len(pending))
+
+    def _dispatch(self, batch: list[tuple[str, str, bytes]]) -> None:
+        if not batch:
+            return
+        pool = self._pool
+        if pool is not None and len(batch) >= POOL_MIN_BATCH:
+            step = max(POOL_MIN_BATCH, -(-len(batch) // pool.workers))
+            for lo in range(0, len(batch), step):
+                while len(self._in_flight) >= 2 * pool.workers:
+                    self._collect(*self._in_flight.popleft())
+                chunk = batch[lo : lo + step]
+                future = pool.submit([c[2] for c in chunk], self.hash_size, self.limits.max_pixels)
                 self._in_flight.append((chunk, future))
-            while len(self._in_flight) > 2 * self._pool.workers:
-                self._collect(*self._in_flight.popleft())
-        else:
-            self._drain()
-            for lo in range(0, len(candidates), INLINE_CHUNK):
-                chunk = candidates[lo : lo + INLINE_CHUNK]
-                self._record(
-                    chunk, hash_blobs([c[2] for c in chunk], self.hash_size, self.limits.max_pixels)
-                )
+            return
+        self._drain()  # keep the order of results
+        for lo in range(0, len(batch), INLINE_CHUNK):
+            chunk = batch[lo : lo + INLINE_CHUNK]
+            blobs = [c[2] for c in chunk]
+            self._record(chunk, hash_blobs(blobs, self.hash_size, self.limits.max_pixels))
 
     def _drain(self) -> None:
         while self._in_flight:
             self._collect(*self._in_flight.popleft())
 
     def _collect(self, chunk: list[tuple[str, str, bytes]], future: Future) -> None:
-        self._record(chunk, future.result())
+        assert self._pool is not None
+        try:
+            hashed = self._pool.result(future)
+        except Exception:
+            for _chunk, other in self._in_flight:
+                other.cancel()
+            self._in_flight.clear()
+            raise
+        self._record(chunk, hashed)
 
     def _record(self, chunk: list[tuple[str, str, bytes]], hashed: list) -> None:
         for (filename, digest, data), (hex_, width, height, error) in zip(
             chunk, hashed, strict=True
         ):
+            self._tentative_sha.discard(digest)
+            self._tentative_names.discard(filename)
             if error is not None:
-                self._seen_sha.pop(digest, None)
-                self._names.discard(filename)
                 self.reject(filename, error)
                 continue
+            self._seen_sha[digest] = filename
+            self._names.add(filename)
             if self._keep is not None:
                 self._keep(digest, data)
             self.result.images.append(HashedImage(filename, digest, hex_, width, height))
-        if self._progress is not None:
-            self._progress(len(chunk))
 
     def finish(self) -> IngestResult:
         if self._pending:

@@ -177,18 +177,21 @@ def _float_field(fields: dict[str, str], name: str) -> float | None:
 
 
 def _phash_scorer(session: Session, real_set_id, batch_id, settings):
-    hash_size, threshold = 16, None
+    hash_size, threshold, origin = 16, None, ""
     if batch_id is not None:
         batch = session.get(MatchBatch, batch_id)
         if batch is not None:
             hash_size, threshold = batch.hash_size, batch.threshold
+            origin = f"the threshold match batch {batch_id} used ({batch.threshold_source})"
     elif real_set_id is not None:
         try:
             real_set = real_sets.get_real_set(session, real_set_id)
         except real_sets.RealSetNotFound as exc:
             raise HTTPException(404, detail=str(exc)) from None
         hash_size, threshold = real_set.hash_size, real_set.calibrated_threshold
+        origin = "calibrated on the real set's real-vs-real distances"
     return PHashRuleScorer(
+        threshold_origin=origin,
         hash_size=hash_size,
         threshold=threshold,
         quantile=settings.calibration_quantile,
