@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.pgcluster import pg_bindir, pg_cluster
 
 PG_SKIP_REASON = (
     "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql` "
@@ -25,85 +20,16 @@ PG_SKIP_REASON = (
 )
 
 
-def _pg_bindir() -> Path | None:
-    found = shutil.which("initdb")
-    if found and shutil.which("pg_ctl"):
-        return Path(os.path.realpath(found)).parent
-    for initdb in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True):
-        return Path(initdb).parent
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """Start a PostgreSQL cluster on a free loopback port; yields the admin URL base."""
-    bindir = _pg_bindir()
+    bindir = pg_bindir()
     if bindir is None:
         if os.environ.get("MEMAUDIT_REQUIRE_POSTGRES"):
             pytest.fail(PG_SKIP_REASON)  # CI must run them
         pytest.skip(PG_SKIP_REASON)
-    base = Path(tempfile.mkdtemp(prefix="memaudit-pg-"))
-    base.chmod(0o755)
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        user = "postgres"
-        try:
-            import pwd
-
-            pwd.getpwnam(user)
-        except KeyError:
-            user = "nobody"
-        shutil.chown(base, user=user)
-        prefix = ["runuser", "-u", user, "--"]
-    data = base / "data"
-    port = _free_port()
-    subprocess.run(
-        [
-            *prefix,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "memaudit",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-instructions",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [
-            *prefix,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(base / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+    with pg_cluster(bindir) as address:
+        yield address
 
 
 @pytest.fixture

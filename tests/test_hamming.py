@@ -51,3 +51,15 @@ def test_empty_inputs():
     result = nearest(words, np.zeros((3, 1), np.uint64))
     assert result.indices.shape == (0, 1)
     assert list(result.reference_min) == [-1, -1, -1]
+
+
+def test_exclude_skips_one_named_reference_per_query():
+    rng = np.random.default_rng(11)
+    bits = _random_hashes(rng, 120, 256)
+    words = pack_words(np.packbits(bits, axis=1))
+    picked = np.array([0, 7, 63, 119])
+    result = nearest(words[picked], words, top_k=1, exclude=picked)
+    dist = _brute(bits[picked], bits)
+    dist[np.arange(len(picked)), picked] = 10**6
+    assert np.array_equal(result.distances[:, 0], dist.min(axis=1))
+    assert not np.any(result.indices[:, 0] == picked)

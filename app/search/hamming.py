@@ -61,15 +61,19 @@ def nearest(
     references: np.ndarray,
     top_k: int = 1,
     exclude_self: bool = False,
+    exclude: np.ndarray | None = None,
 ) -> SearchResult:
     """Top-k nearest references for every query by Hamming distance.
 
-    ``exclude_self`` (queries is references) skips the diagonal, for real-vs-real calibration.
+    ``exclude_self`` (queries is references) skips the diagonal, for real-vs-real calibration;
+    ``exclude[i]`` names one reference that query i must skip (a sample of the references).
     """
+    if exclude_self:
+        exclude = np.arange(len(queries))
     n_q, n_r = len(queries), len(references)
     if queries.ndim != 2 or references.ndim != 2 or queries.shape[1] != references.shape[1]:
         raise ValueError("queries and references must be (n, words) arrays of equal width")
-    k = min(top_k, n_r - (1 if exclude_self else 0))
+    k = min(top_k, n_r - (1 if exclude is not None else 0))
     indices = np.full((n_q, max(k, 0)), -1, dtype=np.int64)
     distances = np.full((n_q, max(k, 0)), -1, dtype=np.int32)
     ref_min = np.full(n_r, np.iinfo(np.int32).max, dtype=np.int32)
@@ -85,8 +89,8 @@ def nearest(
         stop = min(start + chunk, n_q)
         rows = np.arange(stop - start)
         dist = distance_block(queries[start:stop], references, xor_buffer, count_buffer)
-        if exclude_self:
-            dist[rows, rows + start] = np.iinfo(dist.dtype).max
+        if exclude is not None:
+            dist[rows, exclude[start:stop]] = np.iinfo(dist.dtype).max
         # Per-reference closest query: argmin only for the columns this chunk improves
         # (a column-wise argmin over the whole block is the slowest step otherwise).
         col_min = dist.min(axis=0)

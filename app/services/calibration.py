@@ -18,6 +18,8 @@ from app.search.hamming import nearest
 PAPER_THRESHOLD_256_BITS = 50
 #: Real-vs-real queries used at most; beyond this a fixed-seed sample keeps calibration fast.
 MAX_CALIBRATION_QUERIES = 4000
+#: ... and at most this many hash comparisons (a 1,000,000-image set gets 500 queries).
+MAX_CALIBRATION_PAIRS = 500_000_000
 
 
 def paper_threshold(hash_size: int) -> int:
@@ -56,14 +58,11 @@ def calibrate(
     n = len(words)
     if n < max(min_images, 2):
         return None
-    if n > MAX_CALIBRATION_QUERIES:
+    queries = min(MAX_CALIBRATION_QUERIES, max(100, MAX_CALIBRATION_PAIRS // n))
+    if n > queries:
         rng = np.random.default_rng(0)
-        picked = np.sort(rng.choice(n, MAX_CALIBRATION_QUERIES, replace=False))
-        result = nearest(words[picked], words, top_k=2)
-        # The nearest of a sampled query is itself (distance 0, or a tie at 0): take the
-        # best candidate that is not the query.
-        own = result.indices[:, 0] == picked
-        nn = np.where(own, result.distances[:, 1], result.distances[:, 0])
+        picked = np.sort(rng.choice(n, queries, replace=False))
+        nn = nearest(words[picked], words, top_k=1, exclude=picked).distances[:, 0]
     else:
         nn = nearest(words, words, top_k=1, exclude_self=True).distances[:, 0]
     nn_sorted = np.sort(nn)

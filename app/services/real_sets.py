@@ -119,7 +119,27 @@ def known_images(session: Session, real_set_id: int) -> tuple[dict[str, str], se
 
 
 def _insert_images(session: Session, real_set_id: int, start: int, images: list[HashedImage]):
+    """Multi-row INSERTs; on PostgreSQL a COPY (measured 10k rows/s -> see bench_pg_register).
+    Either way inside the caller's transaction."""
     now = utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        cursor = session.connection().connection.driver_connection.cursor()
+        columns = "real_set_id, position, filename, sha256, phash, width, height, created_at"
+        with cursor.copy(f"COPY real_images ({columns}) FROM STDIN") as copy:
+            for i, img in enumerate(images):
+                copy.write_row(
+                    (
+                        real_set_id,
+                        start + i,
+                        img.filename,
+                        img.sha256,
+                        img.phash,
+                        img.width,
+                        img.height,
+                        now,
+                    )
+                )
+        return
     rows = [
         {
             "real_set_id": real_set_id,
