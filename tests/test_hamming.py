@@ -20,10 +20,11 @@ def _brute(q_bits, r_bits):
 @pytest.mark.parametrize("bits", [64, 256])
 @pytest.mark.parametrize("top_k", [1, 3])
 def test_nearest_matches_brute_force(bits, top_k, monkeypatch):
-    monkeypatch.setattr(hamming, "_BLOCK_PAIRS", 7 * 70)  # force many chunks
+    monkeypatch.setattr(hamming, "_BLOCK_PAIRS", 7 * 70)  # force many query chunks
+    monkeypatch.setattr(hamming, "_REF_BLOCK", 16)  # ... and reference blocks
     rng = np.random.default_rng(bits + top_k)
     q_bits, r_bits = _random_hashes(rng, 300, bits), _random_hashes(rng, 70, bits)
-    r_bits[5] = r_bits[9]  # exact tie between two references
+    r_bits[5] = r_bits[9] = r_bits[40]  # exact ties, within and across reference blocks
     q = pack_words(np.packbits(q_bits, axis=1))
     r = pack_words(np.packbits(r_bits, axis=1))
     result = nearest(q, r, top_k=top_k)
@@ -53,7 +54,8 @@ def test_empty_inputs():
     assert list(result.reference_min) == [-1, -1, -1]
 
 
-def test_exclude_skips_one_named_reference_per_query():
+def test_exclude_skips_one_named_reference_per_query(monkeypatch):
+    monkeypatch.setattr(hamming, "_REF_BLOCK", 50)
     rng = np.random.default_rng(11)
     bits = _random_hashes(rng, 120, 256)
     words = pack_words(np.packbits(bits, axis=1))
