@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import HTTPException
 
 #: Largest id or count accepted anywhere (PostgreSQL INTEGER); beyond it nothing can exist.
@@ -33,6 +35,19 @@ def int_field(
         raise HTTPException(422, detail=f"{name} must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
         raise HTTPException(422, detail=f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def float_field(fields: dict[str, str], name: str) -> float | None:
+    raw = fields.get(name, "")
+    if raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HTTPException(422, detail=f"{name} must be a number, got {raw[:50]!r}") from None
+    if not math.isfinite(value):
+        raise HTTPException(422, detail=f"{name} must be finite")
     return value
 
 

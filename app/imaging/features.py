@@ -42,18 +42,19 @@ class Keypoints:
         return len(self.points)
 
 
-def _as_256(gray: np.ndarray) -> tuple[np.ndarray, float]:
-    """SIFT parameters are tuned at 256 px; other sizes are rescaled (points scaled back)."""
+def _as_256(gray: np.ndarray) -> np.ndarray:
+    """SIFT parameters (and the RANSAC pixel tolerance) are tuned at 256 px: every image is
+    brought to a longest side of 256, so keypoints of all images share that scale."""
     h, w = gray.shape
     scale = 256.0 / max(h, w)
     if abs(scale - 1.0) < 1e-6:
-        return gray, 1.0
+        return gray
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), scale
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
 def sift_keypoints(gray: np.ndarray, n_features: int = SIFT_FEATURES) -> Keypoints:
-    image, _scale = _as_256(gray)
+    image = _as_256(gray)
     image = cv2.GaussianBlur(image, (0, 0), SIFT_PRE_BLUR)
     sift = cv2.SIFT_create(nfeatures=n_features)
     kps, desc = sift.detectAndCompute(image, None)

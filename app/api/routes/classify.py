@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Literal
 
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import db_session, image_store_of, sessions_of, settings_of
-from app.api.forms import MAX_INT, int_field, reject_unknown_fields
+from app.api.forms import MAX_INT, float_field, int_field, reject_unknown_fields
 from app.api.responses import csv_download
 from app.api.schemas import CLASSIFY_FORM, ClassificationOut, ErrorOut
 from app.api.uploads import hash_pool_of, ingest_limits, receive_upload
@@ -74,7 +73,7 @@ async def create_classification(request: Request):
     reject_unknown_fields(fields, {"method", "real_set_id", "batch_id", "threshold"})
     real_set_id = int_field(fields, "real_set_id", minimum=1)
     batch_id = int_field(fields, "batch_id", minimum=1)
-    threshold_override = _float_field(fields, "threshold")
+    threshold_override = float_field(fields, "threshold")
     gen_upload = others.get("generated_files")
     if real_set_id is not None and real_upload.images:
         raise HTTPException(422, detail="send either real_set_id or real 'files', not both")
@@ -161,19 +160,6 @@ async def create_classification(request: Request):
             ) from None
 
     return await run_in_threadpool(run)
-
-
-def _float_field(fields: dict[str, str], name: str) -> float | None:
-    raw = fields.get(name, "")
-    if raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise HTTPException(422, detail=f"{name} must be a number, got {raw[:50]!r}") from None
-    if not math.isfinite(value):
-        raise HTTPException(422, detail=f"{name} must be finite")
-    return value
 
 
 def _phash_scorer(session: Session, real_set_id, batch_id, settings):
