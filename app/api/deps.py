@@ -8,6 +8,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.services.hash_pool import HashPool
 from app.services.real_sets import SetHashCache
 from app.storage import ImageStore
 
@@ -26,6 +27,10 @@ def hash_cache_of(request: Request) -> SetHashCache:
 
 def image_store_of(request: Request) -> ImageStore:
     return request.app.state.image_store
+
+
+def hash_pool_of(request: Request) -> HashPool | None:
+    return request.app.state.hash_pool
 
 
 def db_session(request: Request) -> Iterator[Session]:

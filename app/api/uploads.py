@@ -31,10 +31,6 @@ FILES_FIELD = "files"
 FORM_BODY_LIMIT = 64 * 1024
 
 
-def hash_pool_of(request: Request):
-    return getattr(request.app.state, "hash_pool", None)
-
-
 def ingest_limits(settings: Settings) -> IngestLimits:
     return IngestLimits(
         max_file_bytes=settings.max_file_bytes,

@@ -56,21 +56,21 @@ class StoredImages(Sequence[np.ndarray]):
 
 
 def real_set_images(session: Session, real_set_id: int) -> list[tuple[str, str]]:
-    rows = session.execute(
-        select(RealImageRow.filename, RealImageRow.sha256)
-        .where(RealImageRow.real_set_id == real_set_id)
-        .order_by(RealImageRow.position)
-    ).all()
-    return [(r.filename, r.sha256) for r in rows]
+    return _names_and_digests(session, RealImageRow, RealImageRow.real_set_id, real_set_id)
 
 
 def batch_images(session: Session, batch_id: int) -> list[tuple[str, str]] | None:
     if session.get(MatchBatch, batch_id) is None:
         return None
+    return _names_and_digests(session, GeneratedImage, GeneratedImage.batch_id, batch_id)
+
+
+def _names_and_digests(session: Session, model, owner_column, owner_id: int):
+    """(filename, sha256) of a set's or batch's images, in upload order."""
     rows = session.execute(
-        select(GeneratedImage.filename, GeneratedImage.sha256)
-        .where(GeneratedImage.batch_id == batch_id)
-        .order_by(GeneratedImage.position)
+        select(model.filename, model.sha256)
+        .where(owner_column == owner_id)
+        .order_by(model.position)
     ).all()
     return [(r.filename, r.sha256) for r in rows]
 

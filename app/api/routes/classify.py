@@ -12,11 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import db_session, image_store_of, sessions_of, settings_of
+from app.api.deps import db_session, hash_pool_of, image_store_of, sessions_of, settings_of
 from app.api.forms import MAX_INT, float_field, int_field, reject_unknown_fields
 from app.api.responses import csv_download
 from app.api.schemas import CLASSIFY_FORM, ClassificationOut, ErrorOut
-from app.api.uploads import hash_pool_of, ingest_limits, receive_upload
+from app.api.uploads import ingest_limits, receive_upload
 from app.db.models import MatchBatch
 from app.db.session import transaction
 from app.scoring.phash_rule import PHashRuleScorer

@@ -10,11 +10,18 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import db_session, hash_cache_of, image_store_of, sessions_of, settings_of
+from app.api.deps import (
+    db_session,
+    hash_cache_of,
+    hash_pool_of,
+    image_store_of,
+    sessions_of,
+    settings_of,
+)
 from app.api.forms import MAX_INT, int_field, reject_unknown_fields, required_int
 from app.api.responses import csv_download
 from app.api.schemas import MATCH_FORM, ErrorOut, MatchBatchOut
-from app.api.uploads import hash_pool_of, ingest_limits, receive_upload
+from app.api.uploads import ingest_limits, receive_upload
 from app.db.session import transaction
 from app.services import batches, real_sets
 from app.services.calibration import (

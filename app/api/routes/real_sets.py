@@ -7,7 +7,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import db_session, hash_cache_of, image_store_of, sessions_of, settings_of
+from app.api.deps import (
+    db_session,
+    hash_cache_of,
+    hash_pool_of,
+    image_store_of,
+    sessions_of,
+    settings_of,
+)
 from app.api.forms import MAX_INT, int_field, name_field, reject_unknown_fields
 from app.api.schemas import (
     ADD_IMAGES_FORM,
@@ -18,7 +25,7 @@ from app.api.schemas import (
     RealSetDetail,
     RealSetSummary,
 )
-from app.api.uploads import hash_pool_of, ingest_limits, receive_upload
+from app.api.uploads import ingest_limits, receive_upload
 from app.db.session import transaction
 from app.imaging.phash import SUPPORTED_HASH_SIZES
 from app.services import real_sets as service
