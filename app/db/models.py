@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -76,10 +77,13 @@ class RealImage(Base):
     #: Order of registration within the set; ties in search go to the lower position.
     position: Mapped[int] = mapped_column(Integer)
     filename: Mapped[str] = mapped_column(String(1024))
-    sha256: Mapped[str] = mapped_column(String(64))
+    #: None for images registered by their hash alone (no bytes were uploaded).
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     phash: Mapped[str] = mapped_column(String(64))
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: 32x32 grayscale (INTER_AREA) computed at upload; candidates for /classify.
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     real_set: Mapped[RealSet] = relationship(back_populates="images")
@@ -123,6 +127,7 @@ class GeneratedImage(Base):
     filename: Mapped[str] = mapped_column(String(1024))
     sha256: Mapped[str] = mapped_column(String(64))
     phash: Mapped[str] = mapped_column(String(64))
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     #: Filename of the matched real image, None when the nearest is above the threshold.
     source: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     distance: Mapped[int] = mapped_column(Integer)
