@@ -14,7 +14,7 @@ from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelRegistry
 from app.services.hash_pool import HashPool
 from app.services.real_sets import SetHashCache
-from app.storage import ImageStore
+from app.storage import FeatureStore, ImageStore
 
 log = logging.getLogger("memaudit")
 
@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = make_session_factory(engine)
         app.state.hash_cache = SetHashCache()
         app.state.image_store = ImageStore(settings.effective_image_store_dir)
+        # Features derived from the stored images live beside them (shared the same way).
+        app.state.feature_store = FeatureStore(settings.effective_image_store_dir / "features")
         app.state.models = ModelRegistry(settings.models_dir, settings.use_cuda).load()
         workers = settings.effective_hash_workers
         app.state.hash_pool = HashPool(workers) if workers > 0 else None

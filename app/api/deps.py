@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.services.hash_pool import HashPool
 from app.services.real_sets import SetHashCache
-from app.storage import ImageStore
+from app.storage import FeatureStore, ImageStore
 
 
 def settings_of(request: Request) -> Settings:
@@ -27,6 +27,10 @@ def hash_cache_of(request: Request) -> SetHashCache:
 
 def image_store_of(request: Request) -> ImageStore:
     return request.app.state.image_store
+
+
+def feature_store_of(request: Request) -> FeatureStore:
+    return request.app.state.feature_store
 
 
 def hash_pool_of(request: Request) -> HashPool | None:

@@ -21,16 +21,28 @@ RATIO = 0.8
 REPROJECTION_PX = 4.0
 
 
+def thumbnail_pixels(gray: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """The (side, side) uint8 area-average of an image: 1 KB, computed once when the image
+    is uploaded and stored, so scoring never has to decode a whole batch again."""
+    return cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def normalise_thumbnails(pixels: np.ndarray) -> np.ndarray:
+    """(n, side*side) uint8 -> float32 rows with zero mean and unit norm: row . row = NCC."""
+    rows = pixels.reshape(len(pixels), -1).astype(np.float32)
+    rows -= rows.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    flat = norms[:, 0] <= 1e-6
+    rows /= np.where(flat[:, None], 1.0, norms)
+    rows[flat] = 0.0
+    return rows
+
+
 def thumbnails(images: list[np.ndarray], side: int = THUMBNAIL_SIDE) -> np.ndarray:
     """(n, side*side) float32 rows, zero mean and unit norm: row dot row = NCC."""
-    out = np.empty((len(images), side * side), np.float32)
-    for i, gray in enumerate(images):
-        small = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
-        vec = small.ravel()
-        vec -= vec.mean()
-        norm = float(np.linalg.norm(vec))
-        out[i] = vec / norm if norm > 1e-6 else 0.0
-    return out
+    if not len(images):
+        return np.empty((0, side * side), np.float32)
+    return normalise_thumbnails(np.stack([thumbnail_pixels(g, side) for g in images]))
 
 
 @dataclass
@@ -40,6 +52,16 @@ class Keypoints:
 
     def __len__(self) -> int:
         return len(self.points)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Compact form for storage: SIFT descriptor values are integers 0..255."""
+        return {"points": self.points, "descriptors": self.descriptors.astype(np.uint8)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Keypoints:
+        return cls(
+            arrays["points"].astype(np.float32), arrays["descriptors"].astype(np.float32)
+        )
 
 
 def _as_256(gray: np.ndarray) -> np.ndarray:

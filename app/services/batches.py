@@ -61,6 +61,7 @@ def save_batch(
             "filename": m["generated"],
             "sha256": g.sha256,
             "phash": g.phash,
+            "thumbnail": g.thumbnail,
             "source": m["source"],
             "distance": m["distance"],
             "candidates": [[c["filename"], c["distance"]] for c in m["candidates"]],

@@ -6,7 +6,7 @@ import csv
 import io
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -16,8 +16,16 @@ from sqlalchemy.orm import Session
 from app.db.models import Classification, ClassificationResult, GeneratedImage, MatchBatch
 from app.db.models import RealImage as RealImageRow
 from app.imaging.decode import decode_grayscale
+from app.imaging.features import (
+    THUMBNAIL_SIDE,
+    Keypoints,
+    normalise_thumbnails,
+    sift_keypoints,
+    thumbnail_pixels,
+)
 from app.scoring.base import ScoreResult
-from app.storage import ImageStore
+from app.scoring.images import ImageSource
+from app.storage import FeatureStore, ImageStore
 
 log = logging.getLogger("memaudit.classify")
 _INSERT_CHUNK = 5000
@@ -32,47 +40,95 @@ class MissingImages(LookupError):
     """Stored image bytes are gone (image store not shared, or cleaned)."""
 
 
-class StoredImages(Sequence[np.ndarray]):
-    """Grayscale pixels of stored images, decoded on access so memory stays flat."""
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """A stored image as scorers need it: its name, its bytes' digest, its thumbnail."""
 
-    def __init__(self, store: ImageStore, sha256s: list[str], max_pixels: int) -> None:
-        missing = [s for s in sha256s if not store.has(s)]
+    filename: str
+    sha256: str | None
+    thumbnail: bytes | None = None
+
+
+#: SIFT keypoints as app.imaging.features computes them; bump when its parameters change.
+SIFT_FEATURE_KIND = "sift-v1"
+
+
+class StoredImages(ImageSource):
+    """Images in the image store: thumbnails from the database (computed at upload), SIFT
+    keypoints from the feature cache, pixels decoded only for the images that need them."""
+
+    def __init__(
+        self,
+        store: ImageStore,
+        refs: Sequence[ImageRef],
+        max_pixels: int,
+        features: FeatureStore | None = None,
+    ) -> None:
+        without_bytes = sum(1 for r in refs if r.sha256 is None)
+        if without_bytes:
+            raise MissingImages(
+                f"{without_bytes} image(s) were registered by hash only and have no pixels; "
+                "this method needs the images themselves"
+            )
+        missing = [r.sha256 for r in refs if not store.has(r.sha256)]
         if missing:
             raise MissingImages(
                 f"{len(missing)} image(s) are not in the image store "
                 f"({store.root}); register or upload them again"
             )
         self._store = store
-        self._shas = sha256s
+        self._refs = list(refs)
         self._max_pixels = max_pixels
+        self._features = features
 
     def __len__(self) -> int:
-        return len(self._shas)
+        return len(self._refs)
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        return decode_grayscale(self._store.get(self._shas[index]), self._max_pixels)
+        return decode_grayscale(self._store.get(self._refs[index].sha256), self._max_pixels)
+
+    def thumbnails(self) -> np.ndarray:
+        side = THUMBNAIL_SIDE * THUMBNAIL_SIDE
+        pixels = np.empty((len(self._refs), side), np.uint8)
+        for i, ref in enumerate(self._refs):
+            if ref.thumbnail is not None and len(ref.thumbnail) == side:
+                pixels[i] = np.frombuffer(ref.thumbnail, np.uint8)
+            else:  # stored before thumbnails were kept
+                pixels[i] = thumbnail_pixels(self[i]).ravel()
+        return normalise_thumbnails(pixels)
+
+    def keypoints(self, index: int) -> Keypoints:
+        sha256 = self._refs[index].sha256
+        if self._features is not None:
+            cached = self._features.load(SIFT_FEATURE_KIND, sha256)
+            if cached is not None:
+                return Keypoints.from_arrays(cached)
+        keypoints = sift_keypoints(self[index])
+        if self._features is not None:
+            self._features.save(SIFT_FEATURE_KIND, sha256, keypoints.to_arrays())
+        return keypoints
 
 
-def real_set_images(session: Session, real_set_id: int) -> list[tuple[str, str]]:
-    return _names_and_digests(session, RealImageRow, RealImageRow.real_set_id, real_set_id)
+def real_set_images(session: Session, real_set_id: int) -> list[ImageRef]:
+    return _image_refs(session, RealImageRow, RealImageRow.real_set_id, real_set_id)
 
 
-def batch_images(session: Session, batch_id: int) -> list[tuple[str, str]] | None:
+def batch_images(session: Session, batch_id: int) -> list[ImageRef] | None:
     if session.get(MatchBatch, batch_id) is None:
         return None
-    return _names_and_digests(session, GeneratedImage, GeneratedImage.batch_id, batch_id)
+    return _image_refs(session, GeneratedImage, GeneratedImage.batch_id, batch_id)
 
 
-def _names_and_digests(session: Session, model, owner_column, owner_id: int):
-    """(filename, sha256) of a set's or batch's images, in upload order."""
+def _image_refs(session: Session, model, owner_column, owner_id: int) -> list[ImageRef]:
+    """A set's or batch's images in upload order (no pixels: those are read on demand)."""
     rows = session.execute(
-        select(model.filename, model.sha256)
+        select(model.filename, model.sha256, model.thumbnail)
         .where(owner_column == owner_id)
         .order_by(model.position)
     ).all()
-    return [(r.filename, r.sha256) for r in rows]
+    return [ImageRef(r.filename, r.sha256, r.thumbnail) for r in rows]
 
 
 def save_classification(

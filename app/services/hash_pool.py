@@ -14,10 +14,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from app.imaging.decode import ImageDecodeError, decode_grayscale
+from app.imaging.features import thumbnail_pixels
 from app.imaging.phash import bits_to_hex, phash_batch
 
-#: (hex hash, width, height, None) for a good image, (None, 0, 0, reason) for a bad one.
-Hashed = tuple[str | None, int, int, str | None]
+#: (hex hash, width, height, thumbnail bytes, None) for a good image,
+#: (None, 0, 0, None, reason) for a bad one.
+Hashed = tuple[str | None, int, int, bytes | None, str | None]
 
 
 #: Decoded pixels held at once before they are hashed (huge images are hashed sooner).
@@ -25,8 +27,9 @@ DECODED_BYTES_PER_BATCH = 128 * 1024 * 1024
 
 
 def hash_blobs(blobs: list[bytes], hash_size: int, max_pixels: int) -> list[Hashed]:
-    """Decode and hash encoded images; runs in a worker (or inline)."""
-    out: list[Hashed] = [(None, 0, 0, None)] * len(blobs)
+    """Decode and hash encoded images, and take their thumbnails while the pixels are at
+    hand; runs in a worker (or inline)."""
+    out: list[Hashed] = [(None, 0, 0, None, None)] * len(blobs)
     good: list[int] = []
     pixels: list = []
     held = 0
@@ -35,7 +38,8 @@ def hash_blobs(blobs: list[bytes], hash_size: int, max_pixels: int) -> list[Hash
         if pixels:
             hexes = bits_to_hex(phash_batch(pixels, hash_size))
             for i, gray, hex_ in zip(good, pixels, hexes, strict=True):
-                out[i] = (hex_, int(gray.shape[1]), int(gray.shape[0]), None)
+                thumb = thumbnail_pixels(gray).tobytes()
+                out[i] = (hex_, int(gray.shape[1]), int(gray.shape[0]), thumb, None)
         good.clear()
         pixels.clear()
 
@@ -43,7 +47,7 @@ def hash_blobs(blobs: list[bytes], hash_size: int, max_pixels: int) -> list[Hash
         try:
             gray = decode_grayscale(data, max_pixels)
         except ImageDecodeError as exc:
-            out[i] = (None, 0, 0, str(exc))
+            out[i] = (None, 0, 0, None, str(exc))
             continue
         good.append(i)
         pixels.append(gray)

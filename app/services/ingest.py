@@ -32,6 +32,8 @@ class HashedImage:
     phash: str
     width: int
     height: int
+    #: 32x32 uint8 area-average (see app.imaging.features.thumbnail_pixels).
+    thumbnail: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +208,7 @@ class ImageIngest:
         self._record(chunk, hashed)
 
     def _record(self, chunk: list[tuple[str, str, bytes]], hashed: list) -> None:
-        for (filename, digest, data), (hex_, width, height, error) in zip(
+        for (filename, digest, data), (hex_, width, height, thumb, error) in zip(
             chunk, hashed, strict=True
         ):
             self._tentative_sha.discard(digest)
@@ -218,7 +220,7 @@ class ImageIngest:
             self._names.add(filename)
             if self._keep is not None:
                 self._keep(digest, data)
-            self.result.images.append(HashedImage(filename, digest, hex_, width, height))
+            self.result.images.append(HashedImage(filename, digest, hex_, width, height, thumb))
 
     def finish(self) -> IngestResult:
         if self._pending:

@@ -124,7 +124,9 @@ def _insert_images(session: Session, real_set_id: int, start: int, images: list[
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
         cursor = session.connection().connection.driver_connection.cursor()
-        columns = "real_set_id, position, filename, sha256, phash, width, height, created_at"
+        columns = (
+            "real_set_id, position, filename, sha256, phash, width, height, thumbnail, created_at"
+        )
         with cursor.copy(f"COPY real_images ({columns}) FROM STDIN") as copy:
             for i, img in enumerate(images):
                 copy.write_row(
@@ -136,6 +138,7 @@ def _insert_images(session: Session, real_set_id: int, start: int, images: list[
                         img.phash,
                         img.width,
                         img.height,
+                        img.thumbnail,
                         now,
                     )
                 )
@@ -149,6 +152,7 @@ def _insert_images(session: Session, real_set_id: int, start: int, images: list[
             "phash": img.phash,
             "width": img.width,
             "height": img.height,
+            "thumbnail": img.thumbnail,
             "created_at": now,
         }
         for i, img in enumerate(images)

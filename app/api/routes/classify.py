@@ -12,7 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import db_session, hash_pool_of, image_store_of, sessions_of, settings_of
+from app.api.deps import (
+    db_session,
+    feature_store_of,
+    hash_pool_of,
+    image_store_of,
+    sessions_of,
+    settings_of,
+)
 from app.api.forms import MAX_INT, float_field, int_field, reject_unknown_fields
 from app.api.responses import csv_download
 from app.api.schemas import CLASSIFY_FORM, ClassificationOut, ErrorOut
@@ -100,15 +107,20 @@ async def create_classification(request: Request):
                     raise HTTPException(404, detail=str(exc)) from None
                 real = service.real_set_images(session, real_set_id)
             else:
-                real = [(i.filename, i.sha256) for i in real_upload.images]
-            generated: list[tuple[str, str]] = []
+                real = [
+                    service.ImageRef(i.filename, i.sha256, i.thumbnail)
+                    for i in real_upload.images
+                ]
+            generated: list[service.ImageRef] = []
             if batch_id is not None:
                 found = service.batch_images(session, batch_id)
                 if found is None:
                     raise HTTPException(404, detail=f"match batch {batch_id} does not exist")
                 generated = found
             elif gen_upload is not None:
-                generated = [(i.filename, i.sha256) for i in gen_upload.images]
+                generated = [
+                    service.ImageRef(i.filename, i.sha256, i.thumbnail) for i in gen_upload.images
+                ]
         if not real:
             raise HTTPException(
                 422,
@@ -127,10 +139,9 @@ async def create_classification(request: Request):
                 },
             )
         try:
-            real_px = service.StoredImages(store, [s for _, s in real], settings.max_image_pixels)
-            gen_px = service.StoredImages(
-                store, [s for _, s in generated], settings.max_image_pixels
-            )
+            features = feature_store_of(request)
+            real_px = service.StoredImages(store, real, settings.max_image_pixels, features)
+            gen_px = service.StoredImages(store, generated, settings.max_image_pixels, features)
         except service.MissingImages as exc:
             raise HTTPException(409, detail=str(exc)) from None
         log.info("classify %s: %d real, %d generated", method, len(real), len(generated))
@@ -146,7 +157,7 @@ async def create_classification(request: Request):
                 return service.save_classification(
                     session,
                     method,
-                    [name for name, _ in real],
+                    [ref.filename for ref in real],
                     result,
                     real_set_id=real_set_id,
                     batch_id=batch_id,

@@ -1,0 +1,54 @@
+"""What scorers read: pixels on demand, plus the per-image features kept with the images.
+
+A scorer that only needs a cheap global signal (thumbnails) for most images must not decode
+them all; one that needs SIFT for a few should compute it once. Stored images override these
+methods with features computed at upload and a feature cache; plain lists compute them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from app.imaging.features import Keypoints, sift_keypoints, thumbnails
+
+#: Images decoded at once when thumbnails have to be computed from pixels.
+_THUMBNAIL_CHUNK = 256
+
+
+class ImageSource(Sequence[np.ndarray]):
+    """Grayscale uint8 images by index, with their thumbnails and SIFT keypoints."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index):  # type: ignore[override]
+        raise NotImplementedError
+
+    def thumbnails(self) -> np.ndarray:
+        """(n, 1024) float32 normalised rows (see app.imaging.features.thumbnails)."""
+        n = len(self)
+        parts = [
+            thumbnails([self[i] for i in range(lo, min(lo + _THUMBNAIL_CHUNK, n))])
+            for lo in range(0, n, _THUMBNAIL_CHUNK)
+        ]
+        return np.concatenate(parts) if parts else thumbnails([])
+
+    def keypoints(self, index: int) -> Keypoints:
+        return sift_keypoints(self[index])
+
+
+class InMemoryImages(ImageSource):
+    def __init__(self, images: Sequence[np.ndarray]) -> None:
+        self._images = images
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._images[index]
+
+
+def as_source(images: Sequence[np.ndarray]) -> ImageSource:
+    return images if isinstance(images, ImageSource) else InMemoryImages(images)
