@@ -59,9 +59,7 @@ class Keypoints:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Keypoints:
-        return cls(
-            arrays["points"].astype(np.float32), arrays["descriptors"].astype(np.float32)
-        )
+        return cls(arrays["points"].astype(np.float32), arrays["descriptors"].astype(np.float32))
 
 
 def _as_256(gray: np.ndarray) -> np.ndarray:

@@ -108,8 +108,7 @@ async def create_classification(request: Request):
                 real = service.real_set_images(session, real_set_id)
             else:
                 real = [
-                    service.ImageRef(i.filename, i.sha256, i.thumbnail)
-                    for i in real_upload.images
+                    service.ImageRef(i.filename, i.sha256, i.thumbnail) for i in real_upload.images
                 ]
             generated: list[service.ImageRef] = []
             if batch_id is not None:
