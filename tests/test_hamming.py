@@ -115,7 +115,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(hamming, "_VERIFY_ROWS", 7)
 
 
-@pytest.mark.parametrize("bits", [64, 128, 256])
+@pytest.mark.parametrize("bits", [64, 128, 256, 576])
 @pytest.mark.parametrize("top_k", [1, 2, 5, 80])
 @pytest.mark.parametrize("mode", ["none", "self", "exclude"])
 @pytest.mark.parametrize("seed", [0, 1])

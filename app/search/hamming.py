@@ -21,8 +21,11 @@ _BLOCK_PAIRS = 262_144
 _REF_BLOCK = 32_768
 #: Queries whose chosen candidates are verified at once (bounds the verification's memory).
 _VERIFY_ROWS = 65_536
-#: Keys for top-k > 1 pack (distance << _KEY_SHIFT) | column into a uint32.
+#: Keys for top-k > 1 pack (distance << _KEY_SHIFT) | column into a uint32 (uint64 for uint16).
 _KEY_SHIFT = 24
+#: Up to 4 words (256 bits) a uint8 sum wraps only at exactly 256, the largest distance, which
+#: the repair relies on; wider hashes (never produced by the service) are summed in uint16.
+_UINT8_MAX_WORDS = 4
 
 
 def pack_words(hash_bytes: np.ndarray) -> np.ndarray:
@@ -108,8 +111,8 @@ def nearest(
     best_d, best_i, col_min, col_arg = wrapped
     indices[:] = best_i
     ref_arg[:] = col_arg
-    if words == 1:
-        # 64 bits never wrap a uint8 and the exclusion mark 255 is above every distance.
+    if words == 1 or words > _UINT8_MAX_WORDS:
+        # Nothing wraps, and the exclusion mark (the dtype's max) is above every distance.
         distances[:] = best_d
         ref_min[:] = col_min
         return SearchResult(indices, distances, ref_min, ref_arg)
@@ -123,6 +126,7 @@ class _Tiles:
 
     Wrapped distances are true distances except that 256 reads as 0 and an excluded pair
     reads as 255; selection is by (wrapped distance, index), exactly what the repair assumes.
+    Hashes wider than 256 bits are summed in uint16, which neither wraps nor needs repair.
     """
 
     def __init__(
@@ -137,16 +141,19 @@ class _Tiles:
         self.ref_block = min(self.n_r, _REF_BLOCK)
         self.chunk = max(1, min(self.n_q, _BLOCK_PAIRS // self.ref_block))
         self.xor = np.empty((self.chunk, self.ref_block), np.uint64)
+        dtype = np.uint8 if self.words <= _UINT8_MAX_WORDS else np.uint16
+        self.mark = np.iinfo(dtype).max
         self.count = np.empty((self.chunk, self.ref_block), np.uint8)
-        self.acc = np.empty((self.chunk, self.ref_block), np.uint8) if self.words > 1 else None
-        self.block_min = np.empty(self.ref_block, np.uint8)
+        self.acc = np.empty((self.chunk, self.ref_block), dtype) if self.words > 1 else None
+        self.block_min = np.empty(self.ref_block, dtype)
         self.better = np.empty(self.ref_block, bool)
-        self.col_min = np.empty(self.n_r, np.uint8)
+        self.col_min = np.empty(self.n_r, dtype)
         self.col_arg = np.empty(self.n_r, np.int64)
-        self.best_d = np.empty((self.n_q, k), np.uint8)
+        self.best_d = np.empty((self.n_q, k), dtype)
         self.best_i = np.empty((self.n_q, k), np.int64)
         if k > 1:
-            self.key = np.empty((self.chunk, self.ref_block), np.uint32)
+            self.key_dtype = np.uint32 if dtype == np.uint8 else np.uint64
+            self.key = np.empty((self.chunk, self.ref_block), self.key_dtype)
             self.columns = np.arange(self.ref_block, dtype=np.uint32)
             self.best_key = np.full((self.n_q, k), np.iinfo(np.int64).max, dtype=np.int64)
 
@@ -180,7 +187,7 @@ class _Tiles:
         if self.exclude is not None:
             local = self.exclude[start:stop] - r0
             inside = np.flatnonzero((local >= 0) & (local < width))
-            dist[inside, local[inside]] = 255
+            dist[inside, local[inside]] = self.mark
         return dist
 
     def _columns(self, dist: np.ndarray, start: int, r0: int, r1: int) -> None:
@@ -217,7 +224,7 @@ class _Tiles:
     def _topk(self, dist: np.ndarray, start: int, stop: int, r0: int) -> None:
         rows, width = dist.shape
         key = self.key[:rows, :width]
-        np.left_shift(dist, _KEY_SHIFT, out=key, dtype=np.uint32)
+        np.left_shift(dist, _KEY_SHIFT, out=key, dtype=self.key_dtype)
         np.bitwise_or(key, self.columns[:width], out=key)
         kk = min(self.k, width)
         part = np.partition(key, kk - 1, axis=1)[:, :kk] if kk < width else key.copy()
