@@ -113,6 +113,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(hamming, "_BLOCK_PAIRS", 5 * 13)
     monkeypatch.setattr(hamming, "_REF_BLOCK", 13)
     monkeypatch.setattr(hamming, "_VERIFY_ROWS", 7)
+    monkeypatch.setattr(hamming, "_GROUP_QUERIES", 17)  # per-reference checks in groups
 
 
 @pytest.mark.parametrize("bits", [64, 128, 256, 576])
