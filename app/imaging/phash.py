@@ -90,7 +90,7 @@ def phash_batch(images: Sequence[np.ndarray], hash_size: int = 16) -> np.ndarray
         for start in range(0, len(idx), _CACHE_CHUNK):
             chunk = idx[start : start + _CACHE_CHUNK]
             batch = np.stack([images[i] for i in chunk])
-            resized = lanczos_resize_batch(batch, side, side)
+            resized = np.ascontiguousarray(lanczos_resize_batch(batch, side, side), np.float64)
             bits[chunk] = phash_resized(resized, hash_size)
     return bits
 
