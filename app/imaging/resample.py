@@ -2,11 +2,12 @@
 
 Pillow resizes in two separable passes with 22-bit fixed-point coefficients, rounding and
 clipping to uint8 between the passes. We build the same integer coefficient matrices and run
-each pass as one BLAS matrix product over a whole batch; float64 holds every partial sum
-(< 2**53) exactly, so the result is identical to Pillow's integer arithmetic. Which pass
-Pillow runs first depends on its version and the shapes involved, so the order is learned
-once per shape by comparing with Pillow on a probe image; a shape neither order reproduces
-falls back to Pillow itself.
+each pass as banded float32 matrix products over a whole batch (half the cost of float64);
+float32 sums are not exact, so every output within its proven error bound of a rounding
+boundary is recomputed exactly in float64, and the result is identical to Pillow's integer
+arithmetic. Which pass Pillow runs first depends on its version and the shapes involved, so
+the order is learned once per shape by comparing with Pillow on a probe image; a shape
+neither order reproduces falls back to Pillow itself.
 """
 
 from __future__ import annotations
