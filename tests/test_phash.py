@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.imaging import resample
 from app.imaging.decode import ImageDecodeError, decode_grayscale
 from app.imaging.phash import bits_to_hex, hex_to_bytes, phash_batch
 from app.imaging.resample import lanczos_resize_batch
@@ -120,3 +121,48 @@ def test_decode_rejects_bad_input_with_reason(data, reason):
 def test_decode_rejects_oversized_image():
     with pytest.raises(ImageDecodeError, match="more than the limit"):
         decode_grayscale(encode(phantom(1, 128)), max_pixels=100 * 100)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_resize_exact_fallback_alone_equals_pillow(monkeypatch, seed):
+    """The float32 products are only trusted away from rounding boundaries; force every
+    output through the exact float64 recomputation and it must still equal Pillow."""
+    monkeypatch.setattr(resample, "_FORCE_EXACT", True)
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(8):
+        h, w = (int(v) for v in rng.integers(5, 300, 2))
+        out_h, out_w = (int(v) for v in rng.integers(4, 70, 2))
+        batch = rng.integers(0, 256, (2, h, w), dtype=np.uint8)
+        expected = np.stack(
+            [
+                np.asarray(Image.fromarray(b).resize((out_w, out_h), Image.Resampling.LANCZOS))
+                for b in batch
+            ]
+        )
+        assert np.array_equal(resample.lanczos_resize_batch(batch, out_w, out_h), expected)
+
+
+def test_phash_with_exact_resize_fallback_everywhere(monkeypatch, images):
+    monkeypatch.setattr(resample, "_FORCE_EXACT", True)
+    sample = images[::8]
+    pixels = [decode_grayscale(b, MAX_PIXELS) for b in sample]
+    for hash_size in (8, 16):
+        expected = [str(imagehash.phash(Image.open(io.BytesIO(b)), hash_size)) for b in sample]
+        assert bits_to_hex(phash_batch(pixels, hash_size)) == expected
+
+
+def test_float32_error_bound_covers_observed_error():
+    """The per-output bound must exceed the float32 error actually seen on extreme inputs."""
+    rng = np.random.default_rng(7)
+    for in_size, out_size in ((256, 64), (256, 32), (300, 17), (64, 90)):
+        plan = resample.axis_plan(in_size, out_size)
+        x = np.concatenate(
+            [
+                rng.integers(0, 256, (200, in_size)),
+                np.full((1, in_size), 255),
+                rng.choice([0, 255], (200, in_size)),
+            ]
+        ).astype(np.float32)
+        approx = (x @ plan.scaled_t).astype(np.float64)
+        exact = (x.astype(np.float64) @ plan.matrix.T) / float(1 << resample.PRECISION_BITS)
+        assert (np.abs(approx - exact) <= plan.tolerance).all()
