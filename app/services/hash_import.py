@@ -21,7 +21,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import RealImage, RealSet, utcnow
+from app.search.hamming import pack_words
 from app.services import real_sets
+from app.services.calibration import calibrate
 from app.services.ingest import MAX_FILENAME_CHARS
 
 #: Bytes read from the spooled file at a time.
@@ -264,7 +266,12 @@ def create_hash_set(
     session.add(real_set)
     session.flush()
     _insert_hashes(session, real_set.id, 0, parsed)
-    real_sets._recalibrate(session, real_set, calibration)
+    # As real_sets._recalibrate does, but from the parsed bytes: reading a million hashes
+    # back from the database would cost as much as calibrating them (3 s).
+    words = pack_words(np.frombuffer(parsed.hashes, np.uint8).reshape(-1, parsed.nbytes))
+    result = calibrate(words, calibration.quantile, calibration.min_images)
+    real_set.calibrated_threshold = result.threshold if result else None
+    real_set.calibration = result.as_json() if result else None
     session.flush()
     return real_set
 
