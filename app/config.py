@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     hash_batch_size: int = Field(
         default=256, description="Images decoded and hashed together; bounds memory per request."
     )
+    max_hashes_per_request: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Most `filename,phash` lines one 'hashes' upload may carry "
+        "(about 70 bytes of memory each while the request is processed).",
+    )
+    max_hash_file_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1,
+        description="Largest 'hashes' file (spooled to disk under data_dir, then parsed).",
+    )
 
     # Source matching.
     calibration_quantile: float = Field(

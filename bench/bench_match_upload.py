@@ -38,21 +38,27 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def memaudit_server():
-    """`memaudit serve` on a free loopback port with a fresh SQLite database:
-    yields (process, base URL) once /ready answers; stops it afterwards."""
+def memaudit_server(env: dict[str, str] | None = None):
+    """`memaudit serve` (this checkout's code, this interpreter) on a free loopback port,
+    by default with a fresh SQLite database; ``env`` overrides settings (DATABASE_URL, a
+    shared MEMAUDIT_DATA_DIR, ...). Yields (process, base URL) once /ready answers."""
     port = free_port()
-    env = dict(os.environ, MEMAUDIT_DATA_DIR=tempfile.mkdtemp(), MEMAUDIT_LOG_LEVEL="WARNING")
-    env.pop("DATABASE_URL", None)
+    full_env = dict(os.environ, MEMAUDIT_DATA_DIR=tempfile.mkdtemp(), MEMAUDIT_LOG_LEVEL="WARNING")
+    full_env.pop("DATABASE_URL", None)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(ROOT)
     server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/memaudit"), "serve", "--port", str(port)],
-        env=env,
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        env=full_env,
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        for _ in range(600):
+            if server.poll() is not None:
+                raise RuntimeError(f"memaudit serve exited with {server.returncode}")
             try:
                 if httpx.get(f"{base}/ready").status_code == 200:
                     break

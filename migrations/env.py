@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import text
 
 from app.config import get_settings
 from app.db.models import Base
@@ -10,6 +11,10 @@ from app.db.session import make_engine
 
 config = context.config
 target_metadata = Base.metadata
+#: pg_advisory_xact_lock key: API replicas started together (`docker compose up --scale
+#: api=N`) each migrate at start; the lock makes them take turns, so the first upgrades and
+#: the others find the schema at head instead of racing to create the same tables.
+MIGRATION_LOCK = 0x6D656D61  # "mema"
 
 
 def _run(connection) -> None:
@@ -20,6 +25,8 @@ def _run(connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
         context.run_migrations()
 
 

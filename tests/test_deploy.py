@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -81,6 +82,55 @@ def test_cpu_compose_drops_the_gpu():
     assert api["build"]["args"] == {"FLAVOR": "cpu", "BASE_IMAGE": "ubuntu:24.04"}
     assert api["environment"]["MEMAUDIT_USE_CUDA"] == "false"
     assert api["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+def test_scale_compose_puts_replicas_behind_a_load_balancer():
+    """`--scale api=N` needs the replicas off the host port, and nginx streaming uploads."""
+    for base in (
+        load("docker-compose.yml"),
+        merge(load("docker-compose.yml"), load("compose.cpu.yaml")),
+    ):
+        merged = merge(base, load("compose.scale.yaml"))
+        services = merged["services"]
+        assert set(services) == {"api", "db", "lb"}
+        api, lb = services["api"], services["lb"]
+        assert "ports" not in api and "8000" in api["expose"]
+        assert api["environment"]["MEMAUDIT_HASH_WORKERS"].startswith("${MEMAUDIT_HASH_WORKERS")
+        assert "@db:5432/" in api["environment"]["DATABASE_URL"]  # shared PostgreSQL
+        assert any(v.endswith(":/var/lib/memaudit") for v in api["volumes"])  # shared store
+        assert lb["image"].startswith("nginx:")
+        assert any(str(p).endswith(":8000") for p in lb["ports"])
+        assert lb["depends_on"]["api"]["condition"] == "service_healthy"
+        assert any(v.startswith("./docker/nginx.conf:") for v in lb["volumes"])
+    conf = (ROOT / "docker" / "nginx.conf").read_text()
+    for directive in (
+        "resolver 127.0.0.11",  # Docker's DNS: one address per replica
+        "set $api http://api:8000;",
+        "proxy_pass $api;",  # re-resolved, so a later --scale is picked up
+        "client_max_body_size 0;",
+        "proxy_request_buffering off;",  # hash while the upload streams
+    ):
+        assert directive in conf
+    nginx = shutil.which("nginx")
+    if nginx is not None:  # syntax check where nginx is installed
+        run = subprocess.run(
+            [
+                nginx,
+                "-t",
+                "-q",
+                "-c",
+                str(ROOT / "docker/nginx.conf"),
+                "-p",
+                str(ROOT),
+                "-e",
+                "stderr",
+                "-g",
+                "pid /dev/null;",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr
 
 
 def test_every_setting_is_documented():

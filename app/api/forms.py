@@ -67,11 +67,13 @@ def name_field(fields: dict[str, str], name: str = "name", max_length: int = 200
     return value
 
 
-def reject_unknown_fields(fields: dict[str, str], allowed: set[str]) -> None:
+def reject_unknown_fields(
+    fields: dict[str, str], allowed: set[str], file_fields: tuple[str, ...] = ("files",)
+) -> None:
     """422 for a misspelt or unsupported field instead of silently ignoring it."""
     unknown = set(fields) - allowed
     if unknown:
-        expected = ", ".join(sorted(allowed | {"files"}))
+        expected = ", ".join(sorted(allowed | set(file_fields)))
         raise HTTPException(
             422,
             detail=f"unknown form field(s) {', '.join(sorted(unknown))}; expected {expected}",

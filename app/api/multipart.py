@@ -73,6 +73,7 @@ class MultipartStream:
         max_zip_bytes: int,
         max_fields: int,
         spool_dir: str | None = None,
+        spool_fields: dict[str, int] | None = None,
     ) -> None:
         content_type, options = parse_options_header(request.headers.get("content-type", ""))
         if content_type != b"multipart/form-data":
@@ -89,6 +90,9 @@ class MultipartStream:
         self._max_zip = max_zip_bytes
         self._max_fields = max_fields
         self._spool_dir = spool_dir
+        #: File fields always spooled to disk whatever their content (name -> byte limit):
+        #: text files of a million lines that are parsed after the part has ended.
+        self._spool_fields = spool_fields or {}
         self._fields = 0
         self._done: list[FormField | FormFile] = []
         self._part = _Part()
@@ -138,6 +142,9 @@ class MultipartStream:
         part.name = options[b"name"].decode("utf-8", errors="replace")
         if b"filename" in options:
             part.filename = options[b"filename"].decode("utf-8", errors="replace")
+            if part.name in self._spool_fields:
+                part.decided = True
+                part.spool = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115 - closed by FormFile.close
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
@@ -152,6 +159,10 @@ class MultipartStream:
         if part.too_large:
             return
         if part.spool is not None:
+            limit = self._spool_fields.get(part.name)
+            if limit is not None and part.size > limit:
+                self._fail(413, f"file field {part.name!r} is larger than {limit} bytes")
+                return
             if part.size > self._max_zip:
                 part.too_large = True
                 return

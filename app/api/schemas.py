@@ -27,12 +27,13 @@ class ImageOut(BaseModel):
         description="pHash as the hex string `str(imagehash.phash(img, hash_size))` gives.",
         examples=[PHASH_16_EXAMPLE],
     )
-    sha256: str = Field(
-        description="SHA-256 of the uploaded bytes.",
+    sha256: str | None = Field(
+        description="SHA-256 of the uploaded bytes; null for an image registered by its hash "
+        "alone (`hashes` upload), which has no pixels.",
         examples=["9f2c1a8e5b7d4c3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f"],
     )
-    width: int = Field(examples=[256])
-    height: int = Field(examples=[256])
+    width: int | None = Field(description="Null when registered by hash.", examples=[256])
+    height: int | None = Field(description="Null when registered by hash.", examples=[256])
 
 
 class DuplicateOut(BaseModel):
@@ -91,6 +92,17 @@ class RealSetCreated(RealSetSummary):
         description="Files whose bytes were already uploaded: kept once."
     )
     rejected: list[RejectedOut] = Field(description="Files that were not stored, with reasons.")
+
+
+class HashesImported(RealSetSummary):
+    imported: int = Field(
+        description="Hashes stored by this request (the file's lines, less a header and "
+        "blank lines). Page through them with GET /real-sets/{id}.",
+        examples=[1000000],
+    )
+    header: bool = Field(
+        description="Whether the first line was a `filename,...` header.", examples=[True]
+    )
 
 
 class RealSetDetail(RealSetSummary):
@@ -193,6 +205,19 @@ def _binary_files(description: str) -> dict:
     }
 
 
+HASHES_FILE_DOC = (
+    "Precomputed pHashes instead of images, for pipelines that must not ship pixels: a "
+    "text/CSV file of lines `filename,phash_hex`, the hex exactly as "
+    "`str(imagehash.phash(image, hash_size))` prints it (16 hex digits for hash_size 8, 64 "
+    "for 16); an optional first line `filename,phash`; names may be quoted as CSV. Up to "
+    "2,000,000 lines by default (`MEMAUDIT_MAX_HASHES_PER_REQUEST`). All or nothing: any bad "
+    "line (not hex, wrong length, empty, duplicate or over-long name) gives a 422 listing "
+    "the first bad line numbers, and nothing is stored. Example file:\n\n"
+    "```\nfilename,phash\n"
+    "real_0000.png,c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1\n"
+    "real_0001.png,93c46c3b3e1e61c6a5a55a5a1e1ec3c3b4b44b4bc3c36c6c1b1be4e4d8d82727\n```"
+)
+
 REAL_SET_FORM = {
     "requestBody": {
         "required": True,
@@ -200,7 +225,7 @@ REAL_SET_FORM = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["name", "files"],
+                    "required": ["name"],
                     "properties": {
                         "name": {
                             "type": "string",
@@ -218,11 +243,19 @@ REAL_SET_FORM = {
                         "files": _binary_files(
                             "Real images (PNG, JPEG, BMP, TIFF) or .zip archives of them; "
                             "repeat the field for many files (text fields may come before "
-                            "or after them)."
+                            "or after them). Give either `files` or `hashes`."
                         ),
+                        "hashes": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": HASHES_FILE_DOC,
+                        },
                     },
                 },
-                "encoding": {"files": {"contentType": "image/png, application/zip"}},
+                "encoding": {
+                    "files": {"contentType": "image/png, application/zip"},
+                    "hashes": {"contentType": "text/csv, text/plain"},
+                },
             }
         },
     }
@@ -243,6 +276,30 @@ ADD_IMAGES_FORM = {
                         )
                     },
                 }
+            }
+        },
+    }
+}
+
+ADD_HASHES_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["hashes"],
+                    "properties": {
+                        "hashes": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": HASHES_FILE_DOC
+                            + "\n\nThe hex length must match the set's hash_size; a name "
+                            "already in the set is a bad line.",
+                        }
+                    },
+                },
+                "encoding": {"hashes": {"contentType": "text/csv, text/plain"}},
             }
         },
     }

@@ -10,6 +10,7 @@ import io
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO
 from urllib.parse import parse_qs
@@ -29,6 +30,21 @@ IngestFactory = Callable[[dict[str, str], bool], ImageIngest | None]
 
 FILES_FIELD = "files"
 FORM_BODY_LIMIT = 64 * 1024
+
+
+@dataclass
+class SpooledParts:
+    """File fields that are not images (e.g. 'hashes'): each part is taken whole to a
+    temporary file (``limits``: field name -> most bytes) and handed to the caller in
+    ``parts`` instead of being decoded. The caller closes them."""
+
+    limits: dict[str, int]
+    parts: dict[str, FormFile] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for part in self.parts.values():
+            part.close()
+        self.parts.clear()
 
 
 def ingest_limits(settings: Settings) -> IngestLimits:
@@ -59,12 +75,15 @@ async def receive_upload(
     *,
     other_file_fields: dict[str, IngestFactory] | None = None,
     require_files: bool = True,
+    spooled: SpooledParts | None = None,
 ) -> tuple[dict[str, str], IngestResult, dict[str, IngestResult]]:
     """Stream the body into one ingest per file field ('files', plus ``other_file_fields``).
 
     Returns the text fields, the 'files' result, and the results of the other file fields
     that received at least one part. Where files are optional, a plain
-    application/x-www-form-urlencoded body (fields only) is accepted too.
+    application/x-www-form-urlencoded body (fields only) is accepted too. File fields named
+    in ``spooled`` are kept whole on disk in ``spooled.parts``; with one of them present,
+    'files' is not required.
     """
     if not require_files and request.headers.get("content-type", "").startswith(
         "application/x-www-form-urlencoded"
@@ -90,8 +109,10 @@ async def receive_upload(
         max_zip_bytes=settings.max_zip_bytes,
         max_fields=settings.max_fields_per_request,
         spool_dir=str(spool_dir(settings)),
+        spool_fields=spooled.limits if spooled is not None else None,
     )
     factories = {FILES_FIELD: make_ingest, **(other_file_fields or {})}
+    raw_fields = spooled.limits if spooled is not None else {}
     fields: dict[str, str] = {}
     ingests: dict[str, ImageIngest] = {}
     waiting = {name: ParkedFiles(str(spool_dir(settings))) for name in factories}
@@ -110,8 +131,14 @@ async def receive_upload(
     try:
         async for part in stream.parts():
             if isinstance(part, FormField):
-                if part.name in factories and not part.value:
+                if (part.name in factories or part.name in raw_fields) and not part.value:
                     continue  # an empty file input, as Swagger UI sends it
+                if part.name in raw_fields:
+                    raise HTTPException(
+                        422,
+                        detail=f"send {part.name!r} as a file part "
+                        f"(curl -F {part.name}=@{part.name}.csv), not as a text field",
+                    )
                 if part.name in fields:
                     raise HTTPException(422, detail=f"form field {part.name!r} given twice")
                 fields[part.name] = part.value
@@ -119,9 +146,16 @@ async def receive_upload(
                     if received[name]:
                         await start(name, False)
                 continue
+            if part.name in raw_fields:
+                assert spooled is not None
+                if part.name in spooled.parts:
+                    part.close()
+                    raise HTTPException(422, detail=f"file field {part.name!r} given twice")
+                spooled.parts[part.name] = part
+                continue
             if part.name not in factories:
                 part.close()
-                expected = " or ".join(repr(n) for n in factories)
+                expected = " or ".join(repr(n) for n in [*factories, *raw_fields])
                 raise HTTPException(
                     422, detail=f"unexpected file field {part.name!r}; send images as {expected}"
                 )
@@ -134,9 +168,10 @@ async def receive_upload(
         for name in factories:
             if received[name]:
                 await start(name, True)
-        if require_files and received[FILES_FIELD] == 0:
+        if require_files and received[FILES_FIELD] == 0 and not (spooled and spooled.parts):
+            also = "".join(f", or a {name!r} file" for name in raw_fields)
             raise HTTPException(
-                422, detail="no files: send one or more images or zip archives as 'files'"
+                422, detail=f"no files: send one or more images or zip archives as 'files'{also}"
             )
         results = {}
         for name, ingest in ingests.items():

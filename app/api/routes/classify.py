@@ -29,7 +29,7 @@ from app.db.session import transaction
 from app.scoring.phash_rule import PHashRuleScorer
 from app.scoring.registry import METHODS, build_scorer
 from app.services import classification as service
-from app.services import real_sets
+from app.services import hash_import, real_sets
 from app.services.ingest import ImageIngest
 
 router = APIRouter(prefix="/classify", tags=["membership inference"])
@@ -37,7 +37,10 @@ log = logging.getLogger("memaudit.classify")
 
 ERRORS = {
     404: {"model": ErrorOut, "description": "Unknown real set, batch or classification."},
-    409: {"model": ErrorOut, "description": "Stored image bytes are missing."},
+    409: {
+        "model": ErrorOut,
+        "description": "Stored image bytes are missing, or the set was registered by hash only.",
+    },
     415: {"model": ErrorOut, "description": "Not multipart/form-data."},
     422: {"model": ErrorOut, "description": "Invalid field or missing images."},
     503: {"model": ErrorOut, "description": "The method's model artifact is unavailable."},
@@ -105,6 +108,10 @@ async def create_classification(request: Request):
                     real_sets.get_real_set(session, real_set_id)
                 except real_sets.RealSetNotFound as exc:
                     raise HTTPException(404, detail=str(exc)) from None
+                if without_pixels := hash_import.hash_only_count(session, real_set_id):
+                    raise HTTPException(
+                        409, hash_import.no_pixels_message(real_set_id, without_pixels, method)
+                    )
                 real = service.real_set_images(session, real_set_id)
             else:
                 real = [
