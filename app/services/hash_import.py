@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.db.models import RealImage, RealSet, utcnow
@@ -285,25 +285,13 @@ def append_hashes(
     """Append to a set locked by the caller (SELECT ... FOR UPDATE); a name already in the
     set is a line error. Bumps the revision, so every replica's hash cache reloads."""
     _names_already_in_set(session, real_set.id, parsed)
-    start = session.scalar(
-        select(func.coalesce(func.max(RealImage.position) + 1, 0)).where(
-            RealImage.real_set_id == real_set.id
-        )
+    return real_sets.append_rows(
+        session,
+        real_set,
+        len(parsed),
+        lambda start: _insert_hashes(session, real_set.id, start, parsed),
+        calibration,
     )
-    _insert_hashes(session, real_set.id, int(start), parsed)
-    session.execute(
-        update(RealSet)
-        .where(RealSet.id == real_set.id)
-        .values(
-            image_count=RealSet.image_count + len(parsed),
-            revision=RealSet.revision + 1,
-            updated_at=utcnow(),
-        )
-    )
-    session.refresh(real_set)
-    real_sets._recalibrate(session, real_set, calibration)
-    session.flush()
-    return real_set
 
 
 def _names_already_in_set(session: Session, real_set_id: int, parsed: ParsedHashes) -> None:

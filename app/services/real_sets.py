@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,17 +200,35 @@ def add_images(
     """Append images (already de-duplicated against the set) and bump the revision."""
     if not images:
         return real_set
+    return append_rows(
+        session,
+        real_set,
+        len(images),
+        lambda start: _insert_images(session, real_set.id, start, images),
+        calibration,
+    )
+
+
+def append_rows(
+    session: Session,
+    real_set: RealSet,
+    count: int,
+    insert: Callable[[int], None],
+    calibration: CalibrationConfig,
+) -> RealSet:
+    """Append ``count`` rows that ``insert(first position)`` writes, bump the revision (so
+    every replica's hash cache reloads) and recalibrate: shared by images and hash imports."""
     start = session.scalar(
         select(func.coalesce(func.max(RealImage.position) + 1, 0)).where(
             RealImage.real_set_id == real_set.id
         )
     )
-    _insert_images(session, real_set.id, int(start), images)
+    insert(int(start))
     session.execute(
         update(RealSet)
         .where(RealSet.id == real_set.id)
         .values(
-            image_count=RealSet.image_count + len(images),
+            image_count=RealSet.image_count + count,
             revision=RealSet.revision + 1,
             updated_at=utcnow(),
         )
