@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from app.scoring.reference import ReferenceScorer
+from app.scoring.reference import ReferenceConfig, ReferenceScorer
 from app.training.synthetic import simulated_generator, synthetic_devset
 from tests.helpers import file_parts, register
 from tests.imagegen import phantom, png
@@ -297,3 +297,25 @@ def test_reference_scores_are_deterministic(devset):
     first = ReferenceScorer().score(used + unused, generated)
     second = ReferenceScorer().score(used + unused, generated)
     assert np.array_equal(first.scores, second.scores)
+
+
+def test_reference_stops_verifying_images_once_conclusive(devset):
+    """Rounds skip the rest of a copied image's shortlist: fewer SIFT/RANSAC checks, same
+    verdicts as verifying every shortlisted generated image."""
+    used, unused, generated = devset
+    generated = generated + simulated_generator(used, 80, seed=4, copy_share=1.0)
+
+    def run(verify_round: int):
+        seen: list[tuple[str, int, int]] = []
+        result = ReferenceScorer(ReferenceConfig(verify_round=verify_round)).score(
+            used + unused, generated, lambda *step: seen.append(step)
+        )
+        verified = [done for stage, done, _ in seen if stage == "verified generated images"]
+        return result, verified[-1]
+
+    everything, checked_all = run(0)
+    in_rounds, checked_in_rounds = run(4)
+    assert checked_in_rounds < checked_all
+    assert np.array_equal(everything.labels, in_rounds.labels)
+    assert everything.labels[: len(used)].mean() >= 0.75
+    assert f"checked {checked_in_rounds} generated" in in_rounds.threshold_reason

@@ -17,7 +17,8 @@ Cost: thumbnails (stored at upload) are compared all against all as one matrix p
 SIFT and RANSAC, ~100x dearer per image, run only on a shortlist the thumbnails pick: each
 real image's few most similar generated images, each checked against its own few most
 similar real images. A copy of a real image is among its most similar generated images;
-an image copied many times needs only a few of its copies verified to pass the bar.
+an image copied many times needs only a few of its copies verified to pass the bar, so
+each list is walked a few ranks at a time and left once the image is conclusive.
 
 Each component is scaled so that 1.0 is its decision boundary; the score is their maximum,
 so an image is `used` when either kind of evidence is conclusive.
@@ -59,6 +60,9 @@ class ReferenceConfig:
     #: Real images each shortlisted generated image is verified against, picked by SIFT
     #: descriptor votes (the runner-up among them decides the margin).
     real_per_generated: int = 4
+    #: Shortlist ranks verified per round; a real image already conclusive skips later
+    #: rounds (0: all ranks at once).
+    verify_round: int = 4
     #: Threads for SIFT and RANSAC (OpenCV releases the GIL): one per usable core.
     threads: int = field(default_factory=lambda: max(1, len(os.sched_getaffinity(0))))
     #: Similarities computed per block of the thumbnail matrix product (bounds memory).
@@ -77,7 +81,7 @@ def soft_votes(similarity: np.ndarray, temperature: float) -> np.ndarray:
 class ReferenceScorer:
     name = "reference"
     needs_generated = True
-    version = "2"
+    version = "3"
 
     def __init__(self, config: ReferenceConfig | None = None) -> None:
         self.config = config or ReferenceConfig()
@@ -129,7 +133,8 @@ class ReferenceScorer:
             f"(vote bar {vote_bar:.2f}, from this real set); score = the larger of the two "
             "evidences, each scaled so 1.0 is its bar. SIFT/RANSAC checked "
             f"{verified} generated images: each real image's {cfg.generated_per_real} most "
-            "similar by thumbnail correlation"
+            f"similar by thumbnail correlation, {cfg.verify_round or cfg.generated_per_real} "
+            "ranks at a time until its copy evidence is conclusive"
         )
         return ScoreResult(
             scores=scores,
@@ -182,13 +187,15 @@ class ReferenceScorer:
         inlier count; and how many generated images were verified.
 
         Each shortlisted generated image's SIFT descriptors vote (FLANN nearest descriptor)
-        for real images; the most-voted few are verified with RANSAC."""
+        for real images; the most-voted few are verified with RANSAC. The shortlist is
+        walked in rounds of ``verify_round`` ranks: a real image whose copy evidence is
+        already conclusive takes no further rounds (its copy evidence is then a lower bound)."""
         cfg = self.config
         n = len(real)
-        shortlist = np.unique(real_top).tolist()
         excess = np.zeros(n, np.float64)
         best = np.zeros(n, np.int32)
-        if not shortlist:
+        upper_bound = len(np.unique(real_top))
+        if not upper_bound:
             return excess, best, 0
         local = threading.local()
         with ThreadPoolExecutor(max(1, cfg.threads)) as pool:
@@ -199,7 +206,7 @@ class ReferenceScorer:
                 progress("real keypoints", n, n)
             with_kp = np.flatnonzero([len(k) >= 3 for k in real_kp])
             if not with_kp.size:
-                return excess, best, len(shortlist)
+                return excess, best, 0
 
             def index() -> cv2.FlannBasedMatcher:
                 # One index per thread (a matcher is not safe to share); FLANN's randomised
@@ -231,17 +238,28 @@ class ReferenceScorer:
                 found = [(verified_inliers(query, real_kp[c]), c) for c in picked]
                 return sorted(found, key=lambda f: (-f[0], f[1]))
 
-            for done, found in enumerate(run(check, shortlist), start=1):
-                if found:
-                    top, winner = found[0]
-                    runner_up = found[1][0] if len(found) > 1 else 0
-                    margin = top - runner_up
-                    excess[winner] += min(max(margin - cfg.min_inlier_margin, 0), cfg.copy_cap)
-                    for inliers, c in found:
-                        best[c] = max(best[c], inliers)
-                if progress:
-                    progress("verified generated images", done, len(shortlist))
-        return excess, best, len(shortlist)
+            verified = np.zeros(len(generated), bool)
+            step = max(1, cfg.verify_round or real_top.shape[1])
+            done = 0
+            for lo in range(0, real_top.shape[1], step):
+                open_reals = excess < cfg.copy_evidence
+                todo = np.unique(real_top[open_reals, lo : lo + step])
+                todo = todo[~verified[todo]].tolist()
+                verified[todo] = True
+                for found in run(check, todo):
+                    done += 1
+                    if found:
+                        top, winner = found[0]
+                        runner_up = found[1][0] if len(found) > 1 else 0
+                        margin = top - runner_up
+                        excess[winner] += min(max(margin - cfg.min_inlier_margin, 0), cfg.copy_cap)
+                        for inliers, c in found:
+                            best[c] = max(best[c], inliers)
+                    if progress:
+                        progress("verified generated images", done, upper_bound)
+            if progress and done < upper_bound:
+                progress("verified generated images", done, done)
+        return excess, best, done
 
 
 def _top_indices(values: np.ndarray, k: int) -> np.ndarray:
