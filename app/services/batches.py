@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from app.db.bulk import insert_rows
 from app.db.models import GeneratedImage, MatchBatch, RealSet, RealSummary
 from app.services.ingest import HashedImage, IngestResult
 from app.services.source_matching import MatchOutcome
@@ -82,8 +83,7 @@ def save_batch(
         }
         for j, s in enumerate(outcome.real_summary)
     ]
-    for lo in range(0, len(summary_rows), _INSERT_CHUNK):
-        session.execute(insert(RealSummary), summary_rows[lo : lo + _INSERT_CHUNK])
+    insert_rows(session, RealSummary, summary_rows)
     return batch
 
 

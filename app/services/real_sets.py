@@ -12,16 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from app.db.bulk import insert_rows
 from app.db.models import RealImage, RealSet, utcnow
 from app.services.calibration import calibrate
 from app.services.ingest import HashedImage
 from app.services.source_matching import words_from_hex
 
 #: Rows per multi-row INSERT.
-_INSERT_CHUNK = 5000
 
 
 class RealSetNotFound(LookupError):
@@ -120,30 +120,8 @@ def known_images(session: Session, real_set_id: int) -> tuple[dict[str, str], se
 
 
 def _insert_images(session: Session, real_set_id: int, start: int, images: list[HashedImage]):
-    """Multi-row INSERTs; on PostgreSQL a COPY (measured 10k rows/s -> see bench_pg_register).
-    Either way inside the caller's transaction."""
+    """Within the caller's transaction; COPY on PostgreSQL (see bench_pg_register)."""
     now = utcnow()
-    if session.get_bind().dialect.name == "postgresql":
-        cursor = session.connection().connection.driver_connection.cursor()
-        columns = (
-            "real_set_id, position, filename, sha256, phash, width, height, thumbnail, created_at"
-        )
-        with cursor.copy(f"COPY real_images ({columns}) FROM STDIN") as copy:
-            for i, img in enumerate(images):
-                copy.write_row(
-                    (
-                        real_set_id,
-                        start + i,
-                        img.filename,
-                        img.sha256,
-                        img.phash,
-                        img.width,
-                        img.height,
-                        img.thumbnail,
-                        now,
-                    )
-                )
-        return
     rows = [
         {
             "real_set_id": real_set_id,
@@ -158,8 +136,7 @@ def _insert_images(session: Session, real_set_id: int, start: int, images: list[
         }
         for i, img in enumerate(images)
     ]
-    for lo in range(0, len(rows), _INSERT_CHUNK):
-        session.execute(insert(RealImage), rows[lo : lo + _INSERT_CHUNK])
+    insert_rows(session, RealImage, rows)
 
 
 def _recalibrate(session: Session, real_set: RealSet, config: CalibrationConfig) -> None:
