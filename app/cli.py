@@ -109,7 +109,7 @@ def cmd_match(args: argparse.Namespace) -> int:
                 "threshold_source": source,
                 "threshold_reason": reason,
                 "matches": outcome.matches,
-                "real_summary": outcome.real_summary,
+                "real_summary": outcome.summary_rows(),
                 "duplicates": generated.duplicates_json(),
                 "rejected": real.rejected_json() + generated.rejected_json(),
             },

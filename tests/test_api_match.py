@@ -79,6 +79,24 @@ def test_match_agrees_with_brute_force_and_persists(client, hash_size):
     again = client.get(f"/match/{body['batch_id']}").json()
     assert again["matches"] == body["matches"]
     assert again["real_summary"] == body["real_summary"]
+    assert body["real_summary_scope"] == again["real_summary_scope"] == "all"
+    used = [s for s in body["real_summary"] if s["verdict"] == "used"]
+    assert body["used_count"] == len(used) > 0
+    for scope, expected in (("used", used), ("none", [])):
+        stored = client.get(f"/match/{body['batch_id']}", params={"real_summary": scope}).json()
+        assert stored["real_summary"] == expected and stored["real_summary_scope"] == scope
+        assert stored["used_count"] == body["used_count"]
+        assert stored["matches"] == body["matches"]
+    only_used = client.post(
+        "/match",
+        data={"real_set_id": str(real_set["id"]), "top_k": "3", "real_summary": "used"},
+        files=[("files", ("gen.zip", zip_bytes(gen), "application/zip"))],
+    ).json()
+    assert only_used["real_summary"] == used and only_used["used_count"] == len(used)
+    assert only_used["matches"] == body["matches"]
+    # Every real image's row is stored whatever the answer listed.
+    stored = client.get(f"/match/{only_used['batch_id']}").json()
+    assert stored["real_summary"] == body["real_summary"]
     rows = list(
         csv.DictReader(
             io.StringIO(client.get(f"/match/{body['batch_id']}", params={"format": "csv"}).text)
@@ -133,6 +151,8 @@ def test_match_errors(client):
     assert r.status_code == 422 and "top_k" in r.json()["detail"]
     r = client.post("/match", data={"real_set_id": sid, "threshold": "-1"}, files=gen)
     assert r.status_code == 422 and "threshold" in r.json()["detail"]
+    r = client.post("/match", data={"real_set_id": sid, "real_summary": "some"}, files=gen)
+    assert r.status_code == 422 and "real_summary must be all, used or none" in r.json()["detail"]
     r = client.post(
         "/match", data={"real_set_id": sid}, files=[("files", ("x.png", b"nope", "image/png"))]
     )
@@ -142,6 +162,7 @@ def test_match_errors(client):
     ]
     assert client.get("/match/12345").status_code == 404
     assert client.get("/match/1", params={"format": "xml"}).status_code == 422
+    assert client.get("/match/1", params={"real_summary": "x"}).status_code == 422
 
 
 def test_batches_survive_set_deletion_and_cache_follows_revisions(client):

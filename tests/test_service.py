@@ -72,7 +72,7 @@ def test_docs_describe_every_endpoint(client):
         for operation in paths[path].values():
             assert operation.get("summary")
     form = paths["/match"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"real_set_id", "threshold", "top_k", "files"}
+    assert set(form["properties"]) == {"real_set_id", "threshold", "top_k", "real_summary", "files"}
     assert all(p.get("description") for p in form["properties"].values())
 
 

@@ -173,6 +173,10 @@ class MatchBatchOut(BaseModel):
     created_at: UtcDatetime
     elapsed_seconds: float = Field(description="Server time spent on the request.")
     matches: list[MatchOut]
+    real_summary_scope: Literal["all", "used", "none"] = Field(
+        description="Which real images `real_summary` lists (the request's `real_summary`).",
+        examples=["all"],
+    )
     real_summary: list[RealSummaryOut]
     duplicates: list[DuplicateOut]
     rejected: list[RejectedOut]
@@ -305,6 +309,12 @@ ADD_HASHES_FORM = {
     }
 }
 
+REAL_SUMMARY_HELP = (
+    "Which real images `real_summary` lists: `all` (default), only those with verdict `used`, "
+    "or `none`. `used_count` counts them all either way; a set of 1,000,000 hashes makes a "
+    "130 MB answer with `all`."
+)
+
 MATCH_FORM = {
     "requestBody": {
         "required": True,
@@ -331,6 +341,12 @@ MATCH_FORM = {
                             "minimum": 1,
                             "default": 1,
                             "description": "Nearest real images listed per generated image.",
+                        },
+                        "real_summary": {
+                            "type": "string",
+                            "enum": ["all", "used", "none"],
+                            "default": "all",
+                            "description": REAL_SUMMARY_HELP,
                         },
                         "files": _binary_files(
                             "Generated images or .zip archives of them (10,000 per request "

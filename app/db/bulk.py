@@ -3,7 +3,7 @@ elsewhere. Row-by-row ORM flushes cost ~20x more; a million summary rows took a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import insert
@@ -13,18 +13,24 @@ from sqlalchemy.orm import Session
 INSERT_CHUNK = 5000
 
 
-def insert_rows(session: Session, model: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys: plain ints, strings, bytes, datetimes or
-    None - not JSON columns) into ``model``'s table."""
-    if not rows:
-        return
+def insert_rows(
+    session: Session, model: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Insert ``rows`` (tuples in the order of ``columns``: plain ints, strings, bytes,
+    datetimes or None - not JSON columns) into ``model``'s table. Rows are consumed as they
+    come: a generator never has all of them in memory at once."""
     if session.get_bind().dialect.name == "postgresql":
-        columns = list(rows[0])
         table = model.__table__.name
         cursor = session.connection().connection.driver_connection.cursor()
         with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                copy.write_row(row)
         return
-    for lo in range(0, len(rows), INSERT_CHUNK):
-        session.execute(insert(model), rows[lo : lo + INSERT_CHUNK])
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(dict(zip(columns, row, strict=True)))
+        if len(chunk) == INSERT_CHUNK:
+            session.execute(insert(model), chunk)
+            chunk = []
+    if chunk:
+        session.execute(insert(model), chunk)

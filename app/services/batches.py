@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.db.bulk import insert_rows
@@ -13,6 +14,11 @@ from app.services.ingest import HashedImage, IngestResult
 from app.services.source_matching import MatchOutcome
 
 _INSERT_CHUNK = 5000
+
+#: Which real images a batch document lists in ``real_summary``: every one, only those
+#: with verdict ``used``, or none (a set of a million hashes makes a 130 MB answer).
+SummaryScope = Literal["all", "used", "none"]
+SUMMARY_SCOPES: tuple[str, ...] = ("all", "used", "none")
 
 
 class BatchNotFound(LookupError):
@@ -71,23 +77,36 @@ def save_batch(
     ]
     for lo in range(0, len(rows), _INSERT_CHUNK):
         session.execute(insert(GeneratedImage), rows[lo : lo + _INSERT_CHUNK])
-    summary_rows = [
-        {
-            "batch_id": batch.id,
-            "position": j,
-            "filename": s["filename"],
-            "matched_count": s["matched_count"],
-            "min_distance": s["min_distance"] if s["min_distance"] is not None else -1,
-            "closest_generated": s["closest_generated"],
-            "verdict": s["verdict"],
-        }
-        for j, s in enumerate(outcome.real_summary)
-    ]
-    insert_rows(session, RealSummary, summary_rows)
+    closest = outcome.closest_generated
+    summary_rows = (
+        (batch.id, j, name, int(count), int(distance), closest[j], "used" if count else "unused")
+        for j, (name, count, distance) in enumerate(
+            zip(
+                outcome.real_names,
+                outcome.matched_counts.tolist(),
+                outcome.min_distances.tolist(),
+                strict=True,
+            )
+        )
+    )
+    insert_rows(
+        session,
+        RealSummary,
+        (
+            "batch_id",
+            "position",
+            "filename",
+            "matched_count",
+            "min_distance",
+            "closest_generated",
+            "verdict",
+        ),
+        summary_rows,
+    )
     return batch
 
 
-def load_batch(session: Session, batch_id: int) -> dict:
+def load_batch(session: Session, batch_id: int, real_summary: SummaryScope = "all") -> dict:
     """The stored batch in the same shape /match answered with."""
     batch = session.get(MatchBatch, batch_id)
     if batch is None:
@@ -97,9 +116,14 @@ def load_batch(session: Session, batch_id: int) -> dict:
         .where(GeneratedImage.batch_id == batch_id)
         .order_by(GeneratedImage.position)
     ).all()
-    summary_rows = session.scalars(
-        select(RealSummary).where(RealSummary.batch_id == batch_id).order_by(RealSummary.position)
-    ).all()
+    used = (RealSummary.batch_id == batch_id) & (RealSummary.verdict == "used")
+    used_count = session.scalar(select(func.count()).select_from(RealSummary).where(used))
+    summary_rows = []
+    if real_summary != "none":
+        in_scope = used if real_summary == "used" else RealSummary.batch_id == batch_id
+        summary_rows = session.scalars(
+            select(RealSummary).where(in_scope).order_by(RealSummary.position)
+        ).all()
     return batch_document(
         batch,
         matches=[
@@ -122,10 +146,24 @@ def load_batch(session: Session, batch_id: int) -> dict:
             }
             for s in summary_rows
         ],
+        used_count=used_count,
+        scope=real_summary,
     )
 
 
-def batch_document(batch: MatchBatch, matches: list[dict], real_summary: list[dict]) -> dict:
+def scoped_summary(outcome: MatchOutcome, scope: SummaryScope) -> list[dict]:
+    """The real_summary rows an answer lists (see SummaryScope)."""
+    return [] if scope == "none" else outcome.summary_rows(only_used=scope == "used")
+
+
+def batch_document(
+    batch: MatchBatch,
+    matches: list[dict],
+    real_summary: list[dict],
+    *,
+    used_count: int,
+    scope: SummaryScope,
+) -> dict:
     return {
         "batch_id": batch.id,
         "real_set_id": batch.real_set_id,
@@ -138,10 +176,11 @@ def batch_document(batch: MatchBatch, matches: list[dict], real_summary: list[di
         "top_k": batch.top_k,
         "generated_count": batch.generated_count,
         "matched_count": batch.matched_count,
-        "used_count": sum(1 for s in real_summary if s["verdict"] == "used"),
+        "used_count": used_count,
         "created_at": batch.created_at,
         "elapsed_seconds": batch.elapsed_seconds,
         "matches": matches,
+        "real_summary_scope": scope,
         "real_summary": real_summary,
         "duplicates": batch.duplicates,
         "rejected": batch.rejected,

@@ -122,21 +122,32 @@ def known_images(session: Session, real_set_id: int) -> tuple[dict[str, str], se
 def _insert_images(session: Session, real_set_id: int, start: int, images: list[HashedImage]):
     """Within the caller's transaction; COPY on PostgreSQL (see bench_pg_register)."""
     now = utcnow()
-    rows = [
-        {
-            "real_set_id": real_set_id,
-            "position": start + i,
-            "filename": img.filename,
-            "sha256": img.sha256,
-            "phash": img.phash,
-            "width": img.width,
-            "height": img.height,
-            "thumbnail": img.thumbnail,
-            "created_at": now,
-        }
+    columns = (
+        "real_set_id",
+        "position",
+        "filename",
+        "sha256",
+        "phash",
+        "width",
+        "height",
+        "thumbnail",
+        "created_at",
+    )
+    rows = (
+        (
+            real_set_id,
+            start + i,
+            img.filename,
+            img.sha256,
+            img.phash,
+            img.width,
+            img.height,
+            img.thumbnail,
+            now,
+        )
         for i, img in enumerate(images)
-    ]
-    insert_rows(session, RealImage, rows)
+    )
+    insert_rows(session, RealImage, columns, rows)
 
 
 def _recalibrate(session: Session, real_set: RealSet, config: CalibrationConfig) -> None:

@@ -14,12 +14,39 @@ from app.services.ingest import HashedImage
 
 @dataclass
 class MatchOutcome:
+    """Per generated image its match; per real image arrays, not dicts: a set can hold a
+    million images, and only the rows an answer lists are ever built as dicts."""
+
     matches: list[dict]
-    real_summary: list[dict]
+    real_names: Sequence[str]
+    #: Generated images whose source is each real image.
+    matched_counts: np.ndarray
+    #: Distance to each real image's closest generated image, -1 when there is none.
+    min_distances: np.ndarray
+    #: Name of each real image's closest generated image, None when there is none.
+    closest_generated: list[str | None]
 
     @property
     def matched_count(self) -> int:
         return sum(1 for m in self.matches if m["source"] is not None)
+
+    @property
+    def used_count(self) -> int:
+        return int(np.count_nonzero(self.matched_counts))
+
+    def summary_rows(self, only_used: bool = False) -> list[dict]:
+        """Real images' verdicts: ``used`` if some generated image maps to it."""
+        picked = np.flatnonzero(self.matched_counts) if only_used else range(len(self.real_names))
+        return [
+            {
+                "filename": self.real_names[j],
+                "matched_count": int(self.matched_counts[j]),
+                "min_distance": int(self.min_distances[j]) if self.min_distances[j] >= 0 else None,
+                "closest_generated": self.closest_generated[j],
+                "verdict": "used" if self.matched_counts[j] > 0 else "unused",
+            }
+            for j in picked
+        ]
 
 
 def words_from_hex(hexes: Sequence[str], hash_size: int) -> np.ndarray:
@@ -60,19 +87,16 @@ def match_sources(
                 "candidates": candidates,
             }
         )
-    summary = []
-    for j, name in enumerate(real_names):
-        closest = int(result.reference_argmin[j])
-        summary.append(
-            {
-                "filename": name,
-                "matched_count": int(counts[j]),
-                "min_distance": int(result.reference_min[j]) if closest >= 0 else None,
-                "closest_generated": generated[closest].filename if closest >= 0 else None,
-                "verdict": "used" if counts[j] > 0 else "unused",
-            }
-        )
-    return MatchOutcome(matches, summary)
+    closest = result.reference_argmin
+    has_closest = closest >= 0
+    gen_names = [g.filename for g in generated]
+    return MatchOutcome(
+        matches,
+        real_names,
+        counts,
+        np.where(has_closest, result.reference_min, -1),
+        [gen_names[c] if c >= 0 else None for c in closest.tolist()],
+    )
 
 
 def paper_lines(matches: Sequence[dict]) -> list[str]:

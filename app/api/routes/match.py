@@ -20,7 +20,7 @@ from app.api.deps import (
 )
 from app.api.forms import MAX_INT, int_field, reject_unknown_fields, required_int
 from app.api.responses import csv_download
-from app.api.schemas import MATCH_FORM, ErrorOut, MatchBatchOut
+from app.api.schemas import MATCH_FORM, REAL_SUMMARY_HELP, ErrorOut, MatchBatchOut
 from app.api.uploads import ingest_limits, receive_upload
 from app.db.session import transaction
 from app.services import batches, real_sets
@@ -64,7 +64,8 @@ def resolve_threshold(requested: int | None, real_set, min_images: int) -> batch
     description="Upload a batch of generated images (files and/or zips) against a registered "
     "real set. Each is pHashed and mapped to its nearest real image by Hamming distance; "
     "`source` is null when the nearest is above the threshold. `real_summary` gives each real "
-    "image's verdict (`used` if some generated image maps to it). The batch is stored: "
+    "image's verdict (`used` if some generated image maps to it); against a large set pass "
+    "`real_summary=used` (or `none`) to list only the used ones. The batch is stored: "
     "GET /match/{batch_id} returns it again.\n\n"
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/match\n```",
     openapi_extra=MATCH_FORM,
@@ -80,6 +81,7 @@ async def create_match(request: Request):
     def make_ingest(fields: dict[str, str], final: bool) -> ImageIngest | None:
         if not final and "real_set_id" not in fields:
             return None
+        summary_scope(fields.get("real_summary") or "all")  # refuse before hashing the files
         real_set_id = required_int(fields, "real_set_id")
         int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
         with sessions() as session:
@@ -91,7 +93,8 @@ async def create_match(request: Request):
         )
 
     fields, result, _ = await receive_upload(request, settings, make_ingest)
-    reject_unknown_fields(fields, {"real_set_id", "threshold", "top_k"})
+    reject_unknown_fields(fields, {"real_set_id", "threshold", "top_k", "real_summary"})
+    scope = summary_scope(fields.get("real_summary") or "all")
     real_set_id = required_int(fields, "real_set_id")
     requested = int_field(fields, "threshold", minimum=0, maximum=max_bits)
     top_k = int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
@@ -129,7 +132,13 @@ async def create_match(request: Request):
                 elapsed_seconds=time.perf_counter() - started,
             )
             session.flush()
-            return batches.batch_document(batch, outcome.matches, outcome.real_summary)
+            return batches.batch_document(
+                batch,
+                outcome.matches,
+                batches.scoped_summary(outcome, scope),
+                used_count=outcome.used_count,
+                scope=scope,
+            )
 
     return await run_in_threadpool(run)
 
@@ -161,10 +170,13 @@ def get_match(
     format: Literal["json", "csv", "text"] = Query(
         "json", description="Answer format.", examples=["text"]
     ),
+    real_summary: Literal["all", "used", "none"] = Query(
+        "all", description=REAL_SUMMARY_HELP, examples=["used"]
+    ),
     session: Session = Depends(db_session),
 ):
     try:
-        document = batches.load_batch(session, batch_id)
+        document = batches.load_batch(session, batch_id, real_summary)
     except batches.BatchNotFound as exc:
         raise HTTPException(404, detail=str(exc)) from None
     if format == "csv":
@@ -172,6 +184,14 @@ def get_match(
     if format == "text":
         return PlainTextResponse(batch_text(document))
     return document
+
+
+def summary_scope(value: str) -> batches.SummaryScope:
+    if value not in batches.SUMMARY_SCOPES:
+        raise HTTPException(
+            422, detail=f"real_summary must be all, used or none, got {value[:50]!r}"
+        )
+    return value  # type: ignore[return-value]
 
 
 def _set_or_404(session: Session, real_set_id: int):
