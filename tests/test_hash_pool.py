@@ -6,13 +6,14 @@ import numpy as np
 
 from app.services.hash_pool import HashPool
 from app.services.ingest import ImageIngest, IngestLimits
+from app.storage import ImageStore
 from tests.imagegen import phantom, png
 
 LIMITS = IngestLimits(max_file_bytes=10**7, max_files=10**6, max_pixels=10**8, batch_size=50)
 
 
-def _run(pool, files):
-    ingest = ImageIngest(16, LIMITS, pool=pool)
+def _run(pool, files, store=None):
+    ingest = ImageIngest(16, LIMITS, pool=pool, keep=store.put if store else None)
     for name, data in files:
         ingest.add(name, data)
         if ingest.needs_flush:
@@ -20,18 +21,27 @@ def _run(pool, files):
     return ingest.finish()
 
 
-def test_worker_processes_match_inline_hashing():
+def test_worker_processes_match_inline_hashing(tmp_path):
+    """Same hashes, duplicates and rejections; and the image store receives exactly the
+    accepted images' bytes either way."""
     rng = np.random.default_rng(0)
     files = [(f"p{i:03d}.png", png(phantom(i, 64))) for i in range(150)]
     files.insert(40, ("bad.png", b"not a png"))
     files.insert(90, ("copy.png", files[3][1]))  # same bytes as p003
     files.insert(100, ("noise.png", png(rng.integers(0, 256, (70, 90), dtype=np.uint8))))
-    inline = _run(None, files)
+    inline_store, pool_store = ImageStore(tmp_path / "inline"), ImageStore(tmp_path / "pool")
+    inline = _run(None, files, inline_store)
     pool = HashPool(2)
     try:
-        parallel = _run(pool, files)
+        parallel = _run(pool, files, pool_store)
     finally:
         pool.shutdown()
+    by_name = dict(files)
+    for store in (inline_store, pool_store):
+        stored = sorted(p for p in store.root.rglob("*") if p.is_file())
+        assert len(stored) == len(inline.images) == 151
+        for image in inline.images:
+            assert store.get(image.sha256) == by_name[image.filename]
     assert parallel.images == inline.images
     assert [i.filename for i in parallel.images][:3] == ["p000.png", "p001.png", "p002.png"]
     assert parallel.duplicates == inline.duplicates
