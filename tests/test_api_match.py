@@ -184,3 +184,36 @@ def test_batches_survive_set_deletion_and_cache_follows_revisions(client):
     assert client.delete(f"/real-sets/{sid}").status_code == 204
     kept = client.get(f"/match/{first['batch_id']}").json()
     assert kept["real_set_id"] is None and kept["matches"] == first["matches"]
+
+
+def test_set_hash_cache_streams_sets_in_and_is_bounded_by_hashes(client):
+    """Loaded in small chunks, a set's packed hashes equal its stored ones in order; the cache
+    drops the least recently used sets once it holds too many hashes, keeping the newest."""
+    from sqlalchemy import select
+
+    from app.db.models import RealImage
+    from app.services.real_sets import SetHashCache, get_real_set
+    from app.services.source_matching import words_from_hex
+
+    ids = [
+        register(client, real_images(n, offset=100 * n), name=f"s{n}")["id"] for n in (11, 12, 13)
+    ]
+    cache = SetHashCache(max_hashes=25)
+    cache.LOAD_CHUNK = 5
+    with client.app.state.sessions() as session:
+        for set_id in ids:
+            hashes = cache.get(session, get_real_set(session, set_id))
+            rows = session.execute(
+                select(RealImage.filename, RealImage.phash)
+                .where(RealImage.real_set_id == set_id)
+                .order_by(RealImage.position)
+            ).all()
+            assert hashes.filenames == [r.filename for r in rows]
+            assert np.array_equal(hashes.words, words_from_hex([r.phash for r in rows], 16))
+        assert list(cache._items) == [ids[1], ids[2]]  # 11 + 12 + 13 > 25: 11 dropped
+        first = cache.get(session, get_real_set(session, ids[0]))
+        assert list(cache._items) == [ids[2], ids[0]]  # 12, least recently used, dropped
+        assert cache.get(session, get_real_set(session, ids[0])) is first
+        tiny = SetHashCache(max_hashes=1)
+        tiny.get(session, get_real_set(session, ids[1]))
+        assert list(tiny._items) == [ids[1]]  # the newest set stays even over the bound

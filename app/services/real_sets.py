@@ -48,12 +48,18 @@ class SetHashes:
 
 
 class SetHashCache:
-    """Packed hashes per set, reused across requests until the set's revision changes."""
+    """Packed hashes per set, reused across requests until the set's revision changes.
 
-    def __init__(self, max_sets: int = 16) -> None:
+    Bounded by the hashes held, not the sets: one set of a million hashes costs ~100 MB
+    (names included), a set of 200 almost nothing. The newest set is always kept."""
+
+    #: Rows read from the database at a time while loading a set.
+    LOAD_CHUNK = 50_000
+
+    def __init__(self, max_hashes: int = 4_000_000) -> None:
         self._items: OrderedDict[int, SetHashes] = OrderedDict()
         self._lock = threading.Lock()
-        self._max = max_sets
+        self._max_hashes = max_hashes
 
     def get(self, session: Session, real_set: RealSet) -> SetHashes:
         with self._lock:
@@ -61,23 +67,34 @@ class SetHashCache:
             if cached is not None and cached.revision == real_set.revision:
                 self._items.move_to_end(real_set.id)
                 return cached
-        rows = session.execute(
+        # Streamed in chunks: a million result rows and hex strings at once would double
+        # the memory the packed hashes need.
+        result = session.execute(
             select(RealImage.filename, RealImage.phash)
             .where(RealImage.real_set_id == real_set.id)
             .order_by(RealImage.position)
-        ).all()
+            .execution_options(yield_per=self.LOAD_CHUNK)
+        )
+        filenames: list[str] = []
+        blocks: list[np.ndarray] = []
+        for rows in result.partitions():
+            filenames.extend(r.filename for r in rows)
+            blocks.append(words_from_hex([r.phash for r in rows], real_set.hash_size))
+        words = np.concatenate(blocks) if blocks else words_from_hex([], real_set.hash_size)
         hashes = SetHashes(
             real_set_id=real_set.id,
             revision=real_set.revision,
             hash_size=real_set.hash_size,
-            filenames=[r.filename for r in rows],
-            words=words_from_hex([r.phash for r in rows], real_set.hash_size),
+            filenames=filenames,
+            words=words,
         )
         with self._lock:
             self._items[real_set.id] = hashes
             self._items.move_to_end(real_set.id)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
+            held = sum(len(h.filenames) for h in self._items.values())
+            while len(self._items) > 1 and held > self._max_hashes:
+                _, evicted = self._items.popitem(last=False)
+                held -= len(evicted.filenames)
         return hashes
 
     def forget(self, real_set_id: int) -> None:
