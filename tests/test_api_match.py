@@ -94,6 +94,13 @@ def test_match_agrees_with_brute_force_and_persists(client, hash_size):
     ).json()
     assert only_used["real_summary"] == used and only_used["used_count"] == len(used)
     assert only_used["matches"] == body["matches"]
+    no_list = client.post(
+        "/match",
+        data={"real_set_id": str(real_set["id"]), "real_summary": "none"},
+        files=[("files", ("gen.zip", zip_bytes(gen), "application/zip"))],
+    ).json()
+    assert no_list["real_summary"] == [] and no_list["real_summary_scope"] == "none"
+    assert no_list["used_count"] == len(used)
     # Every real image's row is stored whatever the answer listed.
     stored = client.get(f"/match/{only_used['batch_id']}").json()
     assert stored["real_summary"] == body["real_summary"]

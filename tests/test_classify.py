@@ -86,6 +86,20 @@ def test_classify_reference_and_phash_with_set_and_batch(client, devset):
     )
     assert [r["filename"] for r in rows][:2] == ["used_000.png", "used_001.png"]
 
+    # A threshold above 1 reaches the auditor: it verifies until that bar, so the labels are
+    # those of checking every shortlisted image.
+    full = ReferenceScorer(ReferenceConfig(verify_round=0)).score(used + unused, generated)
+    strict = client.post(
+        "/classify",
+        data={
+            "method": "reference",
+            "real_set_id": str(real_set["id"]),
+            "batch_id": str(batch["batch_id"]),
+            "threshold": "2",
+        },
+    ).json()
+    assert [r["label"] == "used" for r in strict["results"]] == list(full.scores >= 2)
+
 
 def test_classify_with_uploaded_images_and_errors(client, devset):
     used, unused, generated = devset
@@ -305,9 +319,10 @@ def test_reference_stops_verifying_images_once_conclusive(devset):
     used, unused, generated = devset
     generated = generated + simulated_generator(used, 80, seed=4, copy_share=1.0)
 
-    def run(verify_round: int):
+    def run(verify_round: int, conclusive_score: float = 1.0):
         seen: list[tuple[str, int, int]] = []
-        result = ReferenceScorer(ReferenceConfig(verify_round=verify_round)).score(
+        config = ReferenceConfig(verify_round=verify_round, conclusive_score=conclusive_score)
+        result = ReferenceScorer(config).score(
             used + unused, generated, lambda *step: seen.append(step)
         )
         verified = [done for stage, done, _ in seen if stage == "verified generated images"]
@@ -319,3 +334,8 @@ def test_reference_stops_verifying_images_once_conclusive(devset):
     assert np.array_equal(everything.labels, in_rounds.labels)
     assert everything.labels[: len(used)].mean() >= 0.75
     assert f"checked {checked_in_rounds} generated" in in_rounds.threshold_reason
+    # Deciding at a higher threshold: conclusive only there, the same labels as a full check.
+    stricter, checked_stricter = run(4, conclusive_score=2.5)
+    assert checked_in_rounds < checked_stricter <= checked_all
+    assert np.array_equal(stricter.scores >= 2.5, everything.scores >= 2.5)
+    assert (everything.scores >= 2.5).any() and not (everything.scores >= 2.5).all()

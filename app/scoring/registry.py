@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from app.scoring.phash_rule import PHashRuleScorer
-from app.scoring.reference import ReferenceScorer
+from app.scoring.reference import ReferenceConfig, ReferenceScorer
 
 METHODS = ("reference", "phash", "cnn", "sift_knn")
 
 
 def build_scorer(method: str, models=None, **options):
     if method == "reference":
-        return ReferenceScorer()
+        return ReferenceScorer(ReferenceConfig(**options))
     if method == "phash":
         return PHashRuleScorer(**options)
     if method in ("cnn", "sift_knn"):

@@ -116,11 +116,18 @@ def load_batch(session: Session, batch_id: int, real_summary: SummaryScope = "al
         .where(GeneratedImage.batch_id == batch_id)
         .order_by(GeneratedImage.position)
     ).all()
-    used = (RealSummary.batch_id == batch_id) & (RealSummary.verdict == "used")
-    used_count = session.scalar(select(func.count()).select_from(RealSummary).where(used))
+    # Real images with a verdict of used are the distinct sources (names are unique in a
+    # set): counted over the batch's generated images, not over one row per real image.
+    used_count = session.scalar(
+        select(func.count(GeneratedImage.source.distinct())).where(
+            GeneratedImage.batch_id == batch_id, GeneratedImage.source.is_not(None)
+        )
+    )
     summary_rows = []
     if real_summary != "none":
-        in_scope = used if real_summary == "used" else RealSummary.batch_id == batch_id
+        in_scope = RealSummary.batch_id == batch_id
+        if real_summary == "used":
+            in_scope &= RealSummary.verdict == "used"
         summary_rows = session.scalars(
             select(RealSummary).where(in_scope).order_by(RealSummary.position)
         ).all()

@@ -21,8 +21,6 @@ from app.services.calibration import calibrate
 from app.services.ingest import HashedImage
 from app.services.source_matching import words_from_hex
 
-#: Rows per multi-row INSERT.
-
 
 class RealSetNotFound(LookupError):
     def __init__(self, real_set_id: int) -> None:

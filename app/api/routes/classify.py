@@ -91,8 +91,15 @@ async def create_classification(request: Request):
         raise HTTPException(422, detail="send either batch_id or 'generated_files', not both")
     scorer = None
     if method != "phash":
+        # The reference auditor stops verifying an image once it is conclusive; with a
+        # threshold, conclusive at that threshold, so its labels are those of a full check.
+        options = (
+            {"conclusive_score": max(1.0, threshold_override)}
+            if method == "reference" and threshold_override is not None
+            else {}
+        )
         try:
-            scorer = build_scorer(method, models=request.app.state.models)
+            scorer = build_scorer(method, models=request.app.state.models, **options)
         except LookupError as exc:
             raise HTTPException(503, detail=str(exc)) from None
 

@@ -176,7 +176,9 @@ def get_match(
     session: Session = Depends(db_session),
 ):
     try:
-        document = batches.load_batch(session, batch_id, real_summary)
+        # CSV and text list the generated images only.
+        scope = real_summary if format == "json" else "none"
+        document = batches.load_batch(session, batch_id, scope)
     except batches.BatchNotFound as exc:
         raise HTTPException(404, detail=str(exc)) from None
     if format == "csv":
