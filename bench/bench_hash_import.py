@@ -88,8 +88,8 @@ def main() -> None:
                 r.raise_for_status()
                 real_set = r.json()
                 assert real_set["imported"] == args.hashes, real_set
-            # Matching against the last set: each match against a million hashes also stores
-            # a million per-real-image summary rows, whatever real_summary the answer lists.
+            # Matching against the last set: each match also stores every real image's
+            # result (packed, for a set this large), whatever real_summary the answer lists.
             for scope in ("all", "all", "used"):
                 start = time.perf_counter()
                 m = client.post(
@@ -126,8 +126,8 @@ def main() -> None:
     print(f"  second (hashes cached for the set's revision): {match_s[1]:.2f} s")
     print(f"  answer: {body_mb:.0f} MB (real_summary has one entry per real image)")
     print(
-        f"  third, with real_summary=used (only used real images listed; all rows still "
-        f"stored): {match_s[2]:.2f} s, answer {used_kb:.0f} kB"
+        f"  third, with real_summary=used (only used real images listed; every real image's "
+        f"result still stored): {match_s[2]:.2f} s, answer {used_kb:.0f} kB"
     )
     print(f"  server peak RSS (API process, not its hash workers): {rss:.0f} MB")
 

@@ -224,3 +224,39 @@ def test_set_hash_cache_streams_sets_in_and_is_bounded_by_hashes(client):
         tiny = SetHashCache(max_hashes=1)
         tiny.get(session, get_real_set(session, ids[1]))
         assert list(tiny._items) == [ids[1]]  # the newest set stays even over the bound
+
+
+def test_large_sets_keep_the_real_summary_packed(client, monkeypatch):
+    """Above PACK_SUMMARY_ABOVE images a batch keeps its per-real-image results in one blob
+    instead of a row each: every answer, and every stored read, is the same as with rows."""
+    from sqlalchemy import func, select
+
+    from app.db.models import MatchBatch, RealSummary
+    from app.services import batches
+
+    reals = real_images(14)
+    real_set = register(client, reals)
+    gen, _ = _generated(reals, copies=6, novel=6)
+    files = [("files", ("gen.zip", zip_bytes(gen), "application/zip"))]
+    data = {"real_set_id": str(real_set["id"]), "top_k": "2"}
+    as_rows = client.post("/match", data=data, files=files).json()
+    monkeypatch.setattr(batches, "PACK_SUMMARY_ABOVE", 10)
+    packed = client.post("/match", data=data, files=files).json()
+    with client.app.state.sessions() as session:
+        for body, is_packed in ((as_rows, False), (packed, True)):
+            batch = session.get(MatchBatch, body["batch_id"])
+            assert (batch.real_summary_packed is not None) == is_packed
+            rows = session.scalar(
+                select(func.count()).where(RealSummary.batch_id == body["batch_id"])
+            )
+            assert rows == (0 if is_packed else 14)
+    assert packed["real_summary"] == as_rows["real_summary"]
+    assert any(s["verdict"] == "used" for s in packed["real_summary"])
+    assert any(s["verdict"] == "unused" for s in packed["real_summary"])
+    for scope in ("all", "used", "none"):
+        params = {"real_summary": scope}
+        a = client.get(f"/match/{as_rows['batch_id']}", params=params).json()
+        b = client.get(f"/match/{packed['batch_id']}", params=params).json()
+        assert b["real_summary"] == a["real_summary"] and b["used_count"] == a["used_count"]
+        assert b["matches"] == a["matches"]
+    assert client.get(f"/match/{packed['batch_id']}", params={"format": "csv"}).status_code == 200

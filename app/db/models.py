@@ -113,6 +113,9 @@ class MatchBatch(Base):
     duplicates: Mapped[list] = mapped_column(JSON, default=list)
     elapsed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: For sets too large for one summary row per real image: the same per-real-image
+    #: results, compressed (app.services.batches.pack_summary); else NULL.
+    real_summary_packed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class GeneratedImage(Base):
