@@ -48,3 +48,53 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
         assert current == head
     finally:
         engine.dispose()
+
+
+def test_downgrade_from_0003_keeps_batches_and_refuses_packed_ones(client, settings) -> None:
+    """Going back to 0002 drops the packed-summary column without touching any batch's rows
+    (a SQLite table rebuild would cascade), and refuses while a batch keeps packed results."""
+    import pytest
+    from alembic import command
+    from sqlalchemy import func, select, update
+
+    from app.db.migrate import alembic_config, schema_status
+    from app.db.models import GeneratedImage, MatchBatch, RealSummary
+    from tests.helpers import real_images, register, zip_bytes
+
+    real_set = register(client, real_images(6))
+    gen = {f"g{i}.png": data for i, data in enumerate(real_images(4, offset=50).values())}
+    batch = client.post(
+        "/match",
+        data={"real_set_id": str(real_set["id"])},
+        files=[("files", ("g.zip", zip_bytes(gen), "application/zip"))],
+    ).json()
+    engine = client.app.state.engine
+    config = alembic_config(settings.migrations_dir, engine.url.render_as_string(False))
+
+    def downgrade() -> None:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0002")
+
+    def counts() -> tuple[int, int]:
+        with engine.connect() as connection:
+            return tuple(
+                connection.scalar(select(func.count()).select_from(model))
+                for model in (GeneratedImage, RealSummary)
+            )
+
+    with engine.begin() as connection:
+        connection.execute(
+            update(MatchBatch)
+            .where(MatchBatch.id == batch["batch_id"])
+            .values(real_summary_packed=b"x")
+        )
+    with pytest.raises(RuntimeError, match="delete those batches"):
+        downgrade()
+    with engine.begin() as connection:
+        connection.execute(update(MatchBatch).values(real_summary_packed=None))
+    before = counts()
+    assert before == (4, 6)
+    downgrade()
+    assert schema_status(engine, settings.migrations_dir)[0] == "0002"
+    assert counts() == before

@@ -115,7 +115,9 @@ class MatchBatch(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     #: For sets too large for one summary row per real image: the same per-real-image
     #: results, compressed (app.services.batches.pack_summary); else NULL.
-    real_summary_packed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    real_summary_packed: Mapped[bytes | None] = mapped_column(
+        LargeBinary, nullable=True, deferred=True
+    )
 
 
 class GeneratedImage(Base):

@@ -25,5 +25,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("match_batches") as batch:
-        batch.drop_column("real_summary_packed")
+    packed = op.get_bind().scalar(
+        sa.text("SELECT count(*) FROM match_batches WHERE real_summary_packed IS NOT NULL")
+    )
+    if packed:
+        raise RuntimeError(
+            f"{packed} match batch(es) keep their per-real-image results packed, which revision "
+            "0002 cannot read; delete those batches before downgrading"
+        )
+    # A plain DROP COLUMN (SQLite >= 3.35): batch mode would rebuild the table, and dropping
+    # the old copy cascades to every batch's generated images and summary rows.
+    op.drop_column("match_batches", "real_summary_packed")

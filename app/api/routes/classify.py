@@ -92,7 +92,8 @@ async def create_classification(request: Request):
     scorer = None
     if method != "phash":
         # The reference auditor stops verifying an image once it is conclusive; with a
-        # threshold, conclusive at that threshold, so its labels are those of a full check.
+        # threshold, conclusive at that threshold, so its labels there are (but for rare
+        # cases, see ReferenceScorer._verify_shortlist) those of a full check.
         options = (
             {"conclusive_score": max(1.0, threshold_override)}
             if method == "reference" and threshold_override is not None
@@ -163,7 +164,10 @@ async def create_classification(request: Request):
         )
         if threshold_override is not None:
             result.threshold = threshold_override
-            result.threshold_reason = "threshold given in the request"
+            result.threshold_reason = (
+                f"threshold {threshold_override:g} given in the request; the method's own rule: "
+                f"{result.threshold_reason}"
+            )
         rejected = real_upload.rejected_json() + (gen_upload.rejected_json() if gen_upload else [])
         try:
             with transaction(sessions_of(request)) as session:
