@@ -141,7 +141,7 @@ def test_failed_registration_leaves_nothing(client, settings, monkeypatch):
     def explode(*_args, **_kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(real_sets_service, "_recalibrate", explode)
+    monkeypatch.setattr(real_sets_service, "recalibrate", explode)
     from fastapi.testclient import TestClient
 
     raw = TestClient(client.app, raise_server_exceptions=False)

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.db.bulk import insert_rows
 from app.db.models import RealImage, RealSet, utcnow
 from app.search.hamming import pack_words
 from app.services import real_sets
-from app.services.calibration import calibrate
 from app.services.ingest import MAX_FILENAME_CHARS
 
 #: Bytes read from the spooled file at a time.
@@ -32,8 +32,7 @@ READ_CHUNK = 1 << 20
 MAX_LINE_BYTES = 4 * MAX_FILENAME_CHARS + 256
 #: Line errors reported by name; the rest are only counted.
 MAX_REPORTED_ERRORS = 20
-#: Rows per multi-row INSERT (SQLite) and bytes per COPY write (PostgreSQL).
-_INSERT_CHUNK = 5000
+#: Bytes per COPY write (PostgreSQL).
 _COPY_CHUNK = 1 << 20
 #: Names that look at most like this are checked against the database in one query.
 _IN_CHUNK = 500
@@ -266,12 +265,10 @@ def create_hash_set(
     session.add(real_set)
     session.flush()
     _insert_hashes(session, real_set.id, 0, parsed)
-    # As real_sets._recalibrate does, but from the parsed bytes: reading a million hashes
-    # back from the database would cost as much as calibrating them (3 s).
+    # From the parsed bytes: reading a million hashes back from the database would cost as
+    # much as calibrating them (3 s).
     words = pack_words(np.frombuffer(parsed.hashes, np.uint8).reshape(-1, parsed.nbytes))
-    result = calibrate(words, calibration.quantile, calibration.min_images)
-    real_set.calibrated_threshold = result.threshold if result else None
-    real_set.calibration = result.as_json() if result else None
+    real_sets.recalibrate(session, real_set, calibration, words)
     session.flush()
     return real_set
 
@@ -330,7 +327,9 @@ def _names_already_in_set(session: Session, real_set_id: int, parsed: ParsedHash
 
 
 def _insert_hashes(session: Session, real_set_id: int, start: int, parsed: ParsedHashes) -> None:
-    """Rows with filename and phash only (sha256, size, thumbnail stay NULL)."""
+    """Rows with filename and phash only (sha256, size, thumbnail stay NULL). On PostgreSQL
+    the COPY text is built here from the parsed bytes in large buffers instead of a Python
+    tuple per row (bulk.insert_rows, which the other databases take)."""
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
         cursor = session.connection().connection.driver_connection.cursor()
@@ -353,22 +352,15 @@ def _insert_hashes(session: Session, real_set_id: int, start: int, parsed: Parse
             if buffer:
                 copy.write(buffer)
         return
-    rows: list[dict] = []
-    for i, (name, hex_) in enumerate(parsed.rows()):
-        rows.append(
-            {
-                "real_set_id": real_set_id,
-                "position": start + i,
-                "filename": name.decode("utf-8"),
-                "phash": hex_,
-                "created_at": now,
-            }
-        )
-        if len(rows) == _INSERT_CHUNK:
-            session.execute(insert(RealImage), rows)
-            rows = []
-    if rows:
-        session.execute(insert(RealImage), rows)
+    insert_rows(
+        session,
+        RealImage,
+        ("real_set_id", "position", "filename", "phash", "created_at"),
+        (
+            (real_set_id, start + i, name.decode("utf-8"), hex_, now)
+            for i, (name, hex_) in enumerate(parsed.rows())
+        ),
+    )
 
 
 def hash_only_count(session: Session, real_set_id: int) -> int:

@@ -165,15 +165,22 @@ def _insert_images(session: Session, real_set_id: int, start: int, images: list[
     insert_rows(session, RealImage, columns, rows)
 
 
-def _recalibrate(session: Session, real_set: RealSet, config: CalibrationConfig) -> None:
-    hexes = session.scalars(
-        select(RealImage.phash)
-        .where(RealImage.real_set_id == real_set.id)
-        .order_by(RealImage.position)
-    ).all()
-    result = calibrate(
-        words_from_hex(hexes, real_set.hash_size), config.quantile, config.min_images
-    )
+def recalibrate(
+    session: Session,
+    real_set: RealSet,
+    config: CalibrationConfig,
+    words: np.ndarray | None = None,
+) -> None:
+    """Calibrate the set's threshold on its hashes: ``words`` when the caller has all of them
+    packed already (a new set), else read back from the database."""
+    if words is None:
+        hexes = session.scalars(
+            select(RealImage.phash)
+            .where(RealImage.real_set_id == real_set.id)
+            .order_by(RealImage.position)
+        ).all()
+        words = words_from_hex(hexes, real_set.hash_size)
+    result = calibrate(words, config.quantile, config.min_images)
     real_set.calibrated_threshold = result.threshold if result else None
     real_set.calibration = result.as_json() if result else None
 
@@ -189,7 +196,9 @@ def create_real_set(
     session.add(real_set)
     session.flush()
     _insert_images(session, real_set.id, 0, images)
-    _recalibrate(session, real_set, calibration)
+    recalibrate(
+        session, real_set, calibration, words_from_hex([i.phash for i in images], hash_size)
+    )
     session.flush()
     return real_set
 
@@ -237,7 +246,7 @@ def append_rows(
         )
     )
     session.refresh(real_set)
-    _recalibrate(session, real_set, calibration)
+    recalibrate(session, real_set, calibration)
     session.flush()
     return real_set
 
