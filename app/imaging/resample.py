@@ -77,7 +77,7 @@ def _float32_dot_bound(matrix: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def axis_plan(in_size: int, out_size: int, block: int = _BLOCK) -> AxisPlan:
+def axis_plan(in_size: int, out_size: int) -> AxisPlan:
     """Coefficients exactly as Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc``."""
     scale = float(in_size) / out_size
     filterscale = max(scale, 1.0)
@@ -103,8 +103,8 @@ def axis_plan(in_size: int, out_size: int, block: int = _BLOCK) -> AxisPlan:
             matrix[xx, xmin + x] = fixed
         spans.append((xmin, xmin + max(xmax, 0)))
     blocks = []
-    for lo in range(0, out_size, block):
-        hi = min(lo + block, out_size)
+    for lo in range(0, out_size, _BLOCK):
+        hi = min(lo + _BLOCK, out_size)
         in_lo = min(s[0] for s in spans[lo:hi])
         in_hi = max(s[1] for s in spans[lo:hi])
         blocks.append((lo, hi, in_lo, max(in_hi, in_lo + 1)))
@@ -145,6 +145,11 @@ def _round_certified(acc: np.ndarray, plan: AxisPlan, exact_sum) -> np.ndarray:
     return rounded
 
 
+def _exact_sums(x: np.ndarray, plan: AxisPlan, rows: np.ndarray, outs: np.ndarray) -> np.ndarray:
+    """Integer sums (float64, exact) of input rows ``rows`` with coefficient rows ``outs``."""
+    return np.einsum("ij,ij->i", x[rows].astype(np.float64), plan.matrix[outs])
+
+
 def _pass_rows(x: np.ndarray, plan: AxisPlan) -> np.ndarray:
     """Resample the last axis of (rows, in) float32 pixels -> (rows, out) float32 pixels."""
     rows = x.shape[0]
@@ -154,8 +159,7 @@ def _pass_rows(x: np.ndarray, plan: AxisPlan) -> np.ndarray:
         np.matmul(x[:, in_lo:in_hi], plan.scaled_t[in_lo:in_hi, lo:hi], out=acc[:, lo:hi])
 
     def exact_sum(flat: np.ndarray) -> np.ndarray:
-        r_idx, c_idx = np.divmod(flat, out_size)
-        return np.einsum("ij,ij->i", x[r_idx].astype(np.float64), plan.matrix[c_idx])
+        return _exact_sums(x, plan, *np.divmod(flat, out_size))
 
     return _round_certified(acc, plan, exact_sum)
 
@@ -172,7 +176,7 @@ def _pass_rows_transposed(x: np.ndarray, plan: AxisPlan) -> np.ndarray:
 
     def exact_sum(flat: np.ndarray) -> np.ndarray:
         c_idx, r_idx = np.divmod(flat, rows)
-        return np.einsum("ij,ij->i", x[r_idx].astype(np.float64), plan.matrix[c_idx])
+        return _exact_sums(x, plan, r_idx, c_idx)
 
     return _round_certified(acc, plan, exact_sum)
 
@@ -185,8 +189,6 @@ def _resize_numpy(batch: np.ndarray, width: int, height: int, order: str) -> np.
     needs, so no transposing copy is made between them.
     """
     n, h, w = batch.shape
-    if width == w and height == h:
-        return batch.astype(np.float32)
     if order == "v":  # Pillow's vertical pass first: work on the transposed images
         src = np.ascontiguousarray(batch.transpose(0, 2, 1))
         first, second = axis_plan(h, height), axis_plan(w, width)

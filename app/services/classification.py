@@ -25,6 +25,7 @@ from app.imaging.features import (
 )
 from app.scoring.base import ScoreResult
 from app.scoring.images import ImageSource
+from app.services.ingest import HashedImage
 from app.storage import FeatureStore, ImageStore
 
 log = logging.getLogger("memaudit.classify")
@@ -47,6 +48,11 @@ class ImageRef:
     filename: str
     sha256: str | None
     thumbnail: bytes | None = None
+
+    @classmethod
+    def of(cls, image: HashedImage) -> ImageRef:
+        """An image just uploaded (hashed, stored, not yet in the database)."""
+        return cls(image.filename, image.sha256, image.thumbnail)
 
 
 #: SIFT keypoints as app.imaging.features computes them; bump when its parameters change.
@@ -91,10 +97,14 @@ class StoredImages(ImageSource):
 
     def thumbnails(self) -> np.ndarray:
         side = THUMBNAIL_SIDE * THUMBNAIL_SIDE
+        stored = [r.thumbnail for r in self._refs]
+        if all(t is not None and len(t) == side for t in stored):
+            pixels = np.frombuffer(b"".join(stored), np.uint8).reshape(len(stored), side)
+            return normalise_thumbnails(pixels)
         pixels = np.empty((len(self._refs), side), np.uint8)
-        for i, ref in enumerate(self._refs):
-            if ref.thumbnail is not None and len(ref.thumbnail) == side:
-                pixels[i] = np.frombuffer(ref.thumbnail, np.uint8)
+        for i, thumb in enumerate(stored):
+            if thumb is not None and len(thumb) == side:
+                pixels[i] = np.frombuffer(thumb, np.uint8)
             else:  # stored before thumbnails were kept
                 pixels[i] = thumbnail_pixels(self[i]).ravel()
         return normalise_thumbnails(pixels)

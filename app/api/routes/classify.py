@@ -122,9 +122,7 @@ async def create_classification(request: Request):
                     )
                 real = service.real_set_images(session, real_set_id)
             else:
-                real = [
-                    service.ImageRef(i.filename, i.sha256, i.thumbnail) for i in real_upload.images
-                ]
+                real = [service.ImageRef.of(i) for i in real_upload.images]
             generated: list[service.ImageRef] = []
             if batch_id is not None:
                 found = service.batch_images(session, batch_id)
@@ -132,9 +130,7 @@ async def create_classification(request: Request):
                     raise HTTPException(404, detail=f"match batch {batch_id} does not exist")
                 generated = found
             elif gen_upload is not None:
-                generated = [
-                    service.ImageRef(i.filename, i.sha256, i.thumbnail) for i in gen_upload.images
-                ]
+                generated = [service.ImageRef.of(i) for i in gen_upload.images]
         if not real:
             raise HTTPException(
                 422,
