@@ -23,15 +23,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_match_upload import memaudit_server, peak_rss_mb  # noqa: E402
-
-from tests.pgcluster import pg_bindir, pg_cluster  # noqa: E402
+from bench_match_upload import bench_database, memaudit_server, peak_rss_mb  # noqa: E402
 
 TARGET = 20_000
 
@@ -57,9 +54,6 @@ def main() -> None:
     parser.add_argument("--generated", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    bindir = pg_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
     gens = sorted((args.folder / "generated").glob("*.png"))[: args.generated]
     if not gens:
         raise SystemExit(f"no {args.folder}/generated/*.png: run bench/make_generated.py")
@@ -71,10 +65,8 @@ def main() -> None:
 
     register_s: list[float] = []
     match_s: list[float] = []
-    with pg_cluster(bindir, fsync=True) as address:
-        with psycopg.connect(f"postgresql://memaudit@{address}/postgres", autocommit=True) as c:
-            c.execute("CREATE DATABASE bench")
-        env = {"DATABASE_URL": f"postgresql+psycopg://memaudit@{address}/bench"}
+    with bench_database() as database_url:
+        env = {"DATABASE_URL": database_url}
         with memaudit_server(env) as (server, base), httpx.Client(timeout=3600) as client:
             for i in range(args.repeats):
                 with hashes_csv.open("rb") as fh:  # streamed by httpx, not read into memory

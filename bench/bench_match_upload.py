@@ -70,6 +70,23 @@ def memaudit_server(env: dict[str, str] | None = None):
         server.wait()
 
 
+@contextlib.contextmanager
+def bench_database():
+    """A throwaway PostgreSQL cluster (fsync on, as in production) with an empty database
+    `bench`; yields its SQLAlchemy URL. Exits with a hint when the server binaries are missing."""
+    import psycopg
+
+    from tests.pgcluster import pg_bindir, pg_cluster
+
+    bindir = pg_bindir()
+    if bindir is None:
+        raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
+    with pg_cluster(bindir, fsync=True) as address:
+        with psycopg.connect(f"postgresql://memaudit@{address}/postgres", autocommit=True) as c:
+            c.execute("CREATE DATABASE bench")
+        yield f"postgresql+psycopg://memaudit@{address}/bench"
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

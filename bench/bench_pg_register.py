@@ -16,17 +16,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_match_upload import bench_database  # noqa: E402
 
 from app.db.migrate import upgrade_to_head  # noqa: E402
 from app.db.session import make_engine, make_session_factory, transaction  # noqa: E402
 from app.services import real_sets  # noqa: E402
 from app.services.ingest import HashedImage  # noqa: E402
 from app.services.source_matching import match_sources  # noqa: E402
-from tests.pgcluster import pg_bindir, pg_cluster  # noqa: E402
 
 
 def main() -> None:
@@ -34,18 +35,13 @@ def main() -> None:
     parser.add_argument("--hashes", type=int, default=1_000_000)
     parser.add_argument("--generated", type=int, default=10_000)
     args = parser.parse_args()
-    bindir = pg_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
     rng = np.random.default_rng(0)
     hexes = [row.tobytes().hex() for row in rng.integers(0, 256, (args.hashes, 32), np.uint8)]
     images = [
         HashedImage(f"real_{i:07d}.png", f"{i:064x}", h, 256, 256) for i, h in enumerate(hexes)
     ]
-    with pg_cluster(bindir, fsync=True) as address:
-        with psycopg.connect(f"postgresql://memaudit@{address}/postgres", autocommit=True) as c:
-            c.execute("CREATE DATABASE bench")
-        engine = make_engine(f"postgresql+psycopg://memaudit@{address}/bench")
+    with bench_database() as database_url:
+        engine = make_engine(database_url)
         upgrade_to_head(engine, ROOT / "migrations")
         sessions = make_session_factory(engine)
         config = real_sets.CalibrationConfig(quantile=0.05, min_images=10)

@@ -32,16 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_match_upload import memaudit_server  # noqa: E402
+from bench_match_upload import bench_database, memaudit_server  # noqa: E402
 
 from tests.helpers import raw_multipart  # noqa: E402
-from tests.pgcluster import pg_bindir, pg_cluster  # noqa: E402
 
 
 def match_body(set_id: int, images: list[Path]) -> tuple[bytes, dict[str, str]]:
@@ -78,20 +76,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
-    bindir = pg_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
     reals = sorted((args.folder / "real").glob("*.png"))
     gens = sorted((args.folder / "generated").glob("*.png"))
     needed = args.requests * args.per_request
     if not reals or len(gens) < needed:
         raise SystemExit(f"need DIR/real and {needed} DIR/generated PNGs (make_generated.py)")
     shared_data = tempfile.mkdtemp(prefix="memaudit-replicas-")
-    with pg_cluster(bindir, fsync=True) as address:
-        with psycopg.connect(f"postgresql://memaudit@{address}/postgres", autocommit=True) as c:
-            c.execute("CREATE DATABASE bench")
+    with bench_database() as database_url:
         common = {
-            "DATABASE_URL": f"postgresql+psycopg://memaudit@{address}/bench",
+            "DATABASE_URL": database_url,
             "MEMAUDIT_DATA_DIR": shared_data,  # one image store, one spool dir, for all
         }
         configs = {1: [args.cores], 2: [max(1, args.cores // 2)] * 2}  # workers per replica
