@@ -13,12 +13,7 @@ from tqdm import tqdm
 from app.config import Settings
 from app.imaging.archive import looks_like_zip
 from app.imaging.phash import SUPPORTED_HASH_SIZES
-from app.services.calibration import (
-    calibrate,
-    describe_calibration,
-    describe_paper_default,
-    paper_threshold,
-)
+from app.search.calibration import calibrate, resolve_threshold
 from app.services.hash_pool import HashPool
 from app.services.ingest import ImageIngest, IngestLimits, IngestResult
 from app.services.source_matching import match_sources, paper_lines, words_from_hex
@@ -85,29 +80,25 @@ def cmd_match(args: argparse.Namespace) -> int:
         return 2
     names = [i.filename for i in real.images]
     words = words_from_hex([i.phash for i in real.images], args.hash_size)
-    if args.threshold is not None:
-        threshold, source, reason = args.threshold, "request", "threshold given on the command line"
-    else:
-        cal = calibrate(
-            words, args.calibration_quantile, args.min_calibration_images, args.hash_size
-        )
-        if cal is not None:
-            threshold, source, reason = (
-                cal.threshold,
-                "calibrated",
-                describe_calibration(cal.as_json()),
-            )
-        else:
-            threshold, source = paper_threshold(args.hash_size), "paper_default"
-            reason = describe_paper_default(args.hash_size, len(names), args.min_calibration_images)
-    outcome = match_sources(names, words, generated.images, args.hash_size, threshold, args.top_k)
+    cal = calibrate(words, args.calibration_quantile, args.min_calibration_images, args.hash_size)
+    threshold = resolve_threshold(
+        args.hash_size,
+        len(names),
+        args.min_calibration_images,
+        cal.as_json() if cal else None,
+        requested=args.threshold,
+        requested_reason="threshold given on the command line",
+    )
+    outcome = match_sources(
+        names, words, generated.images, args.hash_size, threshold.value, args.top_k
+    )
     if args.json:
         json.dump(
             {
                 "hash_size": args.hash_size,
-                "threshold": threshold,
-                "threshold_source": source,
-                "threshold_reason": reason,
+                "threshold": threshold.value,
+                "threshold_source": threshold.source,
+                "threshold_reason": threshold.reason,
                 "matches": outcome.matches,
                 "real_summary": outcome.summary_rows(),
                 "duplicates": generated.duplicates_json(),
@@ -118,7 +109,10 @@ def cmd_match(args: argparse.Namespace) -> int:
         )
         print()
     else:
-        print(f"# threshold {threshold} ({source}): {reason}", file=sys.stderr)
+        print(
+            f"# threshold {threshold.value} ({threshold.source}): {threshold.reason}",
+            file=sys.stderr,
+        )
         for line in paper_lines(outcome.matches):
             print(line)
     return 0

@@ -7,8 +7,8 @@ import numpy as np
 
 from app.imaging.phash import bits_to_bytes, phash_batch
 from app.scoring.base import ModelInfo, ScoreResult
+from app.search.calibration import Threshold, calibrate, resolve_threshold
 from app.search.hamming import nearest, pack_words
-from app.services.calibration import calibrate, paper_threshold
 
 
 class PHashRuleScorer:
@@ -18,16 +18,15 @@ class PHashRuleScorer:
     def __init__(
         self,
         hash_size: int = 16,
-        threshold: int | None = None,
+        threshold: Threshold | None = None,
         quantile: float = 0.05,
         min_images: int = 10,
-        threshold_origin: str = "threshold given in the request",
     ) -> None:
+        """``threshold``: the one a /match applied (else calibrated on the real images)."""
         self.hash_size = hash_size
         self.threshold = threshold
         self.quantile = quantile
         self.min_images = min_images
-        self.threshold_origin = threshold_origin
 
     def score(
         self, real: list[np.ndarray], generated: list[np.ndarray] | None, progress=None
@@ -37,14 +36,13 @@ class PHashRuleScorer:
         bits = self.hash_size * self.hash_size
         real_w = pack_words(bits_to_bytes(phash_batch(real, self.hash_size)))
         gen_w = pack_words(bits_to_bytes(phash_batch(generated, self.hash_size)))
-        if self.threshold is not None:
-            threshold, why = self.threshold, self.threshold_origin
-        else:
+        rule = self.threshold
+        if rule is None:
             cal = calibrate(real_w, self.quantile, self.min_images, self.hash_size)
-            if cal is not None:
-                threshold, why = cal.threshold, "calibrated on the real-vs-real distances"
-            else:
-                threshold, why = paper_threshold(self.hash_size), "the paper's threshold"
+            rule = resolve_threshold(
+                self.hash_size, len(real), self.min_images, cal.as_json() if cal else None
+            )
+        threshold = rule.value
         result = nearest(gen_w, real_w, top_k=1)
         sourced = np.zeros(len(real), bool)
         within = result.distances[:, 0] <= threshold
@@ -58,6 +56,7 @@ class PHashRuleScorer:
             scores=scores,
             threshold=bar,
             threshold_reason=f"used when a generated image maps to it within Hamming distance "
-            f"{threshold} ({why}); score = {bits} - distance to the closest generated image",
+            f"{threshold} ({rule.reason}); score = {bits} - distance to the closest generated "
+            "image",
             models=[ModelInfo(f"phash-{bits}", "1", sha256="")],
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.db.bulk import insert_rows
 from app.db.models import GeneratedImage, MatchBatch, RealSet, RealSummary
+from app.search.calibration import Threshold
 from app.services.ingest import HashedImage, IngestResult
 from app.services.source_matching import MatchOutcome
 
@@ -31,13 +31,6 @@ class BatchNotFound(LookupError):
     def __init__(self, batch_id: int) -> None:
         super().__init__(f"match batch {batch_id} does not exist")
         self.batch_id = batch_id
-
-
-@dataclass(frozen=True)
-class Threshold:
-    value: int
-    source: str  # "request" | "calibrated" | "paper_default"
-    reason: str
 
 
 def save_batch(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.db.bulk import insert_rows
 from app.db.models import RealImage, RealSet, utcnow
-from app.services.calibration import calibrate
+from app.search.calibration import calibrate
 from app.services.ingest import HashedImage
 from app.services.source_matching import words_from_hex
 
@@ -180,7 +180,7 @@ def recalibrate(
             .order_by(RealImage.position)
         ).all()
         words = words_from_hex(hexes, real_set.hash_size)
-    result = calibrate(words, config.quantile, config.min_images)
+    result = calibrate(words, config.quantile, config.min_images, real_set.hash_size)
     real_set.calibrated_threshold = result.threshold if result else None
     real_set.calibration = result.as_json() if result else None
 

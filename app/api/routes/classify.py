@@ -28,6 +28,7 @@ from app.db.models import MatchBatch
 from app.db.session import transaction
 from app.scoring.phash_rule import PHashRuleScorer
 from app.scoring.registry import METHODS, build_scorer
+from app.search.calibration import Threshold, resolve_threshold
 from app.services import classification as service
 from app.services import hash_import, real_sets
 from app.services.ingest import ImageIngest
@@ -187,21 +188,30 @@ async def create_classification(request: Request):
 
 
 def _phash_scorer(session: Session, real_set_id, batch_id, settings):
-    hash_size, threshold, origin = 16, None, ""
+    hash_size, threshold = 16, None
     if batch_id is not None:
         batch = session.get(MatchBatch, batch_id)
         if batch is not None:
-            hash_size, threshold = batch.hash_size, batch.threshold
-            origin = f"the threshold match batch {batch_id} used ({batch.threshold_source})"
+            hash_size = batch.hash_size
+            threshold = Threshold(
+                batch.threshold,
+                batch.threshold_source,
+                f"the threshold match batch {batch_id} used ({batch.threshold_source})",
+            )
     elif real_set_id is not None:
         try:
             real_set = real_sets.get_real_set(session, real_set_id)
         except real_sets.RealSetNotFound as exc:
             raise HTTPException(404, detail=str(exc)) from None
-        hash_size, threshold = real_set.hash_size, real_set.calibrated_threshold
-        origin = "calibrated on the real set's real-vs-real distances"
+        hash_size = real_set.hash_size
+        if real_set.calibration:
+            threshold = resolve_threshold(
+                hash_size,
+                real_set.image_count,
+                settings.min_calibration_images,
+                real_set.calibration,
+            )
     return PHashRuleScorer(
-        threshold_origin=origin,
         hash_size=hash_size,
         threshold=threshold,
         quantile=settings.calibration_quantile,

@@ -23,12 +23,9 @@ from app.api.responses import csv_download
 from app.api.schemas import MATCH_FORM, REAL_SUMMARY_HELP, ErrorOut, MatchBatchOut
 from app.api.uploads import ingest_limits, receive_upload
 from app.db.session import transaction
+from app.search.calibration import Threshold
+from app.search.calibration import resolve_threshold as policy
 from app.services import batches, real_sets
-from app.services.calibration import (
-    describe_calibration,
-    describe_paper_default,
-    paper_threshold,
-)
 from app.services.ingest import ImageIngest
 from app.services.reports import batch_csv, batch_text
 from app.services.source_matching import match_sources
@@ -43,17 +40,13 @@ ERRORS = {
 }
 
 
-def resolve_threshold(requested: int | None, real_set, min_images: int) -> batches.Threshold:
-    if requested is not None:
-        return batches.Threshold(requested, "request", "threshold given in the request")
-    if real_set.calibrated_threshold is not None and real_set.calibration:
-        return batches.Threshold(
-            real_set.calibrated_threshold, "calibrated", describe_calibration(real_set.calibration)
-        )
-    return batches.Threshold(
-        paper_threshold(real_set.hash_size),
-        "paper_default",
-        describe_paper_default(real_set.hash_size, real_set.image_count, min_images),
+def resolve_threshold(requested: int | None, real_set, min_images: int) -> Threshold:
+    return policy(
+        real_set.hash_size,
+        real_set.image_count,
+        min_images,
+        real_set.calibration if real_set.calibrated_threshold is not None else None,
+        requested,
     )
 
 

@@ -1,4 +1,5 @@
-"""Default "no source" threshold for a real set, learned from its own real-vs-real distances.
+"""The one threshold policy of pHash source matching: the request's value, else the set's
+calibrated value (learned from its own real-vs-real distances), else the paper's.
 
 Two different real images of a set (neighbouring slices of one patient, say) are the closest
 that unrelated-by-copying images get. Taking a low quantile q of each real image's distance to
@@ -9,6 +10,7 @@ when it is closer to a real image than all but q of the real images are to each 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -47,7 +49,7 @@ class Calibration:
 
 
 def calibrate(
-    words: np.ndarray, quantile: float, min_images: int, hash_size: int | None = None
+    words: np.ndarray, quantile: float, min_images: int, hash_size: int
 ) -> Calibration | None:
     """Largest threshold at which at most ``quantile`` of real images match another real one,
     never looser than the paper's threshold (small or very diverse sets would otherwise get
@@ -71,8 +73,7 @@ def calibrate(
     percentiles = {
         f"p{p}": int(np.percentile(nn_sorted, p, method="lower")) for p in (0, 5, 25, 50, 75, 95)
     }
-    if hash_size is not None:
-        threshold = min(threshold, paper_threshold(hash_size))
+    threshold = min(threshold, paper_threshold(hash_size))
     return Calibration(
         threshold=max(threshold, 0),
         quantile=quantile,
@@ -103,4 +104,39 @@ def describe_paper_default(hash_size: int, n_images: int, min_images: int) -> st
         f"the set has {n_images} {images}, fewer than the {min_images} needed to calibrate; "
         f"using the seed paper's threshold of {PAPER_THRESHOLD_256_BITS} for 256-bit hashes"
         f"{scaled}"
+    )
+
+
+ThresholdSource = Literal["request", "calibrated", "paper_default"]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The Hamming distance at or under which a generated image is called a copy, and why."""
+
+    value: int
+    source: ThresholdSource
+    reason: str
+
+
+def resolve_threshold(
+    hash_size: int,
+    n_images: int,
+    min_images: int,
+    calibration: dict | None,
+    requested: int | None = None,
+    requested_reason: str = "threshold given in the request",
+) -> Threshold:
+    """The threshold /match, the CLI and the pHash scorer apply: ``requested`` when given,
+    else the set's ``calibration`` (:meth:`Calibration.as_json`), else the paper's."""
+    if requested is not None:
+        return Threshold(requested, "request", requested_reason)
+    if calibration:
+        return Threshold(
+            int(calibration["threshold"]), "calibrated", describe_calibration(calibration)
+        )
+    return Threshold(
+        paper_threshold(hash_size),
+        "paper_default",
+        describe_paper_default(hash_size, n_images, min_images),
     )
