@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api.errors import register_error_handlers
 from app.api.routes import classify, health, match, models, real_sets
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelRegistry
 from app.services.hash_pool import HashPool
-from app.services.real_sets import SetHashCache
+from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
 
 log = logging.getLogger("memaudit")
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    register_error_handlers(app)
     app.include_router(health.router)
     app.include_router(real_sets.router)
     app.include_router(match.router)

@@ -27,6 +27,7 @@ from app.db.migrate import upgrade_to_head  # noqa: E402
 from app.db.session import make_engine, make_session_factory, transaction  # noqa: E402
 from app.services import real_sets  # noqa: E402
 from app.services.ingest import HashedImage  # noqa: E402
+from app.services.set_hash_cache import SetHashCache  # noqa: E402
 from app.services.source_matching import match_sources  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main() -> None:
         start = time.perf_counter()
         with sessions() as session:
             real_set = real_sets.get_real_set(session, real_set.id)
-            cache = real_sets.SetHashCache()
+            cache = SetHashCache()
             hashes = cache.get(session, real_set)
         load_s = time.perf_counter() - start
         gen = [

@@ -199,7 +199,8 @@ def test_set_hash_cache_streams_sets_in_and_is_bounded_by_hashes(client):
     from sqlalchemy import select
 
     from app.db.models import RealImage
-    from app.services.real_sets import SetHashCache, get_real_set
+    from app.services.real_sets import get_real_set
+    from app.services.set_hash_cache import SetHashCache
     from app.services.source_matching import words_from_hex
 
     ids = [

@@ -1,43 +1,79 @@
-"""FastAPI dependencies: settings, database sessions, the per-process hash cache."""
+"""FastAPI dependencies: the one place that reads ``request.app.state``.
+
+Routes take these as ``Annotated`` aliases (``SettingsDep``, ``SessionDep`` …), so tests can
+replace any of them with ``app.dependency_overrides``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.scoring.artifacts import ModelRegistry
 from app.services.hash_pool import HashPool
-from app.services.real_sets import SetHashCache
+from app.services.intake import ImageIntake, ingest_limits
+from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
 
 
-def settings_of(request: Request) -> Settings:
+def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def sessions_of(request: Request) -> sessionmaker[Session]:
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_sessions(request: Request) -> sessionmaker[Session]:
     return request.app.state.sessions
 
 
-def hash_cache_of(request: Request) -> SetHashCache:
+def get_hash_cache(request: Request) -> SetHashCache:
     return request.app.state.hash_cache
 
 
-def image_store_of(request: Request) -> ImageStore:
+def get_image_store(request: Request) -> ImageStore:
     return request.app.state.image_store
 
 
-def feature_store_of(request: Request) -> FeatureStore:
+def get_feature_store(request: Request) -> FeatureStore:
     return request.app.state.feature_store
 
 
-def hash_pool_of(request: Request) -> HashPool | None:
+def get_hash_pool(request: Request) -> HashPool | None:
     return request.app.state.hash_pool
 
 
-def db_session(request: Request) -> Iterator[Session]:
-    """A read-mostly session for one request (writes use explicit transactions)."""
-    with sessions_of(request)() as session:
+def get_models(request: Request) -> ModelRegistry:
+    return request.app.state.models
+
+
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
+
+
+def get_session(sessions: SessionsDep) -> Iterator[Session]:
+    """A read-mostly session for one request (writes run in the services' transactions)."""
+    with sessions() as session:
         yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SessionDep = Annotated[Session, Depends(get_session)]
+HashCacheDep = Annotated[SetHashCache, Depends(get_hash_cache)]
+ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
+FeatureStoreDep = Annotated[FeatureStore, Depends(get_feature_store)]
+HashPoolDep = Annotated[HashPool | None, Depends(get_hash_pool)]
+ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
+
+
+def get_intake(settings: SettingsDep, store: ImageStoreDep, pool: HashPoolDep) -> ImageIntake:
+    return ImageIntake(ingest_limits(settings), store, pool)
+
+
+IntakeDep = Annotated[ImageIntake, Depends(get_intake)]

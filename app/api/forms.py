@@ -1,4 +1,5 @@
-"""Validation of text form fields with 422 answers that name the field and the rule."""
+"""Text form fields to the services' validated input, with 422 answers that name the field and
+the rule: one parser per multipart endpoint, used however the fields arrived."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ import math
 
 from fastapi import HTTPException
 
+from app.config import Settings
+from app.imaging.phash import SUPPORTED_HASH_SIZES
+from app.scoring.methods import method_names
+from app.services.batches import SUMMARY_SCOPES
+from app.services.classification import ClassifyRequest
+from app.services.matching import MatchRequest
+
 #: Largest id or count accepted anywhere (PostgreSQL INTEGER); beyond it nothing can exist.
 MAX_INT = 2**31 - 1
+#: Bits of the largest supported hash: no Hamming distance is larger.
+MAX_HASH_BITS = max(SUPPORTED_HASH_SIZES) ** 2
 
 
 def int_field(
@@ -78,3 +88,51 @@ def reject_unknown_fields(
             422,
             detail=f"unknown form field(s) {', '.join(sorted(unknown))}; expected {expected}",
         )
+
+
+#: Fields that must arrive before image parts can be hashed (later parts wait on disk).
+NEW_SET_NEEDS = frozenset({"name", "hash_size"})
+MATCH_NEEDS = frozenset({"real_set_id"})
+
+
+def new_set_form(fields: dict[str, str]) -> tuple[str, int]:
+    """POST /real-sets: the set's name and hash size."""
+    reject_unknown_fields(fields, {"name", "hash_size"}, ("files", "hashes"))
+    hash_size = int_field(fields, "hash_size", default=16, choices=SUPPORTED_HASH_SIZES)
+    assert hash_size is not None
+    return name_field(fields), hash_size
+
+
+def match_form(fields: dict[str, str], settings: Settings) -> MatchRequest:
+    """POST /match (whatever fields have arrived; absent optional ones take defaults)."""
+    reject_unknown_fields(fields, {"real_set_id", "threshold", "top_k", "real_summary"})
+    scope = fields.get("real_summary") or "all"
+    if scope not in SUMMARY_SCOPES:
+        raise HTTPException(
+            422, detail=f"real_summary must be all, used or none, got {scope[:50]!r}"
+        )
+    top_k = int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
+    assert top_k is not None
+    return MatchRequest(
+        real_set_id=required_int(fields, "real_set_id"),
+        # A distance is at most the set's bits (checked against the set by the service).
+        threshold=int_field(fields, "threshold", minimum=0, maximum=MAX_HASH_BITS),
+        top_k=top_k,
+        real_summary=scope,  # type: ignore[arg-type]
+    )
+
+
+def classify_form(fields: dict[str, str]) -> ClassifyRequest:
+    """POST /classify."""
+    method = fields.get("method") or "reference"
+    if method not in method_names():
+        raise HTTPException(422, detail=f"method must be one of {', '.join(method_names())}")
+    reject_unknown_fields(
+        fields, {"method", "real_set_id", "batch_id", "threshold"}, ("files", "generated_files")
+    )
+    return ClassifyRequest(
+        method=method,
+        real_set_id=int_field(fields, "real_set_id", minimum=1),
+        batch_id=int_field(fields, "batch_id", minimum=1),
+        threshold=float_field(fields, "threshold"),
+    )

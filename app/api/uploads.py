@@ -1,7 +1,9 @@
-"""Feeding a streamed multipart upload into an ImageIngest while the body is still arriving.
+"""Reading a streamed multipart upload, step by step as the route asks.
 
-The ingest (which needs the hash size) can only start once the fields that decide it have
-arrived; file parts that come earlier wait in temporary files, never in memory.
+A route first reads the text fields that decide how images are hashed (``read_fields``),
+asks its service for the ingest those fields call for, then streams every file part into
+it (``read_files``) while the body is still arriving. File parts that come before the fields
+they need wait in one temporary file, never in memory; text fields may come anywhere.
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path, PurePosixPath
 from typing import IO
 from urllib.parse import parse_qs
 
@@ -21,42 +22,15 @@ from starlette.concurrency import run_in_threadpool
 from app.api.multipart import FormField, FormFile, MultipartStream
 from app.config import Settings
 from app.imaging.archive import looks_like_zip
+from app.services.errors import Unavailable
 from app.services.hash_pool import HashingFailed
-from app.services.ingest import ImageIngest, IngestLimits, IngestResult
-
-#: Called with the fields seen so far and whether the body has ended; returns the ingest to
-#: use, or None to keep waiting (only allowed while not final). May raise HTTPException.
-IngestFactory = Callable[[dict[str, str], bool], ImageIngest | None]
+from app.services.ingest import ImageIngest, IngestResult
 
 FILES_FIELD = "files"
 FORM_BODY_LIMIT = 64 * 1024
 
 
-@dataclass
-class SpooledParts:
-    """File fields that are not images (e.g. 'hashes'): each part is taken whole to a
-    temporary file (``limits``: field name -> most bytes) and handed to the caller in
-    ``parts`` instead of being decoded. The caller closes them."""
-
-    limits: dict[str, int]
-    parts: dict[str, FormFile] = field(default_factory=dict)
-
-    def close(self) -> None:
-        for part in self.parts.values():
-            part.close()
-        self.parts.clear()
-
-
-def ingest_limits(settings: Settings) -> IngestLimits:
-    return IngestLimits(
-        max_file_bytes=settings.max_file_bytes,
-        max_files=settings.max_files_per_request,
-        max_pixels=settings.max_image_pixels,
-        batch_size=settings.hash_batch_size,
-    )
-
-
-def spool_dir(settings: Settings):
+def spool_dir(settings: Settings) -> Path:
     """Temporary files of uploads live under the data directory (sized for them)."""
     path = settings.data_dir / "tmp"
     path.mkdir(parents=True, exist_ok=True)
@@ -68,121 +42,197 @@ def _clean_filename(raw: str) -> str:
     return PurePosixPath(raw.replace("\\", "/")).name.strip()
 
 
-async def receive_upload(
-    request: Request,
-    settings: Settings,
-    make_ingest: IngestFactory,
-    *,
-    other_file_fields: dict[str, IngestFactory] | None = None,
-    require_files: bool = True,
-    spooled: SpooledParts | None = None,
-) -> tuple[dict[str, str], IngestResult, dict[str, IngestResult]]:
-    """Stream the body into one ingest per file field ('files', plus ``other_file_fields``).
+class UploadReader:
+    """One multipart request body, read in order.
 
-    Returns the text fields, the 'files' result, and the results of the other file fields
-    that received at least one part. Where files are optional, a plain
-    application/x-www-form-urlencoded body (fields only) is accepted too. File fields named
-    in ``spooled`` are kept whole on disk in ``spooled.parts``; with one of them present,
-    'files' is not required.
+    ``file_fields`` are image fields (each fed to its own ingest); ``spooled`` names file
+    fields taken whole to a temporary file instead (e.g. a ``hashes`` list; name -> most
+    bytes), found in :attr:`spooled_parts` after :meth:`read_files`; ``hint`` ends the
+    answer to a file field the endpoint does not take. Where files are optional
+    (``fields_only_allowed``) a plain application/x-www-form-urlencoded body is read too.
+    Use as an async context manager: temporary files are removed on exit.
     """
-    if not require_files and request.headers.get("content-type", "").startswith(
-        "application/x-www-form-urlencoded"
-    ):
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > FORM_BODY_LIMIT:
-            raise HTTPException(413, detail="form body larger than 64 KiB")
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > FORM_BODY_LIMIT:
-                raise HTTPException(413, detail="form body larger than 64 KiB")
-        parsed = parse_qs(bytes(body).decode("utf-8", errors="replace"), keep_blank_values=True)
-        if len(parsed) > settings.max_fields_per_request:
-            raise HTTPException(413, detail=f"more than {settings.max_fields_per_request} fields")
-        for name, values in parsed.items():
-            if len(values) > 1:
-                raise HTTPException(422, detail=f"form field {name!r} given twice")
-        return {k: v[0].strip() for k, v in parsed.items()}, IngestResult(), {}
-    stream = MultipartStream(
-        request,
-        max_file_bytes=settings.max_file_bytes,
-        max_zip_bytes=settings.max_zip_bytes,
-        max_fields=settings.max_fields_per_request,
-        spool_dir=str(spool_dir(settings)),
-        spool_fields=spooled.limits if spooled is not None else None,
-    )
-    factories = {FILES_FIELD: make_ingest, **(other_file_fields or {})}
-    raw_fields = spooled.limits if spooled is not None else {}
-    fields: dict[str, str] = {}
-    ingests: dict[str, ImageIngest] = {}
-    waiting = {name: ParkedFiles(str(spool_dir(settings))) for name in factories}
-    received: dict[str, int] = dict.fromkeys(factories, 0)
 
-    async def start(name: str, final: bool) -> None:
-        if name in ingests:
-            return
-        ingest = await run_in_threadpool(factories[name], dict(fields), final)
-        if ingest is None:
-            return
-        ingests[name] = ingest
-        for early in waiting[name].replay():
-            await _feed(ingest, early, settings)
+    def __init__(
+        self,
+        request: Request,
+        settings: Settings,
+        *,
+        file_fields: tuple[str, ...] = (FILES_FIELD,),
+        spooled: dict[str, int] | None = None,
+        hint: str = "",
+        fields_only_allowed: bool = False,
+    ) -> None:
+        self._settings = settings
+        self._hint = hint
+        self._file_fields = file_fields
+        self._spooled_limits = spooled or {}
+        self._parts: AsyncIterator[FormField | FormFile]
+        if fields_only_allowed and is_urlencoded(request):
+            self._parts = _urlencoded_parts(request, settings)
+        else:
+            self._parts = MultipartStream(
+                request,
+                max_file_bytes=settings.max_file_bytes,
+                max_zip_bytes=settings.max_zip_bytes,
+                max_fields=settings.max_fields_per_request,
+                spool_dir=str(spool_dir(settings)),
+                spool_fields=self._spooled_limits or None,
+            ).parts()
+        self._parked = ParkedFiles(str(spool_dir(settings)))
+        self.fields: dict[str, str] = {}
+        self.spooled_parts: dict[str, FormFile] = {}
+        #: File parts received per image field (empty file inputs not counted).
+        self.received: dict[str, int] = dict.fromkeys(file_fields, 0)
+        self._ended = False
 
-    try:
-        async for part in stream.parts():
-            if isinstance(part, FormField):
-                if (part.name in factories or part.name in raw_fields) and not part.value:
-                    continue  # an empty file input, as Swagger UI sends it
-                if part.name in raw_fields:
-                    raise HTTPException(
-                        422,
-                        detail=f"send {part.name!r} as a file part "
-                        f"(curl -F {part.name}=@{part.name}.csv), not as a text field",
-                    )
-                if part.name in fields:
-                    raise HTTPException(422, detail=f"form field {part.name!r} given twice")
-                fields[part.name] = part.value
-                for name in factories:
-                    if received[name]:
-                        await start(name, False)
-                continue
-            if part.name in raw_fields:
-                assert spooled is not None
-                if part.name in spooled.parts:
-                    part.close()
-                    raise HTTPException(422, detail=f"file field {part.name!r} given twice")
-                spooled.parts[part.name] = part
-                continue
-            if part.name not in factories:
-                part.close()
-                expected = " or ".join(repr(n) for n in [*factories, *raw_fields])
-                raise HTTPException(
-                    422, detail=f"unexpected file field {part.name!r}; send images as {expected}"
-                )
-            received[part.name] += 1
-            await start(part.name, False)
-            if part.name in ingests:
-                await _feed(ingests[part.name], part, settings)
-            else:
-                await run_in_threadpool(waiting[part.name].park, part)
-        for name in factories:
-            if received[name]:
-                await start(name, True)
-        if require_files and received[FILES_FIELD] == 0 and not (spooled and spooled.parts):
-            also = "".join(f", or a {name!r} file" for name in raw_fields)
+    async def __aenter__(self) -> UploadReader:
+        return self
+
+    async def __aexit__(self, *_exc) -> None:
+        await self._parts.aclose()  # type: ignore[attr-defined]
+        self._parked.close()
+        for part in self.spooled_parts.values():
+            part.close()
+
+    async def read_fields(self, needed: frozenset[str] | set[str]) -> dict[str, str]:
+        """Read until every field in ``needed`` has arrived or the body has ended; image
+        parts met on the way are parked. Returns the text fields seen so far."""
+        while not self._ended and not needed <= self.fields.keys():
+            part = await self._next()
+            if isinstance(part, FormFile) and part.name in self._file_fields:
+                self.received[part.name] += 1
+                await run_in_threadpool(self._parked.park, part)
+        return dict(self.fields)
+
+    async def read_files(self, ingests: dict[str, ImageIngest]) -> dict[str, str]:
+        """Feed the parked parts, then every remaining image part, to the ingest of its
+        field (an image field without an ingest is refused); returns all text fields."""
+        for part in self._parked.replay():
+            await self._feed(self._ingest_for(ingests, part), part)
+        while not self._ended:
+            part = await self._next()
+            if isinstance(part, FormFile) and part.name in self._file_fields:
+                self.received[part.name] += 1
+                await self._feed(self._ingest_for(ingests, part), part)
+        return dict(self.fields)
+
+    def require_files(self) -> None:
+        """422 unless some image or spooled file arrived."""
+        if not self.received.get(FILES_FIELD) and not self.spooled_parts:
+            also = "".join(f", or a {name!r} file" for name in self._spooled_limits)
             raise HTTPException(
                 422, detail=f"no files: send one or more images or zip archives as 'files'{also}"
             )
-        results = {}
-        for name, ingest in ingests.items():
-            results[name] = await run_in_threadpool(ingest.finish)
+
+    async def _next(self) -> FormField | FormFile | None:
+        """The next part, with text fields and spooled parts recorded; None at the end."""
+        try:
+            part = await anext(self._parts)
+        except StopAsyncIteration:
+            self._ended = True
+            return None
+        if isinstance(part, FormField):
+            self._take_field(part)
+            return part
+        if part.name in self._spooled_limits:
+            if part.name in self.spooled_parts:
+                part.close()
+                raise HTTPException(422, detail=f"file field {part.name!r} given twice")
+            self.spooled_parts[part.name] = part
+            return part
+        if part.name not in self._file_fields:
+            part.close()
+            expected = " or ".join(repr(n) for n in [*self._file_fields, *self._spooled_limits])
+            raise HTTPException(
+                422,
+                detail=f"unexpected file field {part.name!r}; this endpoint takes {expected}"
+                + self._hint,
+            )
+        return part
+
+    def _take_field(self, part: FormField) -> None:
+        file_inputs = (*self._file_fields, *self._spooled_limits)
+        if part.name in file_inputs and not part.value:
+            return  # an empty file input, as Swagger UI sends it
+        if part.name in self._spooled_limits:
+            raise HTTPException(
+                422,
+                detail=f"send {part.name!r} as a file part "
+                f"(curl -F {part.name}=@{part.name}.csv), not as a text field",
+            )
+        if part.name in self.fields:
+            raise HTTPException(422, detail=f"form field {part.name!r} given twice")
+        self.fields[part.name] = part.value
+
+    def _ingest_for(self, ingests: dict[str, ImageIngest], part: FormFile) -> ImageIngest:
+        ingest = ingests.get(part.name)
+        if ingest is None:
+            part.close()
+            raise HTTPException(
+                422, detail=f"this endpoint takes no {part.name!r} files{self._hint}"
+            )
+        return ingest
+
+    async def _feed(self, ingest: ImageIngest, part: FormFile) -> None:
+        filename = _clean_filename(part.filename)
+        settings = self._settings
+        try:
+            if not filename:
+                if part.size == 0:
+                    return  # an empty file input
+                ingest.reject("(no filename)", "file part has no filename")
+                return
+            if part.too_large:
+                limit = (
+                    settings.max_zip_bytes if part.spool is not None else settings.max_file_bytes
+                )
+                ingest.reject(filename, f"file is larger than the limit of {limit} bytes")
+                return
+            if part.spool is not None:
+                await run_in_threadpool(ingest.add_zip, part.spool, filename)
+            elif looks_like_zip(part.data[:4], filename, part.content_type):
+                await run_in_threadpool(ingest.add_zip, io.BytesIO(part.data), filename)
+            else:
+                ingest.add(filename, part.data)
+                if ingest.needs_flush:
+                    await run_in_threadpool(ingest.flush)
+        except HashingFailed as exc:
+            raise Unavailable(f"{exc}; nothing was stored") from None
+        finally:
+            part.close()
+
+
+async def finish_ingest(ingest: ImageIngest) -> IngestResult:
+    """Wait for the last images of an upload to be hashed (off the event loop)."""
+    try:
+        return await run_in_threadpool(ingest.finish)
     except HashingFailed as exc:
-        raise HTTPException(503, detail=f"{exc}; nothing was stored") from None
-    finally:
-        for parked in waiting.values():
-            parked.close()
-    main = results.pop(FILES_FIELD, IngestResult())
-    return fields, main, results
+        raise Unavailable(f"{exc}; nothing was stored") from None
+
+
+async def _urlencoded_parts(request: Request, settings: Settings) -> AsyncIterator[FormField]:
+    """The fields of an application/x-www-form-urlencoded body (no files), capped."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > FORM_BODY_LIMIT:
+        raise HTTPException(413, detail="form body larger than 64 KiB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > FORM_BODY_LIMIT:
+            raise HTTPException(413, detail="form body larger than 64 KiB")
+    parsed = parse_qs(bytes(body).decode("utf-8", errors="replace"), keep_blank_values=True)
+    if len(parsed) > settings.max_fields_per_request:
+        raise HTTPException(413, detail=f"more than {settings.max_fields_per_request} fields")
+    for name, values in parsed.items():
+        for value in values:  # a name given twice is refused by the reader
+            yield FormField(name, value.strip())
+
+
+def is_urlencoded(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    )
 
 
 class _Window(io.RawIOBase):
@@ -226,9 +276,6 @@ class ParkedFiles:
         self._file: IO[bytes] | None = None
         self._items: list[tuple[FormFile, int, int]] = []
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def park(self, part: FormFile) -> None:
         if self._file is None:
             self._file = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115 - see close()
@@ -252,7 +299,7 @@ class ParkedFiles:
         )
         self._items.append((meta, offset, length))
 
-    def replay(self):
+    def replay(self) -> Iterator[FormFile]:
         """Yield the parked parts as FormFiles again, in arrival order."""
         for meta, offset, length in self._items:
             assert self._file is not None
@@ -281,29 +328,3 @@ class ParkedFiles:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-async def _feed(ingest: ImageIngest, part: FormFile, settings: Settings) -> None:
-    filename = _clean_filename(part.filename)
-    try:
-        if not filename:
-            if part.size == 0:
-                return  # an empty file input
-            ingest.reject("(no filename)", "file part has no filename")
-            return
-        if part.too_large:
-            limit = settings.max_zip_bytes if part.spool is not None else settings.max_file_bytes
-            ingest.reject(filename, f"file is larger than the limit of {limit} bytes")
-            return
-        if part.spool is not None:
-            await run_in_threadpool(ingest.add_zip, part.spool, filename)
-            return
-        elif looks_like_zip(part.data[:4], filename, part.content_type):
-            await run_in_threadpool(ingest.add_zip, io.BytesIO(part.data), filename)
-            return
-        else:
-            ingest.add(filename, part.data)
-        if ingest.needs_flush:
-            await run_in_threadpool(ingest.flush)
-    finally:
-        part.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -31,6 +31,15 @@ class ScoreResult:
     @property
     def labels(self) -> np.ndarray:
         return self.scores >= self.threshold
+
+    def with_threshold(self, threshold: float) -> ScoreResult:
+        """This result labelled at a threshold given in the request instead."""
+        return replace(
+            self,
+            threshold=threshold,
+            threshold_reason=f"threshold {threshold:g} given in the request; the method's own "
+            f"rule: {self.threshold_reason}",
+        )
 
 
 class Scorer(Protocol):

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.db.bulk import insert_rows
 from app.db.models import GeneratedImage, MatchBatch, RealSet, RealSummary
 from app.search.calibration import Threshold
+from app.services.errors import NotFound
 from app.services.ingest import HashedImage, IngestResult
 from app.services.source_matching import MatchOutcome
 
@@ -27,7 +28,7 @@ SUMMARY_SCOPES: tuple[str, ...] = ("all", "used", "none")
 PACK_SUMMARY_ABOVE = 100_000
 
 
-class BatchNotFound(LookupError):
+class BatchNotFound(NotFound):
     def __init__(self, batch_id: int) -> None:
         super().__init__(f"match batch {batch_id} does not exist")
         self.batch_id = batch_id

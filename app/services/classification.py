@@ -5,16 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import Classification, ClassificationResult, GeneratedImage, MatchBatch
+from app.config import Settings
+from app.db.models import (
+    Classification,
+    ClassificationResult,
+    GeneratedImage,
+    MatchBatch,
+    RealSet,
+)
 from app.db.models import RealImage as RealImageRow
+from app.db.session import transaction
 from app.imaging.decode import decode_grayscale
 from app.imaging.features import (
     THUMBNAIL_SIDE,
@@ -23,22 +33,42 @@ from app.imaging.features import (
     sift_keypoints,
     thumbnail_pixels,
 )
-from app.scoring.base import ScoreResult
+from app.scoring.base import Scorer, ScoreResult
 from app.scoring.images import ImageSource
-from app.services.ingest import HashedImage
+from app.scoring.methods import ScoringContext, build_scorer
+from app.search.calibration import Threshold, resolve_threshold
+from app.services import batches, real_sets
+from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.services.ingest import HashedImage, IngestResult
 from app.storage import FeatureStore, ImageStore
 
 log = logging.getLogger("memaudit.classify")
 _INSERT_CHUNK = 5000
 
 
-class ClassificationNotFound(LookupError):
+class ClassificationNotFound(NotFound):
     def __init__(self, classification_id: int) -> None:
         super().__init__(f"classification {classification_id} does not exist")
 
 
-class MissingImages(LookupError):
+class MissingImages(Conflict):
     """Stored image bytes are gone (image store not shared, or cleaned)."""
+
+
+class NoPixels(Conflict):
+    """A set registered by hash alone has no pixels for a method that needs them."""
+
+
+@dataclass(frozen=True)
+class ClassifyRequest:
+    """Which real images to score (a set, or uploaded files), against which generated ones
+    (a /match batch, or uploaded files), with which method; ``threshold`` overrides the
+    method's own."""
+
+    method: str = "reference"
+    real_set_id: int | None = None
+    batch_id: int | None = None
+    threshold: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +149,170 @@ class StoredImages(ImageSource):
         if self._features is not None:
             self._features.save(SIFT_FEATURE_KIND, sha256, keypoints.to_arrays())
         return keypoints
+
+
+def classify(
+    sessions: sessionmaker[Session],
+    request: ClassifyRequest,
+    real_upload: IngestResult,
+    generated_upload: IngestResult | None,
+    *,
+    models,
+    images: ImageStore,
+    features: FeatureStore,
+    settings: Settings,
+    started: float,
+) -> dict:
+    """Score the real images (a set's or uploaded) against the generated ones (a batch's or
+    uploaded) with the request's method; store and return the classification."""
+    if request.real_set_id is not None and real_upload.images:
+        raise InvalidInput("send either real_set_id or real 'files', not both")
+    if request.batch_id is not None and generated_upload is not None:
+        raise InvalidInput("send either batch_id or 'generated_files', not both")
+    with sessions() as session:
+        scorer = _scorer(session, request, models, settings)
+        real = _real_refs(session, request, real_upload)
+        generated = _generated_refs(session, request, generated_upload)
+    if not real:
+        raise InvalidInput(
+            "no real images",
+            {
+                "message": "no real images: give real_set_id or upload real 'files'",
+                "rejected": real_upload.rejected_json(),
+            },
+        )
+    if scorer.needs_generated and not generated:
+        raise InvalidInput(
+            "no generated images",
+            {
+                "message": f"method {request.method!r} compares with the generator's output: "
+                "give a batch_id from /match or upload usable 'generated_files'",
+                "rejected": generated_upload.rejected_json() if generated_upload else [],
+            },
+        )
+    real_px = StoredImages(images, real, settings.max_image_pixels, features)
+    gen_px = StoredImages(images, generated, settings.max_image_pixels, features)
+    log.info("classify %s: %d real, %d generated", request.method, len(real), len(generated))
+    result = scorer.score(
+        real_px,
+        gen_px if scorer.needs_generated else None,
+        progress=_progress_logger(request.method),
+    )
+    if request.threshold is not None:
+        result = result.with_threshold(request.threshold)
+    rejected = real_upload.rejected_json() + (
+        generated_upload.rejected_json() if generated_upload else []
+    )
+    try:
+        with transaction(sessions) as session:
+            return save_classification(
+                session,
+                request.method,
+                [ref.filename for ref in real],
+                result,
+                real_set_id=request.real_set_id,
+                batch_id=request.batch_id,
+                generated_count=len(generated),
+                rejected=rejected,
+                elapsed_seconds=time.perf_counter() - started,
+            )
+    except IntegrityError:
+        raise Conflict(
+            "the real set or batch was deleted while scoring; nothing was stored"
+        ) from None
+
+
+def _scorer(session: Session, request: ClassifyRequest, models, settings: Settings) -> Scorer:
+    """The request's method, given what it needs: the pHash rule the threshold the batch
+    applied (else the set's calibrated one), the reference auditor the request's threshold
+    as its early-stop bar."""
+    hash_size, match_threshold = 16, None
+    if request.batch_id is not None:
+        batch = session.get(MatchBatch, request.batch_id)
+        if batch is not None:
+            hash_size = batch.hash_size
+            match_threshold = Threshold(
+                batch.threshold,
+                batch.threshold_source,  # type: ignore[arg-type]
+                f"the threshold match batch {batch.id} used ({batch.threshold_source})",
+            )
+    elif request.real_set_id is not None:
+        real_set = session.get(RealSet, request.real_set_id)  # a missing one: 404 later
+        if real_set is not None:
+            hash_size = real_set.hash_size
+        if real_set is not None and real_set.calibration:
+            match_threshold = resolve_threshold(
+                hash_size,
+                real_set.image_count,
+                settings.min_calibration_images,
+                real_set.calibration,
+            )
+    context = ScoringContext(
+        artifacts=models,
+        requested_threshold=request.threshold,
+        match_threshold=match_threshold,
+        hash_size=hash_size,
+        calibration_quantile=settings.calibration_quantile,
+        min_calibration_images=settings.min_calibration_images,
+    )
+    try:
+        return build_scorer(request.method, context)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    except LookupError as exc:
+        raise Unavailable(str(exc)) from None
+
+
+def _real_refs(session: Session, request: ClassifyRequest, upload: IngestResult) -> list[ImageRef]:
+    if request.real_set_id is None:
+        return [ImageRef.of(i) for i in upload.images]
+    real_sets.get_real_set(session, request.real_set_id)
+    without_pixels = hash_only_count(session, request.real_set_id)
+    if without_pixels:
+        raise NoPixels(no_pixels_message(request.real_set_id, without_pixels, request.method))
+    return real_set_images(session, request.real_set_id)
+
+
+def _generated_refs(
+    session: Session, request: ClassifyRequest, upload: IngestResult | None
+) -> list[ImageRef]:
+    if request.batch_id is not None:
+        found = batch_images(session, request.batch_id)
+        if found is None:
+            raise batches.BatchNotFound(request.batch_id)
+        return found
+    return [ImageRef.of(i) for i in upload.images] if upload is not None else []
+
+
+def _progress_logger(method: str) -> Callable[[str, int, int], None]:
+    """Log long scoring runs every 10% so an operator can follow them."""
+    last: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        step = max(total // 10, 1)
+        if done == total or done // step != last.get(stage, -1):
+            last[stage] = done // step
+            log.info("classify %s: %s %d/%d", method, stage, done, total)
+
+    return report
+
+
+def hash_only_count(session: Session, real_set_id: int) -> int:
+    """Images of a set that were registered by hash alone (no bytes in the image store)."""
+    return session.scalar(
+        select(func.count())
+        .select_from(RealImageRow)
+        .where(RealImageRow.real_set_id == real_set_id, RealImageRow.sha256.is_(None))
+    )
+
+
+def no_pixels_message(real_set_id: int, count: int, method: str) -> str:
+    return (
+        f"real set {real_set_id} has {count} image(s) registered by hash only (POST "
+        f"/real-sets with 'hashes'), so there are no pixels for method {method!r}. Register "
+        "the images themselves to classify them, or use POST /match, which needs only the "
+        "hashes (its real_summary gives the pHash rule's used/unused verdicts)."
+    )
 
 
 def real_set_images(session: Session, real_set_id: int) -> list[ImageRef]:

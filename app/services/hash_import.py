@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.bulk import insert_rows
 from app.db.models import RealImage, RealSet, utcnow
 from app.search.hamming import pack_words
 from app.services import real_sets
+from app.services.errors import InvalidInput, TooLarge
 from app.services.ingest import MAX_FILENAME_CHARS
 
 #: Bytes read from the spooled file at a time.
@@ -47,13 +48,16 @@ class LineError:
     error: str
 
 
-class HashListInvalid(ValueError):
+class HashListInvalid(InvalidInput):
     """Some lines are unusable; nothing is stored. Keeps the first errors and the count."""
 
     def __init__(self, errors: list[LineError], count: int) -> None:
         super().__init__(f"{count} invalid line(s)")
         self.errors = sorted(errors, key=lambda e: e.line)[:MAX_REPORTED_ERRORS]
         self.count = count
+
+    def body(self) -> dict:
+        return self.detail()
 
     def detail(self) -> dict:
         shown = len(self.errors)
@@ -67,8 +71,11 @@ class HashListInvalid(ValueError):
         }
 
 
-class HashListTooLarge(ValueError):
+class HashListTooLarge(TooLarge):
     """More lines than one request may carry."""
+
+    def body(self) -> str:
+        return f"{self}; nothing was stored"
 
 
 @dataclass
@@ -360,22 +367,4 @@ def _insert_hashes(session: Session, real_set_id: int, start: int, parsed: Parse
             (real_set_id, start + i, name.decode("utf-8"), hex_, now)
             for i, (name, hex_) in enumerate(parsed.rows())
         ),
-    )
-
-
-def hash_only_count(session: Session, real_set_id: int) -> int:
-    """Images of a set that were registered by hash alone (no bytes in the image store)."""
-    return session.scalar(
-        select(func.count())
-        .select_from(RealImage)
-        .where(RealImage.real_set_id == real_set_id, RealImage.sha256.is_(None))
-    )
-
-
-def no_pixels_message(real_set_id: int, count: int, method: str) -> str:
-    return (
-        f"real set {real_set_id} has {count} image(s) registered by hash only (POST "
-        f"/real-sets with 'hashes'), so there are no pixels for method {method!r}. Register "
-        "the images themselves to classify them, or use POST /match, which needs only the "
-        "hashes (its real_summary gives the pHash rule's used/unused verdicts)."
     )

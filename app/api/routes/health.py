@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from app.api.deps import EngineDep, SettingsDep
 from app.api.schemas import HealthOut, ReadyOut
 from app.db.migrate import schema_status
 
@@ -23,9 +24,7 @@ def health() -> HealthOut:
     summary="Readiness: database reachable and schema migrated to head",
     responses={503: {"model": ReadyOut, "description": "Not ready, with the reason."}},
 )
-def ready(request: Request):
-    engine = request.app.state.engine
-    settings = request.app.state.settings
+def ready(engine: EngineDep, settings: SettingsDep):
     backend = engine.dialect.name
     try:
         with engine.connect() as conn:

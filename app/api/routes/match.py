@@ -5,30 +5,17 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import (
-    db_session,
-    hash_cache_of,
-    hash_pool_of,
-    image_store_of,
-    sessions_of,
-    settings_of,
-)
-from app.api.forms import MAX_INT, int_field, reject_unknown_fields, required_int
+from app.api.deps import HashCacheDep, IntakeDep, SessionDep, SessionsDep, SettingsDep
+from app.api.forms import MATCH_NEEDS, MAX_INT, match_form
 from app.api.responses import csv_download
 from app.api.schemas import MATCH_FORM, REAL_SUMMARY_HELP, ErrorOut, MatchBatchOut
-from app.api.uploads import ingest_limits, receive_upload
-from app.db.session import transaction
-from app.search.calibration import Threshold
-from app.search.calibration import resolve_threshold as policy
-from app.services import batches, real_sets
-from app.services.ingest import ImageIngest
+from app.api.uploads import UploadReader, finish_ingest
+from app.services import matching
 from app.services.reports import batch_csv, batch_text
-from app.services.source_matching import match_sources
 
 router = APIRouter(prefix="/match", tags=["source matching"])
 
@@ -38,16 +25,6 @@ ERRORS = {
     415: {"model": ErrorOut, "description": "Not multipart/form-data."},
     422: {"model": ErrorOut, "description": "Invalid field, or no usable generated image."},
 }
-
-
-def resolve_threshold(requested: int | None, real_set, min_images: int) -> Threshold:
-    return policy(
-        real_set.hash_size,
-        real_set.image_count,
-        min_images,
-        real_set.calibration if real_set.calibrated_threshold is not None else None,
-        requested,
-    )
 
 
 @router.post(
@@ -64,76 +41,31 @@ def resolve_threshold(requested: int | None, real_set, min_images: int) -> Thres
     openapi_extra=MATCH_FORM,
     responses=ERRORS,
 )
-async def create_match(request: Request):
+async def create_match(
+    request: Request,
+    settings: SettingsDep,
+    sessions: SessionsDep,
+    cache: HashCacheDep,
+    intake: IntakeDep,
+):
     started = time.perf_counter()
-    settings = settings_of(request)
-    limits = ingest_limits(settings)
-    sessions = sessions_of(request)
-    max_bits = 32 * 32
-
-    def make_ingest(fields: dict[str, str], final: bool) -> ImageIngest | None:
-        if not final and "real_set_id" not in fields:
-            return None
-        summary_scope(fields.get("real_summary") or "all")  # refuse before hashing the files
-        real_set_id = required_int(fields, "real_set_id")
-        int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
-        with sessions() as session:
-            real_set = _set_or_404(session, real_set_id)
-        bits = real_set.hash_size * real_set.hash_size
-        int_field(fields, "threshold", minimum=0, maximum=bits)  # a distance is at most bits
-        return ImageIngest(
-            real_set.hash_size, limits, keep=image_store_of(request).put, pool=hash_pool_of(request)
+    async with UploadReader(request, settings) as upload:
+        early = match_form(await upload.read_fields(MATCH_NEEDS), settings)
+        ingest = await run_in_threadpool(
+            matching.ingest_for, sessions, early.real_set_id, intake
         )
-
-    fields, result, _ = await receive_upload(request, settings, make_ingest)
-    reject_unknown_fields(fields, {"real_set_id", "threshold", "top_k", "real_summary"})
-    scope = summary_scope(fields.get("real_summary") or "all")
-    real_set_id = required_int(fields, "real_set_id")
-    requested = int_field(fields, "threshold", minimum=0, maximum=max_bits)
-    top_k = int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
-    if not result.images:
-        raise HTTPException(
-            422,
-            detail={
-                "message": "none of the uploaded files is a usable generated image",
-                "rejected": result.rejected_json(),
-                "duplicates": result.duplicates_json(),
-            },
-        )
-    cache = hash_cache_of(request)
-
-    def run() -> dict:
-        with transaction(sessions) as session:
-            real_set = _set_or_404(session, real_set_id)
-            threshold = resolve_threshold(requested, real_set, settings.min_calibration_images)
-            hashes = cache.get(session, real_set)
-            outcome = match_sources(
-                hashes.filenames,
-                hashes.words,
-                result.images,
-                real_set.hash_size,
-                threshold.value,
-                top_k,
-            )
-            batch = batches.save_batch(
-                session,
-                real_set,
-                threshold,
-                top_k,
-                result,
-                outcome,
-                elapsed_seconds=time.perf_counter() - started,
-            )
-            session.flush()
-            return batches.batch_document(
-                batch,
-                outcome.matches,
-                batches.scoped_summary(outcome, scope),
-                used_count=outcome.used_count,
-                scope=scope,
-            )
-
-    return await run_in_threadpool(run)
+        form = match_form(await upload.read_files({"files": ingest}), settings)
+        upload.require_files()
+        result = await finish_ingest(ingest)
+    return await run_in_threadpool(
+        matching.create_batch,
+        sessions,
+        cache,
+        form,
+        result,
+        settings.min_calibration_images,
+        started,
+    )
 
 
 @router.get(
@@ -159,6 +91,7 @@ async def create_match(request: Request):
     },
 )
 def get_match(
+    session: SessionDep,
     batch_id: int = Path(ge=1, le=MAX_INT, description="Batch id from POST /match.", examples=[1]),
     format: Literal["json", "csv", "text"] = Query(
         "json", description="Answer format.", examples=["text"]
@@ -166,31 +99,11 @@ def get_match(
     real_summary: Literal["all", "used", "none"] = Query(
         "all", description=REAL_SUMMARY_HELP, examples=["used"]
     ),
-    session: Session = Depends(db_session),
 ):
-    try:
-        # CSV and text list the generated images only.
-        scope = real_summary if format == "json" else "none"
-        document = batches.load_batch(session, batch_id, scope)
-    except batches.BatchNotFound as exc:
-        raise HTTPException(404, detail=str(exc)) from None
+    # CSV and text list the generated images only.
+    document = matching.get_batch(session, batch_id, real_summary if format == "json" else "none")
     if format == "csv":
         return csv_download(batch_csv(document), f"match-{batch_id}.csv")
     if format == "text":
         return PlainTextResponse(batch_text(document))
     return document
-
-
-def summary_scope(value: str) -> batches.SummaryScope:
-    if value not in batches.SUMMARY_SCOPES:
-        raise HTTPException(
-            422, detail=f"real_summary must be all, used or none, got {value[:50]!r}"
-        )
-    return value  # type: ignore[return-value]
-
-
-def _set_or_404(session: Session, real_set_id: int):
-    try:
-        return real_sets.get_real_set(session, real_set_id)
-    except real_sets.RealSetNotFound as exc:
-        raise HTTPException(404, detail=str(exc)) from None

@@ -1,0 +1,45 @@
+"""How uploaded images enter memaudit: limits, the hashing workers, the image store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.config import Settings
+from app.services.hash_pool import HashPool
+from app.services.ingest import ImageIngest, IngestLimits
+from app.storage import ImageStore
+
+
+def ingest_limits(settings: Settings) -> IngestLimits:
+    return IngestLimits(
+        max_file_bytes=settings.max_file_bytes,
+        max_files=settings.max_files_per_request,
+        max_pixels=settings.max_image_pixels,
+        batch_size=settings.hash_batch_size,
+    )
+
+
+@dataclass(frozen=True)
+class ImageIntake:
+    """Makes the :class:`ImageIngest` of one upload: every accepted image is hashed (by the
+    worker pool when there is one) and its bytes kept in the image store."""
+
+    limits: IngestLimits
+    store: ImageStore
+    pool: HashPool | None
+
+    def ingest(
+        self,
+        hash_size: int,
+        known_sha256: dict[str, str] | None = None,
+        known_names: Iterable[str] = (),
+    ) -> ImageIngest:
+        return ImageIngest(
+            hash_size,
+            self.limits,
+            known_sha256=known_sha256,
+            known_names=known_names,
+            keep=self.store.put,
+            pool=self.pool,
+        )

@@ -1,0 +1,100 @@
+"""The /match workflow: a generated batch against a registered real set, stored as a batch.
+
+Takes validated input (a :class:`MatchRequest` and the hashed upload), resolves the
+threshold, matches and saves in one transaction, and returns the batch document.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.session import transaction
+from app.search.calibration import resolve_threshold
+from app.services import batches, real_sets
+from app.services.errors import InvalidInput
+from app.services.ingest import ImageIngest, IngestResult
+from app.services.intake import ImageIntake
+from app.services.set_hash_cache import SetHashCache
+from app.services.source_matching import match_sources
+
+
+@dataclass(frozen=True)
+class MatchRequest:
+    real_set_id: int
+    threshold: int | None = None
+    top_k: int = 1
+    real_summary: batches.SummaryScope = "all"
+
+
+def ingest_for(
+    sessions: sessionmaker[Session], real_set_id: int, intake: ImageIntake
+) -> ImageIngest:
+    """The ingest for a batch against ``real_set_id``: hashed at the set's hash size."""
+    with sessions() as session:
+        real_set = real_sets.get_real_set(session, real_set_id)
+    return intake.ingest(real_set.hash_size)
+
+
+def create_batch(
+    sessions: sessionmaker[Session],
+    cache: SetHashCache,
+    request: MatchRequest,
+    upload: IngestResult,
+    min_calibration_images: int,
+    started: float,
+) -> dict:
+    """Match the uploaded images against the set, store the batch, return its document."""
+    if not upload.images:
+        raise InvalidInput(
+            "none of the uploaded files is a usable generated image",
+            {
+                "message": "none of the uploaded files is a usable generated image",
+                "rejected": upload.rejected_json(),
+                "duplicates": upload.duplicates_json(),
+            },
+        )
+    with transaction(sessions) as session:
+        real_set = real_sets.get_real_set(session, request.real_set_id)
+        bits = real_set.hash_size * real_set.hash_size
+        if request.threshold is not None and request.threshold > bits:
+            raise InvalidInput(f"threshold must be at most {bits}, got {request.threshold}")
+        threshold = resolve_threshold(
+            real_set.hash_size,
+            real_set.image_count,
+            min_calibration_images,
+            real_set.calibration if real_set.calibrated_threshold is not None else None,
+            request.threshold,
+        )
+        hashes = cache.get(session, real_set)
+        outcome = match_sources(
+            hashes.filenames,
+            hashes.words,
+            upload.images,
+            real_set.hash_size,
+            threshold.value,
+            request.top_k,
+        )
+        batch = batches.save_batch(
+            session,
+            real_set,
+            threshold,
+            request.top_k,
+            upload,
+            outcome,
+            elapsed_seconds=time.perf_counter() - started,
+        )
+        session.flush()
+        return batches.batch_document(
+            batch,
+            outcome.matches,
+            batches.scoped_summary(outcome, request.real_summary),
+            used_count=outcome.used_count,
+            scope=request.real_summary,
+        )
+
+
+def get_batch(session: Session, batch_id: int, real_summary: batches.SummaryScope) -> dict:
+    return batches.load_batch(session, batch_id, real_summary)

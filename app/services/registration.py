@@ -1,0 +1,147 @@
+"""The real-set workflows: register a set (images or precomputed hashes), add to it, delete it.
+
+Each takes validated input, runs one transaction and returns what it stored; the hash cache
+forgets a set whenever its hashes change.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.models import RealImage, RealSet
+from app.db.session import transaction
+from app.services import hash_import, real_sets
+from app.services.errors import Conflict, InvalidInput
+from app.services.ingest import ImageIngest, IngestResult
+from app.services.intake import ImageIntake
+from app.services.set_hash_cache import SetHashCache
+
+CONCURRENT_ADD = "the set changed while uploading (concurrent add); retry"
+
+
+def calibration_config(settings: Settings) -> real_sets.CalibrationConfig:
+    return real_sets.CalibrationConfig(
+        settings.calibration_quantile, settings.min_calibration_images
+    )
+
+
+def no_usable_images(upload: IngestResult) -> InvalidInput:
+    message = "none of the uploaded files is a usable new image"
+    return InvalidInput(
+        message,
+        {
+            "message": message,
+            "rejected": upload.rejected_json(),
+            "duplicates": upload.duplicates_json(),
+        },
+    )
+
+
+def register_images(
+    sessions: sessionmaker[Session],
+    name: str,
+    hash_size: int,
+    upload: IngestResult,
+    settings: Settings,
+) -> tuple[RealSet, list[RealImage]]:
+    """A new set of the uploaded images; returns it with its images."""
+    if not upload.images:
+        raise no_usable_images(upload)
+    with transaction(sessions) as session:
+        real_set = real_sets.create_real_set(
+            session, name, hash_size, upload.images, calibration_config(settings)
+        )
+        return real_set, real_sets.list_images(session, real_set.id, 0, len(upload.images))
+
+
+def parse_hashes(
+    hashes: BinaryIO, hash_size: int, settings: Settings
+) -> hash_import.ParsedHashes:
+    parsed = hash_import.parse_hash_file(hashes, hash_size, settings.max_hashes_per_request)
+    if not len(parsed):
+        raise InvalidInput("the 'hashes' file has no `filename,phash_hex` line")
+    return parsed
+
+
+def register_hashes(
+    sessions: sessionmaker[Session],
+    name: str,
+    hash_size: int,
+    hashes: BinaryIO,
+    settings: Settings,
+) -> tuple[RealSet, hash_import.ParsedHashes]:
+    """A new set of precomputed hashes (no pixels); all lines or nothing."""
+    parsed = parse_hashes(hashes, hash_size, settings)
+    with transaction(sessions) as session:
+        real_set = hash_import.create_hash_set(
+            session, name, parsed, calibration_config(settings)
+        )
+        return real_set, parsed
+
+
+def ingest_for_set(
+    sessions: sessionmaker[Session], real_set_id: int, intake: ImageIntake
+) -> ImageIngest:
+    """The ingest of images added to a set: its hash size, its images already known (so
+    re-uploads are duplicates and name clashes rejections)."""
+    with sessions() as session:
+        real_set = real_sets.get_real_set(session, real_set_id)
+        known_sha, known_names = real_sets.known_images(session, real_set_id)
+    return intake.ingest(real_set.hash_size, known_sha, known_names)
+
+
+def add_images(
+    sessions: sessionmaker[Session],
+    cache: SetHashCache,
+    real_set_id: int,
+    upload: IngestResult,
+    settings: Settings,
+) -> tuple[RealSet, list[RealImage]]:
+    """Append the uploaded images; returns the set and the images added."""
+    if not upload.images:
+        raise no_usable_images(upload)
+    try:
+        with transaction(sessions) as session:
+            real_set = real_sets.get_real_set(session, real_set_id, for_update=True)
+            start = real_set.image_count
+            real_set = real_sets.add_images(
+                session, real_set, upload.images, calibration_config(settings)
+            )
+            added = real_sets.list_images(session, real_set_id, start, len(upload.images))
+    except IntegrityError:
+        raise Conflict(CONCURRENT_ADD) from None
+    cache.forget(real_set_id)
+    return real_set, added
+
+
+def add_hashes(
+    sessions: sessionmaker[Session],
+    cache: SetHashCache,
+    real_set_id: int,
+    hashes: BinaryIO,
+    settings: Settings,
+) -> tuple[RealSet, hash_import.ParsedHashes]:
+    """Append precomputed hashes; all lines or nothing."""
+    with sessions() as session:
+        hash_size = real_sets.get_real_set(session, real_set_id).hash_size
+    parsed = parse_hashes(hashes, hash_size, settings)
+    try:
+        with transaction(sessions) as session:
+            real_set = real_sets.get_real_set(session, real_set_id, for_update=True)
+            real_set = hash_import.append_hashes(
+                session, real_set, parsed, calibration_config(settings)
+            )
+    except IntegrityError:
+        raise Conflict(CONCURRENT_ADD) from None
+    cache.forget(real_set_id)
+    return real_set, parsed
+
+
+def delete_set(sessions: sessionmaker[Session], cache: SetHashCache, real_set_id: int) -> None:
+    with transaction(sessions) as session:
+        real_sets.delete_real_set(session, real_set_id)
+    cache.forget(real_set_id)
