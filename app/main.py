@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from app.api.errors import register_error_handlers
 from app.api.routes import classify, health, match, models, real_sets
+from app.api.routes.docs import add_offline_docs
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
@@ -80,8 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Audit synthetic medical images for memorized training data.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served offline by add_offline_docs
+        redoc_url=None,
     )
     register_error_handlers(app)
+    add_offline_docs(app)
     app.include_router(health.router)
     app.include_router(real_sets.router)
     app.include_router(match.router)
