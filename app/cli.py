@@ -19,7 +19,7 @@ from app.services.calibration import (
     describe_paper_default,
     paper_threshold,
 )
-from app.services.hash_pool import HashPool
+from app.services.decode_and_hash import HashPool
 from app.services.ingest import ImageIngest, IngestLimits, IngestResult
 from app.services.source_matching import match_sources, paper_lines, words_from_hex
 

@@ -12,7 +12,7 @@ from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelRegistry
-from app.services.hash_pool import HashPool
+from app.services.decode_and_hash import HashPool
 from app.services.real_sets import SetHashCache
 from app.storage import FeatureStore, ImageStore
 

@@ -8,7 +8,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.services.hash_pool import HashPool
+from app.services.decode_and_hash import HashPool
 from app.services.real_sets import SetHashCache
 from app.storage import FeatureStore, ImageStore
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.multipart import FormField, FormFile, MultipartStream
 from app.config import Settings
 from app.imaging.archive import looks_like_zip
-from app.services.hash_pool import HashingFailed
+from app.services.decode_and_hash import HashingFailed
 from app.services.ingest import ImageIngest, IngestLimits, IngestResult
 
 #: Called with the fields seen so far and whether the body has ended; returns the ingest to

@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.db.bulk import insert_rows
 from app.db.models import Classification, ClassificationResult, GeneratedImage, MatchBatch
 from app.db.models import RealImage as RealImageRow
 from app.imaging.decode import decode_grayscale
@@ -29,7 +30,6 @@ from app.services.ingest import HashedImage
 from app.storage import FeatureStore, ImageStore
 
 log = logging.getLogger("memaudit.classify")
-_INSERT_CHUNK = 5000
 
 
 class ClassificationNotFound(LookupError):
@@ -169,19 +169,22 @@ def save_classification(
     )
     session.add(row)
     session.flush()
-    rows = [
-        {
-            "classification_id": row.id,
-            "position": i,
-            "filename": name,
-            "score": float(result.scores[i]),
-            "label": "used" if labels[i] else "unused",
-            "components": {k: float(v[i]) for k, v in result.components.items()},
-        }
-        for i, name in enumerate(real_names)
-    ]
-    for lo in range(0, len(rows), _INSERT_CHUNK):
-        session.execute(insert(ClassificationResult), rows[lo : lo + _INSERT_CHUNK])
+    insert_rows(
+        session,
+        ClassificationResult,
+        ("classification_id", "position", "filename", "score", "label", "components"),
+        (
+            (
+                row.id,
+                i,
+                name,
+                float(result.scores[i]),
+                "used" if labels[i] else "unused",
+                {k: float(v[i]) for k, v in result.components.items()},
+            )
+            for i, name in enumerate(real_names)
+        ),
+    )
     return load_classification(session, row.id)
 
 
