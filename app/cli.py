@@ -14,7 +14,7 @@ from app.config import Settings
 from app.imaging.archive import looks_like_zip
 from app.imaging.phash import SUPPORTED_HASH_SIZES
 from app.search.calibration import calibrate, resolve_threshold
-from app.services.hash_pool import HashPool
+from app.services.decode_and_hash import HashPool
 from app.services.ingest import ImageIngest, IngestLimits, IngestResult
 from app.services.source_matching import match_sources, paper_lines, words_from_hex
 

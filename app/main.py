@@ -14,7 +14,7 @@ from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelRegistry
-from app.services.hash_pool import HashPool
+from app.services.decode_and_hash import HashPool
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from app.imaging.decode import decode_grayscale  # noqa: E402
 from app.imaging.phash import bits_to_hex, phash_batch  # noqa: E402
 from app.search.hamming import nearest  # noqa: E402
-from app.services.hash_pool import HashPool  # noqa: E402
+from app.services.decode_and_hash import HashPool  # noqa: E402
 from app.services.ingest import ImageIngest, IngestLimits  # noqa: E402
 
 MAX_PIXELS = 50_000_000

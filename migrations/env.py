@@ -17,6 +17,16 @@ target_metadata = Base.metadata
 MIGRATION_LOCK = 0x6D656D61  # "mema"
 
 
+def _sqlite_transactional_ddl(connection) -> None:
+    """pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so every CREATE, ALTER
+    or DROP before the first of them commits at once: a downgrade refused by one revision
+    after another had dropped its columns left the schema changed under the old version
+    number. An explicit BEGIN makes a run's migrations commit or roll back together, as on
+    PostgreSQL (SQLite's DDL is transactional)."""
+    if not connection.connection.driver_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN")
+
+
 def _run(connection) -> None:
     context.configure(
         connection=connection,
@@ -27,6 +37,8 @@ def _run(connection) -> None:
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        elif connection.dialect.name == "sqlite":
+            _sqlite_transactional_ddl(connection)
         context.run_migrations()
 
 

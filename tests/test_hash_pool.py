@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.services.hash_pool import HashPool
+from app.services.decode_and_hash import HashPool
 from app.services.ingest import ImageIngest, IngestLimits
 from app.storage import ImageStore
 from tests.imagegen import phantom, png
@@ -74,7 +74,7 @@ def test_a_killed_worker_is_a_clear_error_and_the_pool_recovers():
 
     import pytest
 
-    from app.services.hash_pool import HashingFailed
+    from app.services.decode_and_hash import HashingFailed
 
     pool = HashPool(2)
     try:

@@ -18,12 +18,12 @@ from tests.imagegen import perturbed_copy, phantom, png
 
 def test_migrations_from_empty_database(database_url, settings):
     engine = make_engine(database_url)
-    assert schema_status(engine, settings.migrations_dir) == (None, "0003")
+    assert schema_status(engine, settings.migrations_dir) == (None, "0004")
     upgrade_to_head(engine, settings.migrations_dir)
     upgrade_to_head(engine, settings.migrations_dir)  # idempotent
     tables = set(inspect(engine).get_table_names())
     assert {"real_sets", "real_images", "match_batches", "generated_images"} <= tables
-    assert schema_status(engine, settings.migrations_dir) == ("0003", "0003")
+    assert schema_status(engine, settings.migrations_dir) == ("0004", "0004")
     engine.dispose()
 
 
@@ -32,7 +32,7 @@ def test_health_and_ready(client):
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-    assert ready.json()["schema_revision"] == ready.json()["head_revision"] == "0003"
+    assert ready.json()["schema_revision"] == ready.json()["head_revision"] == "0004"
 
 
 def test_ready_reports_unmigrated_database(tmp_path):

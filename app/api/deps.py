@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.scoring.artifacts import ModelRegistry
-from app.services.hash_pool import HashPool
+from app.services.decode_and_hash import HashPool
 from app.services.intake import ImageIntake, ingest_limits
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore

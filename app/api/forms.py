@@ -8,7 +8,7 @@ import math
 from fastapi import HTTPException
 
 from app.config import Settings
-from app.imaging.phash import SUPPORTED_HASH_SIZES
+from app.imaging.hashers import DEFAULT_HASH_KIND, HASHERS, get_hasher
 from app.scoring.methods import method_names
 from app.services.batches import SUMMARY_SCOPES
 from app.services.classification import ClassifyRequest
@@ -17,7 +17,7 @@ from app.services.matching import MatchRequest
 #: Largest id or count accepted anywhere (PostgreSQL INTEGER); beyond it nothing can exist.
 MAX_INT = 2**31 - 1
 #: Bits of the largest supported hash: no Hamming distance is larger.
-MAX_HASH_BITS = max(SUPPORTED_HASH_SIZES) ** 2
+MAX_HASH_BITS = max(h.bits_per_hash(size) for h in HASHERS.values() for size in h.sizes)
 
 
 def int_field(
@@ -98,7 +98,8 @@ MATCH_NEEDS = frozenset({"real_set_id"})
 def new_set_form(fields: dict[str, str]) -> tuple[str, int]:
     """POST /real-sets: the set's name and hash size."""
     reject_unknown_fields(fields, {"name", "hash_size"}, ("files", "hashes"))
-    hash_size = int_field(fields, "hash_size", default=16, choices=SUPPORTED_HASH_SIZES)
+    hasher = get_hasher(DEFAULT_HASH_KIND)
+    hash_size = int_field(fields, "hash_size", default=hasher.default_size, choices=hasher.sizes)
     assert hash_size is not None
     return name_field(fields), hash_size
 

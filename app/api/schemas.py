@@ -72,6 +72,9 @@ class RealSetSummary(BaseModel):
 
     id: int = Field(description="Real set id, used as `real_set_id` in /match.", examples=[1])
     name: str = Field(examples=["lung-window training candidates"])
+    hash_kind: str = Field(
+        description="Fingerprint the set's images are hashed with.", examples=["phash"]
+    )
     hash_size: int = Field(
         description="pHash side: 16 = 256-bit hashes (default), 8 = 64-bit.", examples=[16]
     )
@@ -151,6 +154,9 @@ class MatchBatchOut(BaseModel):
     )
     real_set_name: str = Field(examples=["lung-window training candidates"])
     real_set_revision: int = Field(examples=[1])
+    hash_kind: str = Field(
+        description="Fingerprint the batch was matched with (its set's).", examples=["phash"]
+    )
     hash_size: int = Field(examples=[16])
     threshold: int = Field(description="Hamming distance threshold used.", examples=[30])
     threshold_source: Literal["request", "calibrated", "paper_default"] = Field(

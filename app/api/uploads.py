@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from app.api.multipart import FormField, FormFile, MultipartStream
 from app.config import Settings
 from app.imaging.archive import looks_like_zip
+from app.services.decode_and_hash import HashingFailed
 from app.services.errors import Unavailable
-from app.services.hash_pool import HashingFailed
 from app.services.ingest import ImageIngest, IngestResult
 
 FILES_FIELD = "files"

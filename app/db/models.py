@@ -40,14 +40,25 @@ class Base(DeclarativeBase):
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
+#: Longest hash kind name (app.imaging.hashers); kept short, it is stored on every set.
+HASH_KIND_CHARS = 20
+#: What rows written before hash kinds existed hold (migration 0004): they are all pHash.
+HASH_KIND_SERVER_DEFAULT = "phash"
+
+
 class RealSet(Base):
-    """A registered set of real (training-candidate) images, hashed at one hash size."""
+    """A registered set of real (training-candidate) images, fingerprinted with one hash
+    kind at one hash size."""
 
     __tablename__ = "real_sets"
     __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    #: The fingerprint its images are hashed with (app.imaging.hashers.HASHERS).
+    hash_kind: Mapped[str] = mapped_column(
+        String(HASH_KIND_CHARS), server_default=HASH_KIND_SERVER_DEFAULT
+    )
     hash_size: Mapped[int] = mapped_column(Integer)
     image_count: Mapped[int] = mapped_column(Integer, default=0)
     #: Incremented whenever the set's images change; lets caches of packed hashes expire.
@@ -79,6 +90,7 @@ class RealImage(Base):
     filename: Mapped[str] = mapped_column(String(1024))
     #: None for images registered by their hash alone (no bytes were uploaded).
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Hex fingerprint of the set's hash_kind (named for pHash, the first kind).
     phash: Mapped[str] = mapped_column(String(64))
     width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -102,6 +114,10 @@ class MatchBatch(Base):
     )
     real_set_name: Mapped[str] = mapped_column(String(200))
     real_set_revision: Mapped[int] = mapped_column(Integer)
+    #: The fingerprint the batch was matched with (its set's hash_kind at the time).
+    hash_kind: Mapped[str] = mapped_column(
+        String(HASH_KIND_CHARS), server_default=HASH_KIND_SERVER_DEFAULT
+    )
     hash_size: Mapped[int] = mapped_column(Integer)
     threshold: Mapped[int] = mapped_column(Integer)
     threshold_source: Mapped[str] = mapped_column(String(20))
@@ -131,6 +147,7 @@ class GeneratedImage(Base):
     position: Mapped[int] = mapped_column(Integer)
     filename: Mapped[str] = mapped_column(String(1024))
     sha256: Mapped[str] = mapped_column(String(64))
+    #: Hex fingerprint of the batch's hash_kind (named for pHash, the first kind).
     phash: Mapped[str] = mapped_column(String(64))
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     #: Filename of the matched real image, None when the nearest is above the threshold.

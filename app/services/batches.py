@@ -6,7 +6,7 @@ import io
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db.bulk import insert_rows
@@ -14,9 +14,7 @@ from app.db.models import GeneratedImage, MatchBatch, RealSet, RealSummary
 from app.search.calibration import Threshold
 from app.services.errors import NotFound
 from app.services.ingest import HashedImage, IngestResult
-from app.services.source_matching import MatchOutcome
-
-_INSERT_CHUNK = 5000
+from app.services.source_matching import MatchOutcome, match_row, summary_row, verdict
 
 #: Which real images a batch document lists in ``real_summary``: every one, only those
 #: with verdict ``used``, or none (a set of a million hashes makes a 130 MB answer).
@@ -48,6 +46,7 @@ def save_batch(
         real_set_id=real_set.id,
         real_set_name=real_set.name,
         real_set_revision=real_set.revision,
+        hash_kind=real_set.hash_kind,
         hash_size=real_set.hash_size,
         threshold=threshold.value,
         threshold_source=threshold.source,
@@ -63,27 +62,40 @@ def save_batch(
     session.add(batch)
     session.flush()
     generated: list[HashedImage] = ingest.images
-    rows = [
-        {
-            "batch_id": batch.id,
-            "position": i,
-            "filename": m["generated"],
-            "sha256": g.sha256,
-            "phash": g.phash,
-            "thumbnail": g.thumbnail,
-            "source": m["source"],
-            "distance": m["distance"],
-            "candidates": [[c["filename"], c["distance"]] for c in m["candidates"]],
-        }
-        for i, (m, g) in enumerate(zip(outcome.matches, generated, strict=True))
-    ]
-    for lo in range(0, len(rows), _INSERT_CHUNK):
-        session.execute(insert(GeneratedImage), rows[lo : lo + _INSERT_CHUNK])
+    insert_rows(
+        session,
+        GeneratedImage,
+        (
+            "batch_id",
+            "position",
+            "filename",
+            "sha256",
+            "phash",
+            "thumbnail",
+            "source",
+            "distance",
+            "candidates",
+        ),
+        (
+            (
+                batch.id,
+                i,
+                m["generated"],
+                g.sha256,
+                g.phash,
+                g.thumbnail,
+                m["source"],
+                m["distance"],
+                [[c["filename"], c["distance"]] for c in m["candidates"]],
+            )
+            for i, (m, g) in enumerate(zip(outcome.matches, generated, strict=True))
+        ),
+    )
     if packed is not None:
         return batch
     closest = outcome.closest_generated
     summary_rows = (
-        (batch.id, j, name, int(count), int(distance), closest[j], "used" if count else "unused")
+        (batch.id, j, name, int(count), int(distance), closest[j], verdict(count))
         for j, (name, count, distance) in enumerate(
             zip(
                 outcome.real_names,
@@ -136,13 +148,7 @@ def load_batch(session: Session, batch_id: int, real_summary: SummaryScope = "al
         if real_summary == "used":
             in_scope &= RealSummary.verdict == "used"
         summary = [
-            {
-                "filename": s.filename,
-                "matched_count": s.matched_count,
-                "min_distance": s.min_distance if s.min_distance >= 0 else None,
-                "closest_generated": s.closest_generated,
-                "verdict": s.verdict,
-            }
+            summary_row(s.filename, s.matched_count, s.min_distance, s.closest_generated)
             for s in session.scalars(
                 select(RealSummary).where(in_scope).order_by(RealSummary.position)
             )
@@ -150,14 +156,7 @@ def load_batch(session: Session, batch_id: int, real_summary: SummaryScope = "al
     return batch_document(
         batch,
         matches=[
-            {
-                "generated": g.filename,
-                "phash": g.phash,
-                "source": g.source,
-                "distance": g.distance,
-                "candidates": [{"filename": c[0], "distance": c[1]} for c in g.candidates],
-            }
-            for g in gen_rows
+            match_row(g.filename, g.phash, g.source, g.distance, g.candidates) for g in gen_rows
         ],
         real_summary=summary,
         used_count=used_count,
@@ -196,13 +195,12 @@ def unpack_summary(packed: bytes, generated_names: list[str], only_used: bool) -
         )
     picked = np.flatnonzero(counts) if only_used else range(len(names))
     return [
-        {
-            "filename": names[j],
-            "matched_count": int(counts[j]),
-            "min_distance": int(distances[j]) if distances[j] >= 0 else None,
-            "closest_generated": generated_names[closest[j]] if closest[j] >= 0 else None,
-            "verdict": "used" if counts[j] > 0 else "unused",
-        }
+        summary_row(
+            names[j],
+            counts[j],
+            distances[j],
+            generated_names[closest[j]] if closest[j] >= 0 else None,
+        )
         for j in picked
     ]
 
@@ -225,6 +223,7 @@ def batch_document(
         "real_set_id": batch.real_set_id,
         "real_set_name": batch.real_set_name,
         "real_set_revision": batch.real_set_revision,
+        "hash_kind": batch.hash_kind,
         "hash_size": batch.hash_size,
         "threshold": batch.threshold,
         "threshold_source": batch.threshold_source,

@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.db.bulk import insert_rows
 from app.db.models import (
     Classification,
     ClassificationResult,
@@ -43,7 +44,6 @@ from app.services.ingest import HashedImage, IngestResult
 from app.storage import FeatureStore, ImageStore
 
 log = logging.getLogger("memaudit.classify")
-_INSERT_CHUNK = 5000
 
 
 class ClassificationNotFound(NotFound):
@@ -363,19 +363,22 @@ def save_classification(
     )
     session.add(row)
     session.flush()
-    rows = [
-        {
-            "classification_id": row.id,
-            "position": i,
-            "filename": name,
-            "score": float(result.scores[i]),
-            "label": "used" if labels[i] else "unused",
-            "components": {k: float(v[i]) for k, v in result.components.items()},
-        }
-        for i, name in enumerate(real_names)
-    ]
-    for lo in range(0, len(rows), _INSERT_CHUNK):
-        session.execute(insert(ClassificationResult), rows[lo : lo + _INSERT_CHUNK])
+    insert_rows(
+        session,
+        ClassificationResult,
+        ("classification_id", "position", "filename", "score", "label", "components"),
+        (
+            (
+                row.id,
+                i,
+                name,
+                float(result.scores[i]),
+                "used" if labels[i] else "unused",
+                {k: float(v[i]) for k, v in result.components.items()},
+            )
+            for i, name in enumerate(real_names)
+        ),
+    )
     return load_classification(session, row.id)
 
 

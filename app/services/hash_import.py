@@ -20,8 +20,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.bulk import insert_rows
+from app.db.bulk import copy_text, insert_rows
 from app.db.models import RealImage, RealSet, utcnow
+from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
 from app.search.hamming import pack_words
 from app.services import real_sets
 from app.services.errors import InvalidInput, TooLarge
@@ -266,9 +267,18 @@ def create_hash_set(
     name: str,
     parsed: ParsedHashes,
     calibration: real_sets.CalibrationConfig,
+    hash_kind: str = DEFAULT_HASH_KIND,
 ) -> RealSet:
-    """A new set whose images are the parsed hashes (revision 1), calibrated."""
-    real_set = RealSet(name=name, hash_size=parsed.hash_size, image_count=len(parsed), revision=1)
+    """A new set whose images are the parsed hashes (of ``hash_kind``; revision 1),
+    calibrated."""
+    get_hasher(hash_kind).check_size(parsed.hash_size)
+    real_set = RealSet(
+        name=name,
+        hash_kind=hash_kind,
+        hash_size=parsed.hash_size,
+        image_count=len(parsed),
+        revision=1,
+    )
     session.add(real_set)
     session.flush()
     _insert_hashes(session, real_set.id, 0, parsed)
@@ -333,38 +343,42 @@ def _names_already_in_set(session: Session, real_set_id: int, parsed: ParsedHash
         raise HashListInvalid(clashes, len(clashes))
 
 
+#: Columns of a hash-only row (sha256, size and thumbnail stay NULL), on both backends.
+HASH_ONLY_COLUMNS = ("real_set_id", "position", "filename", "phash", "created_at")
+
+
 def _insert_hashes(session: Session, real_set_id: int, start: int, parsed: ParsedHashes) -> None:
-    """Rows with filename and phash only (sha256, size, thumbnail stay NULL). On PostgreSQL
-    the COPY text is built here from the parsed bytes in large buffers instead of a Python
-    tuple per row (bulk.insert_rows, which the other databases take)."""
+    """Rows with filename and hash only. On PostgreSQL the COPY text is built here from the
+    parsed bytes in large buffers instead of a Python tuple per row (bulk.insert_rows, which
+    the other databases take)."""
     now = utcnow()
-    if session.get_bind().dialect.name == "postgresql":
-        cursor = session.connection().connection.driver_connection.cursor()
-        columns = "real_set_id, position, filename, phash, created_at"
-        prefix = f"{real_set_id}\t".encode()
-        stamp = f"\t{now.isoformat()}\n".encode()
-        with cursor.copy(f"COPY real_images ({columns}) FROM STDIN") as copy:
-            buffer = bytearray()
-            for i, (name, hex_) in enumerate(parsed.rows()):
-                # Text COPY: control characters were refused, only backslash needs escaping.
-                buffer += prefix + b"%d\t%s\t%s" % (
-                    start + i,
-                    name.replace(b"\\", b"\\\\"),
-                    hex_.encode(),
-                )
-                buffer += stamp
-                if len(buffer) >= _COPY_CHUNK:
-                    copy.write(buffer)
-                    buffer = bytearray()
-            if buffer:
-                copy.write(buffer)
+    if session.get_bind().dialect.name != "postgresql":
+        insert_rows(
+            session,
+            RealImage,
+            HASH_ONLY_COLUMNS,
+            (
+                (real_set_id, start + i, name.decode("utf-8"), hex_, now)
+                for i, (name, hex_) in enumerate(parsed.rows())
+            ),
+        )
         return
-    insert_rows(
-        session,
-        RealImage,
-        ("real_set_id", "position", "filename", "phash", "created_at"),
-        (
-            (real_set_id, start + i, name.decode("utf-8"), hex_, now)
-            for i, (name, hex_) in enumerate(parsed.rows())
-        ),
-    )
+    prefix = f"{real_set_id}\t".encode()
+    stamp = f"\t{now.isoformat()}\n".encode()
+    with copy_text(session, RealImage, HASH_ONLY_COLUMNS) as copy:
+        buffer = bytearray()
+        for i, (name, hex_) in enumerate(parsed.rows()):
+            # Text COPY in HASH_ONLY_COLUMNS order: control characters were refused, only
+            # backslash needs escaping.
+            buffer += prefix + b"%d\t%s\t%s" % (
+                start + i,
+                name.replace(b"\\", b"\\\\"),
+                hex_.encode(),
+            )
+            buffer += stamp
+            if len(buffer) >= _COPY_CHUNK:
+                copy.write(buffer)
+                buffer = bytearray()
+        if buffer:
+            copy.write(buffer)
+

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
 from app.imaging.archive import ArchiveError, Member, iter_zip
-from app.services.hash_pool import HashPool, hash_blobs
+from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
+from app.services.decode_and_hash import HashPool, hash_blobs
 
 #: Images decoded and hashed together in-process (bounds the decoded pixels held at once).
 INLINE_CHUNK = 32
@@ -29,6 +30,7 @@ MAX_FILENAME_CHARS = 1024
 class HashedImage:
     filename: str
     sha256: str
+    #: Hex fingerprint of the ingest's hash kind (named for pHash, the API's field name).
     phash: str
     width: int
     height: int
@@ -70,7 +72,8 @@ class IngestLimits:
 
 
 class ImageIngest:
-    """De-duplicates by content (SHA-256), decodes and pHashes files in batches.
+    """De-duplicates by content (SHA-256), decodes and fingerprints files in batches with
+    the ``hash_kind`` hasher (pHash unless told otherwise).
 
     ``known_sha256`` / ``known_names`` describe images already stored (adding to a set), so
     re-uploads are reported as duplicates and filename clashes are rejected. ``keep`` is
@@ -87,8 +90,11 @@ class ImageIngest:
         progress: Callable[[int], None] | None = None,
         keep: Callable[[str, bytes], None] | None = None,
         pool: HashPool | None = None,
+        hash_kind: str = DEFAULT_HASH_KIND,
     ) -> None:
+        get_hasher(hash_kind).check_size(hash_size)
         self.hash_size = hash_size
+        self.hash_kind = hash_kind
         self.limits = limits
         self.result = IngestResult()
         self._seen_sha: dict[str, str] = dict(known_sha256 or {})
@@ -183,14 +189,17 @@ class ImageIngest:
                 while len(self._in_flight) >= 2 * pool.workers:
                     self._collect(*self._in_flight.popleft())
                 chunk = batch[lo : lo + step]
-                future = pool.submit([c[2] for c in chunk], self.hash_size, self.limits.max_pixels)
+                future = pool.submit(
+                    [c[2] for c in chunk], self.hash_size, self.limits.max_pixels, self.hash_kind
+                )
                 self._in_flight.append((chunk, future))
             return
         self._drain()  # keep the order of results
         for lo in range(0, len(batch), INLINE_CHUNK):
             chunk = batch[lo : lo + INLINE_CHUNK]
             blobs = [c[2] for c in chunk]
-            self._record(chunk, hash_blobs(blobs, self.hash_size, self.limits.max_pixels))
+            hashed = hash_blobs(blobs, self.hash_size, self.limits.max_pixels, self.hash_kind)
+            self._record(chunk, hashed)
 
     def _drain(self) -> None:
         while self._in_flight:

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from app.config import Settings
-from app.services.hash_pool import HashPool
+from app.imaging.hashers import DEFAULT_HASH_KIND
+from app.services.decode_and_hash import HashPool
 from app.services.ingest import ImageIngest, IngestLimits
 from app.storage import ImageStore
 
@@ -34,10 +35,12 @@ class ImageIntake:
         hash_size: int,
         known_sha256: dict[str, str] | None = None,
         known_names: Iterable[str] = (),
+        hash_kind: str = DEFAULT_HASH_KIND,
     ) -> ImageIngest:
         return ImageIngest(
             hash_size,
             self.limits,
+            hash_kind=hash_kind,
             known_sha256=known_sha256,
             known_names=known_names,
             keep=self.store.put,

@@ -32,10 +32,10 @@ class MatchRequest:
 def ingest_for(
     sessions: sessionmaker[Session], real_set_id: int, intake: ImageIntake
 ) -> ImageIngest:
-    """The ingest for a batch against ``real_set_id``: hashed at the set's hash size."""
+    """The ingest for a batch against ``real_set_id``: hashed as the set's images were."""
     with sessions() as session:
         real_set = real_sets.get_real_set(session, real_set_id)
-    return intake.ingest(real_set.hash_size)
+    return intake.ingest(real_set.hash_size, hash_kind=real_set.hash_kind)
 
 
 def create_batch(

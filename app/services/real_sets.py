@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.db.bulk import insert_rows
 from app.db.models import RealImage, RealSet, utcnow
+from app.imaging.hashers import DEFAULT_HASH_KIND
 from app.search.calibration import calibrate
 from app.services.errors import NotFound
 from app.services.ingest import HashedImage
@@ -124,8 +125,11 @@ def create_real_set(
     hash_size: int,
     images: list[HashedImage],
     calibration: CalibrationConfig,
+    hash_kind: str = DEFAULT_HASH_KIND,
 ) -> RealSet:
-    real_set = RealSet(name=name, hash_size=hash_size, image_count=len(images), revision=1)
+    real_set = RealSet(
+        name=name, hash_kind=hash_kind, hash_size=hash_size, image_count=len(images), revision=1
+    )
     session.add(real_set)
     session.flush()
     _insert_images(session, real_set.id, 0, images)

@@ -91,7 +91,7 @@ def ingest_for_set(
     with sessions() as session:
         real_set = real_sets.get_real_set(session, real_set_id)
         known_sha, known_names = real_sets.known_images(session, real_set_id)
-    return intake.ingest(real_set.hash_size, known_sha, known_names)
+    return intake.ingest(real_set.hash_size, known_sha, known_names, real_set.hash_kind)
 
 
 def add_images(

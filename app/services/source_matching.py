@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +10,43 @@ import numpy as np
 from app.imaging.phash import hex_to_bytes
 from app.search.hamming import nearest, pack_words
 from app.services.ingest import HashedImage
+
+
+def verdict(matched_count: int) -> str:
+    """A real image is ``used`` when some generated image has it as its source."""
+    return "used" if matched_count > 0 else "unused"
+
+
+def summary_row(
+    filename: str, matched_count: int, min_distance: int, closest_generated: str | None
+) -> dict:
+    """One real image's entry of an answer's ``real_summary``; ``min_distance`` -1 (no
+    generated image at all) is listed as None."""
+    return {
+        "filename": filename,
+        "matched_count": int(matched_count),
+        "min_distance": int(min_distance) if min_distance >= 0 else None,
+        "closest_generated": closest_generated,
+        "verdict": verdict(matched_count),
+    }
+
+
+def match_row(
+    generated: str,
+    phash: str,
+    source: str | None,
+    distance: int | None,
+    candidates: Iterable[Sequence],
+) -> dict:
+    """One generated image's entry of an answer's ``matches``; ``candidates`` are
+    (real filename, distance) pairs, nearest first."""
+    return {
+        "generated": generated,
+        "phash": phash,
+        "source": source,
+        "distance": distance,
+        "candidates": [{"filename": name, "distance": int(d)} for name, d in candidates],
+    }
 
 
 @dataclass
@@ -38,13 +75,12 @@ class MatchOutcome:
         """Real images' verdicts: ``used`` if some generated image maps to it."""
         picked = np.flatnonzero(self.matched_counts) if only_used else range(len(self.real_names))
         return [
-            {
-                "filename": self.real_names[j],
-                "matched_count": int(self.matched_counts[j]),
-                "min_distance": int(self.min_distances[j]) if self.min_distances[j] >= 0 else None,
-                "closest_generated": self.closest_generated[j],
-                "verdict": "used" if self.matched_counts[j] > 0 else "unused",
-            }
+            summary_row(
+                self.real_names[j],
+                self.matched_counts[j],
+                self.min_distances[j],
+                self.closest_generated[j],
+            )
             for j in picked
         ]
 
@@ -68,25 +104,14 @@ def match_sources(
     counts = np.zeros(len(real_names), dtype=np.int64)
     for i, gen in enumerate(generated):
         idx = result.indices[i]
-        dist = result.distances[i]
         candidates = [
-            {"filename": real_names[j], "distance": int(d)}
-            for j, d in zip(idx, dist, strict=True)
-            if j >= 0
+            (real_names[j], int(d)) for j, d in zip(idx, result.distances[i], strict=True) if j >= 0
         ]
-        best = candidates[0] if candidates else None
-        source = best["filename"] if best and best["distance"] <= threshold else None
+        best_name, best_distance = candidates[0] if candidates else (None, None)
+        source = best_name if best_distance is not None and best_distance <= threshold else None
         if source is not None:
             counts[idx[0]] += 1
-        matches.append(
-            {
-                "generated": gen.filename,
-                "phash": gen.phash,
-                "source": source,
-                "distance": best["distance"] if best else None,
-                "candidates": candidates,
-            }
-        )
+        matches.append(match_row(gen.filename, gen.phash, source, best_distance, candidates))
     closest = result.reference_argmin
     has_closest = closest >= 0
     gen_names = [g.filename for g in generated]

@@ -1,4 +1,6 @@
-"""Decoding and pHashing in worker processes, so a batch uses every core.
+"""The decode -> fingerprint -> thumbnail pipeline for uploaded images, and the worker
+processes it runs in, so a batch uses every core (the SHA-256 of the bytes is taken by
+app.services.ingest before a file is handed here).
 
 Decoding PNGs is the floor of an audit and it is CPU-bound Python-level work (one call per
 image), so threads would serialise on the GIL. Workers are started with `spawn` (forking a
@@ -15,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from app.imaging.decode import ImageDecodeError, decode_grayscale
 from app.imaging.features import thumbnail_pixels
-from app.imaging.phash import bits_to_hex, phash_batch
+from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
 
 #: (hex hash, width, height, thumbnail bytes, None) for a good image,
 #: (None, 0, 0, None, reason) for a bad one.
@@ -26,9 +28,13 @@ Hashed = tuple[str | None, int, int, bytes | None, str | None]
 DECODED_BYTES_PER_BATCH = 128 * 1024 * 1024
 
 
-def hash_blobs(blobs: list[bytes], hash_size: int, max_pixels: int) -> list[Hashed]:
-    """Decode and hash encoded images, and take their thumbnails while the pixels are at
-    hand; runs in a worker (or inline)."""
+def hash_blobs(
+    blobs: list[bytes], hash_size: int, max_pixels: int, hash_kind: str = DEFAULT_HASH_KIND
+) -> list[Hashed]:
+    """Decode and fingerprint encoded images with the ``hash_kind`` hasher, and take their
+    thumbnails while the pixels are at hand; runs in a worker (or inline)."""
+    hasher = get_hasher(hash_kind)
+    hasher.check_size(hash_size)
     out: list[Hashed] = [(None, 0, 0, None, None)] * len(blobs)
     good: list[int] = []
     pixels: list = []
@@ -36,7 +42,7 @@ def hash_blobs(blobs: list[bytes], hash_size: int, max_pixels: int) -> list[Hash
 
     def hash_held() -> None:
         if pixels:
-            hexes = bits_to_hex(phash_batch(pixels, hash_size))
+            hexes = hasher.hash_hex(pixels, hash_size)
             for i, gray, hex_ in zip(good, pixels, hexes, strict=True):
                 thumb = thumbnail_pixels(gray).tobytes()
                 out[i] = (hex_, int(gray.shape[1]), int(gray.shape[0]), thumb, None)
@@ -82,7 +88,13 @@ class HashPool:
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def submit(self, blobs: list[bytes], hash_size: int, max_pixels: int) -> Future:
+    def submit(
+        self,
+        blobs: list[bytes],
+        hash_size: int,
+        max_pixels: int,
+        hash_kind: str = DEFAULT_HASH_KIND,
+    ) -> Future:
         with self._lock:
             for _attempt in range(2):
                 if self._executor is None:
@@ -92,7 +104,9 @@ class HashPool:
                         initializer=_single_threaded_worker,
                     )
                 try:
-                    return self._executor.submit(hash_blobs, blobs, hash_size, max_pixels)
+                    return self._executor.submit(
+                        hash_blobs, blobs, hash_size, max_pixels, hash_kind
+                    )
                 except BrokenProcessPool:
                     self._discard_locked()
             raise HashingFailed("the hashing worker processes cannot be started")
