@@ -26,8 +26,8 @@ from app.api.schemas import CLASSIFY_FORM, ClassificationOut, ErrorOut
 from app.api.uploads import ingest_limits, receive_upload
 from app.db.models import MatchBatch
 from app.db.session import transaction
-from app.scoring.phash_rule import PHashRuleScorer
-from app.scoring.registry import METHODS, build_scorer
+from app.scoring.base import Scorer
+from app.scoring.methods import DEFAULT_METHOD, ScoringContext, build_scorer, method_names
 from app.search.calibration import Threshold, resolve_threshold
 from app.services import classification as service
 from app.services import hash_import, real_sets
@@ -78,9 +78,9 @@ async def create_classification(request: Request):
         other_file_fields={"generated_files": uploads},
         require_files=False,
     )
-    method = fields.get("method") or "reference"
-    if method not in METHODS:
-        raise HTTPException(422, detail=f"method must be one of {', '.join(METHODS)}")
+    method = fields.get("method") or DEFAULT_METHOD
+    if method not in method_names():
+        raise HTTPException(422, detail=f"method must be one of {', '.join(method_names())}")
     reject_unknown_fields(fields, {"method", "real_set_id", "batch_id", "threshold"})
     real_set_id = int_field(fields, "real_set_id", minimum=1)
     batch_id = int_field(fields, "batch_id", minimum=1)
@@ -90,18 +90,13 @@ async def create_classification(request: Request):
         raise HTTPException(422, detail="send either real_set_id or real 'files', not both")
     if batch_id is not None and gen_upload is not None:
         raise HTTPException(422, detail="send either batch_id or 'generated_files', not both")
-    scorer = None
+    scorer: Scorer | None = None
     if method != "phash":
-        # The reference auditor stops verifying an image once it is conclusive; with a
-        # threshold, conclusive at that threshold, so its labels there are (but for rare
-        # cases, see ReferenceScorer._verify_shortlist) those of a full check.
-        options = (
-            {"conclusive_score": max(1.0, threshold_override)}
-            if method == "reference" and threshold_override is not None
-            else {}
+        context = ScoringContext(
+            artifacts=request.app.state.models, requested_threshold=threshold_override
         )
         try:
-            scorer = build_scorer(method, models=request.app.state.models, **options)
+            scorer = build_scorer(method, context)
         except LookupError as exc:
             raise HTTPException(503, detail=str(exc)) from None
 
@@ -160,11 +155,7 @@ async def create_classification(request: Request):
             real_px, gen_px if scorer.needs_generated else None, progress=_progress_logger(method)
         )
         if threshold_override is not None:
-            result.threshold = threshold_override
-            result.threshold_reason = (
-                f"threshold {threshold_override:g} given in the request; the method's own rule: "
-                f"{result.threshold_reason}"
-            )
+            result = result.with_threshold(threshold_override)
         rejected = real_upload.rejected_json() + (gen_upload.rejected_json() if gen_upload else [])
         try:
             with transaction(sessions_of(request)) as session:
@@ -187,7 +178,7 @@ async def create_classification(request: Request):
     return await run_in_threadpool(run)
 
 
-def _phash_scorer(session: Session, real_set_id, batch_id, settings):
+def _phash_scorer(session: Session, real_set_id, batch_id, settings) -> Scorer:
     hash_size, threshold = 16, None
     if batch_id is not None:
         batch = session.get(MatchBatch, batch_id)
@@ -211,11 +202,14 @@ def _phash_scorer(session: Session, real_set_id, batch_id, settings):
                 settings.min_calibration_images,
                 real_set.calibration,
             )
-    return PHashRuleScorer(
-        hash_size=hash_size,
-        threshold=threshold,
-        quantile=settings.calibration_quantile,
-        min_images=settings.min_calibration_images,
+    return build_scorer(
+        "phash",
+        ScoringContext(
+            match_threshold=threshold,
+            hash_size=hash_size,
+            calibration_quantile=settings.calibration_quantile,
+            min_calibration_images=settings.min_calibration_images,
+        ),
     )
 
 

@@ -1,15 +1,15 @@
-"""`memaudit` command line: serve the API, migrate the database, match folders offline."""
+"""`memaudit match`: map generated images to their real sources by pHash, without a server."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
+from app.cli.folders import MAX_PIXELS, image_and_archive_files
 from app.config import Settings
 from app.imaging.archive import looks_like_zip
 from app.imaging.phash import SUPPORTED_HASH_SIZES
@@ -17,17 +17,6 @@ from app.search.calibration import calibrate, resolve_threshold
 from app.services.hash_pool import HashPool
 from app.services.ingest import ImageIngest, IngestLimits, IngestResult
 from app.services.source_matching import match_sources, paper_lines, words_from_hex
-
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".zip"}
-
-
-def _files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise SystemExit(f"memaudit: {folder} is not a directory")
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
 
 
 def hash_folder(
@@ -38,7 +27,7 @@ def hash_folder(
     quiet: bool,
     pool: HashPool | None = None,
 ) -> IngestResult:
-    files = _files(folder)
+    files = image_and_archive_files(folder)
     bar = tqdm(
         total=len(files), desc=f"hashing {label}", unit="img", disable=quiet, file=sys.stderr
     )
@@ -61,7 +50,7 @@ def hash_folder(
 
 def cmd_match(args: argparse.Namespace) -> int:
     limits = IngestLimits(
-        max_file_bytes=50 * 1024 * 1024, max_files=10**9, max_pixels=50_000_000, batch_size=256
+        max_file_bytes=50 * 1024 * 1024, max_files=10**9, max_pixels=MAX_PIXELS, batch_size=256
     )
     workers = args.workers if args.workers is not None else Settings().effective_hash_workers
     pool = HashPool(workers) if workers > 0 else None
@@ -118,53 +107,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    if args.workers > 1:
-        # Migrate once here: N workers each migrating a fresh database at once would race.
-        cmd_migrate(args)
-
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="info",
-    )
-    return 0
-
-
-def cmd_migrate(_args: argparse.Namespace) -> int:
-    from app.config import get_settings
-    from app.db.migrate import schema_status, upgrade_to_head
-    from app.db.session import make_engine
-
-    settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
-    upgrade_to_head(engine, settings.migrations_dir)
-    current, _head = schema_status(engine, settings.migrations_dir)
-    print(f"database at revision {current}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="memaudit", description="Audit synthetic medical images for leaked training data."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the REST API (Swagger UI at /docs)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.set_defaults(func=cmd_serve)
-
-    migrate = sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
-    migrate.set_defaults(func=cmd_migrate)
-
+def add_commands(sub: argparse._SubParsersAction) -> None:
     match = sub.add_parser(
         "match",
         help="map each generated image to its real source by pHash, without a server",
@@ -183,53 +126,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     match.add_argument("--quiet", action="store_true", help="no progress bar")
     match.set_defaults(func=cmd_match)
-    train = sub.add_parser("train", help="train a model artifact on a labelled set")
-    train.add_argument("model", choices=["cnn", "sift-knn", "reference"])
-    train.add_argument("--used", required=True, help="folder of real images used in training")
-    train.add_argument("--unused", required=True, help="folder of real images not used")
-    train.add_argument("--generated", help="folder of generated images (sift-knn vocabulary)")
-    train.add_argument("--out", required=True, help="artifact path, e.g. models/cnn.onnx")
-    train.add_argument("--epochs", type=int, default=10)
-    train.set_defaults(func=_lazy("cmd_train"))
-
-    rebuild = sub.add_parser(
-        "rebuild-models", help="rebuild the default artifacts from synthetic data"
-    )
-    rebuild.add_argument("--out", default="models")
-    rebuild.add_argument("--seed", type=int, default=0)
-    rebuild.add_argument("--epochs", type=int, default=10)
-    rebuild.set_defaults(func=_lazy("cmd_rebuild_models"))
-
-    evaluate = sub.add_parser("evaluate", help="score a labelled development set")
-    evaluate.add_argument("--labels", required=True, help="labels.csv (real, used, ...)")
-    evaluate.add_argument("--real", required=True, help="folder of the real images")
-    evaluate.add_argument("--generated", help="folder of generated images")
-    evaluate.add_argument(
-        "--method", default="reference", choices=["reference", "phash", "cnn", "sift_knn"]
-    )
-    evaluate.add_argument("--against", default="used", choices=["used", "memorized"])
-    evaluate.add_argument("--models", default=str(REPO_MODELS))
-    evaluate.add_argument("--roc", help="write the ROC curve to this PNG")
-    evaluate.add_argument("--cpu", action="store_true", help="never try CUDA")
-    evaluate.set_defaults(func=_lazy("cmd_evaluate"))
-    return parser
-
-
-def _lazy(name: str):
-    """Import training/evaluation code (and its optional extras) only when used."""
-
-    def run(args: argparse.Namespace) -> int:
-        from app.training import commands
-
-        return getattr(commands, name)(args)
-
-    return run
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
