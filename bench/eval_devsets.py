@@ -1,6 +1,6 @@
 """Membership-scoring quality on the labelled development sets (issue 3 figures).
 
-    .venv/bin/python bench/eval_devsets.py [--methods reference,phash,ncc] [--devsets ...]
+    .venv/bin/python bench/eval_devsets.py [--methods reference,phash] [--devsets ...]
 
 For each devset: ROC AUC against `memorized` (unused as negatives) where known, else against
 `used`; and at each method's own default threshold, the share of positives found and of
