@@ -13,7 +13,7 @@ from app.api.routes.docs import add_offline_docs
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
-from app.scoring.artifacts import ModelRegistry
+from app.scoring.artifacts import ModelArtifacts
 from app.services.decode_and_hash import HashPool
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.image_store = ImageStore(settings.effective_image_store_dir)
         # Features derived from the stored images live beside them (shared the same way).
         app.state.feature_store = FeatureStore(settings.effective_image_store_dir / "features")
-        app.state.models = ModelRegistry(settings.models_dir, settings.use_cuda).load()
+        app.state.models = ModelArtifacts(settings.models_dir, settings.use_cuda).load()
         workers = settings.effective_hash_workers
         app.state.hash_pool = HashPool(workers) if workers > 0 else None
         log.info(

@@ -5,7 +5,7 @@
 For every generated image that sources.csv gives a source: is its nearest real image
 (Hamming, ties to the lower index as /match breaks them) that source (top-1)? Then at each
 kind's own label-free threshold (the 5% quantile of real-vs-real nearest distances, as
-app/services/calibration.py learns it for a set): copies given the right source, copies given
+app/search/calibration.py learns it for a set): copies given the right source, copies given
 a wrong one, and novel generated images (no source) given one. Kinds: pHash 8 and 16,
 imagehash's dhash and whash at 8 and 16, and PDQ when the `pdqhash` package imports.
 """
@@ -24,8 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.services.calibration import calibrate  # noqa: E402
-
+from app.search.calibration import calibrate  # noqa: E402
 from app.search.hamming import nearest, pack_words  # noqa: E402
 
 DEVSETS = ("lung-window", "iq-othnccd")
@@ -88,7 +87,7 @@ def _evaluate(devset: Path, kinds: dict[str, Fingerprint]) -> None:
         real_words, gen_words = _words(reals, fingerprint), _words(gens, fingerprint)
         found = nearest(gen_words, real_words, top_k=1)
         best, distance = found.indices[:, 0], found.distances[:, 0]
-        calibration = calibrate(real_words, QUANTILE, 2)
+        calibration = calibrate(real_words, QUANTILE, 2, None)
         assert calibration is not None
         threshold = calibration.threshold
         matched = distance <= threshold

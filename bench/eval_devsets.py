@@ -1,6 +1,6 @@
 """Membership-scoring quality on the labelled development sets (issue 3 figures).
 
-    .venv/bin/python bench/eval_devsets.py [--methods reference,phash,ncc] [--devsets ...]
+    .venv/bin/python bench/eval_devsets.py [--methods reference,phash] [--devsets ...]
 
 For each devset: ROC AUC against `memorized` (unused as negatives) where known, else against
 `used`; and at each method's own default threshold, the share of positives found and of
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.evaluation import binary_metrics, roc_auc  # noqa: E402
 from app.imaging.decode import decode_grayscale  # noqa: E402
-from app.scoring.registry import build_scorer  # noqa: E402
+from app.scoring.methods import ScoringContext, build_scorer  # noqa: E402
 
 DEVSETS = ROOT.parent / "shared/data/devsets"
 
@@ -54,7 +54,7 @@ def main() -> None:
             f"positives = {against} ({positive.sum()}), negatives = unused ({(used == 0).sum()})"
         )
         for method in args.methods.split(","):
-            scorer = build_scorer(method)
+            scorer = build_scorer(method, ScoringContext())
             start = time.perf_counter()
             result = scorer.score(real, gen)
             elapsed = time.perf_counter() - start

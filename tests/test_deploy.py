@@ -208,7 +208,12 @@ def test_image_environment_from_scratch_serves_against_postgres(tmp_path, postgr
         assert body["database"] == "postgresql"
         assert body["schema_revision"] == body["head_revision"]
         models = httpx.get(f"http://127.0.0.1:{port}/models", timeout=5).json()
-        assert {m["method"]: m["status"] for m in models} == {"cnn": "loaded", "sift_knn": "loaded"}
+        assert {m["method"]: m["status"] for m in models} == {
+            "reference": "built-in",
+            "phash": "built-in",
+            "cnn": "loaded",
+            "sift_knn": "loaded",
+        }
         cnn = next(m for m in models if m["method"] == "cnn")
         assert cnn["execution_provider"] == "CPUExecutionProvider"
         assert "CUDA" in (cnn["detail"] or "")  # says why it is not on the GPU

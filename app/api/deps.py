@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.scoring.artifacts import ModelRegistry
+from app.scoring.artifacts import ModelArtifacts
 from app.services.decode_and_hash import HashPool
 from app.services.intake import ImageIntake, ingest_limits
 from app.services.set_hash_cache import SetHashCache
@@ -49,7 +49,7 @@ def get_hash_pool(request: Request) -> HashPool | None:
     return request.app.state.hash_pool
 
 
-def get_models(request: Request) -> ModelRegistry:
+def get_models(request: Request) -> ModelArtifacts:
     return request.app.state.models
 
 
@@ -69,7 +69,7 @@ HashCacheDep = Annotated[SetHashCache, Depends(get_hash_cache)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 FeatureStoreDep = Annotated[FeatureStore, Depends(get_feature_store)]
 HashPoolDep = Annotated[HashPool | None, Depends(get_hash_pool)]
-ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
+ModelsDep = Annotated[ModelArtifacts, Depends(get_models)]
 
 
 def get_intake(settings: SettingsDep, store: ImageStoreDep, pool: HashPoolDep) -> ImageIntake:

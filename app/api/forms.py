@@ -9,7 +9,7 @@ from fastapi import HTTPException
 
 from app.config import Settings
 from app.imaging.hashers import DEFAULT_HASH_KIND, HASHERS, get_hasher
-from app.scoring.methods import method_names
+from app.scoring.methods import DEFAULT_METHOD, method_names
 from app.services.batches import SUMMARY_SCOPES
 from app.services.classification import ClassifyRequest
 from app.services.matching import MatchRequest
@@ -125,7 +125,7 @@ def match_form(fields: dict[str, str], settings: Settings) -> MatchRequest:
 
 def classify_form(fields: dict[str, str]) -> ClassifyRequest:
     """POST /classify."""
-    method = fields.get("method") or "reference"
+    method = fields.get("method") or DEFAULT_METHOD
     if method not in method_names():
         raise HTTPException(422, detail=f"method must be one of {', '.join(method_names())}")
     reject_unknown_fields(

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.scoring import methods as scoring_methods
+
 #: Timestamps always carry their UTC offset (SQLite returns them naive).
 UtcDatetime = Annotated[
     datetime, AfterValidator(lambda d: d if d.tzinfo else d.replace(tzinfo=UTC))
@@ -390,7 +392,9 @@ class ClassificationResultOut(BaseModel):
 
 class ClassificationOut(BaseModel):
     classification_id: int = Field(examples=[1])
-    method: Literal["reference", "phash", "cnn", "sift_knn"] = Field(examples=["reference"])
+    method: str = Field(
+        description="The scoring method (GET /models lists them).", examples=["reference"]
+    )
     real_set_id: int | None = Field(examples=[1])
     batch_id: int | None = Field(examples=[1])
     models: list[ModelOut]
@@ -415,11 +419,11 @@ CLASSIFY_FORM = {
                     "properties": {
                         "method": {
                             "type": "string",
-                            "enum": ["reference", "phash", "cnn", "sift_knn"],
-                            "default": "reference",
-                            "description": "`reference` (recommended: compares the real images "
-                            "with the generated batch), `phash` (the paper's hash rule), `cnn` "
-                            "and `sift_knn` (the paper's classifiers, real images only).",
+                            # The method table's own list: methods registered later show.
+                            "enum": scoring_methods.LIVE_NAMES,
+                            "default": scoring_methods.DEFAULT_METHOD,
+                            "description": "The scoring method; the default is recommended. "
+                            "GET /models describes each and whether it can run now.",
                         },
                         "real_set_id": {
                             "type": "integer",

@@ -230,9 +230,7 @@ async def _urlencoded_parts(request: Request, settings: Settings) -> AsyncIterat
 
 
 def is_urlencoded(request: Request) -> bool:
-    return request.headers.get("content-type", "").startswith(
-        "application/x-www-form-urlencoded"
-    )
+    return request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
 
 
 class _Window(io.RawIOBase):

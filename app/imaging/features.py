@@ -13,7 +13,9 @@ import cv2
 import numpy as np
 
 THUMBNAIL_SIDE = 32
-SIFT_FEATURES = 300
+#: SIFT keypoints kept per image for the reference auditor's copy verification (the shipped
+#: SIFT-KNN model has its own count, app.scoring.sift_knn.BOVW_SIFT_FEATURES).
+VERIFICATION_SIFT_FEATURES = 300
 #: Gaussian pre-blur (pixels) before SIFT: keypoints on anatomy, not on CT noise grain.
 SIFT_PRE_BLUR = 1.0
 #: Lowe's ratio test and the RANSAC reprojection error (pixels at 256x256).
@@ -73,7 +75,7 @@ def _as_256(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
-def sift_keypoints(gray: np.ndarray, n_features: int = SIFT_FEATURES) -> Keypoints:
+def sift_keypoints(gray: np.ndarray, n_features: int = VERIFICATION_SIFT_FEATURES) -> Keypoints:
     image = _as_256(gray)
     image = cv2.GaussianBlur(image, (0, 0), SIFT_PRE_BLUR)
     sift = cv2.SIFT_create(nfeatures=n_features)

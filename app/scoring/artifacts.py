@@ -2,6 +2,8 @@
 
 An artifact is loaded only if its file's SHA-256 equals the manifest's; otherwise it is
 refused and reported (GET /models) with the reason. Nothing uploaded is ever unpickled.
+Which method an artifact serves, and how its file becomes a scorer, says the method table
+(app.scoring.methods).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.scoring.base import ModelInfo
+from app.scoring.base import ArtifactScorer, ModelInfo
+from app.scoring.methods import ScoringMethod, all_methods, get_method, method_names
 
 log = logging.getLogger("memaudit.models")
 MANIFEST = "manifest.json"
+#: Status of a method that needs no artifact: it is always available.
+BUILT_IN = "built-in"
 
 
 def file_sha256(path: Path) -> str:
@@ -28,91 +33,118 @@ def file_sha256(path: Path) -> str:
 
 
 @dataclass
-class LoadedModel:
+class LoadedArtifact:
+    """One manifest entry and what became of it."""
+
     method: str
     entry: dict
-    scorer: object | None
+    scorer: ArtifactScorer | None
     status: str  # "loaded" | "refused" | "missing" | "error"
     detail: str | None = None
 
 
-class ModelRegistry:
+class ModelArtifacts:
+    """The artifacts in ``models/`` that passed verification, loaded into scorers at start."""
+
     def __init__(self, models_dir: Path, want_cuda: bool = True) -> None:
         self.models_dir = Path(models_dir)
         self.want_cuda = want_cuda
-        self.models: dict[str, LoadedModel] = {}
+        self.loaded: dict[str, LoadedArtifact] = {}
 
-    def load(self) -> ModelRegistry:
+    def load(self) -> ModelArtifacts:
         manifest_path = self.models_dir / MANIFEST
         if not manifest_path.exists():
-            log.warning("no model manifest at %s: cnn and sift_knn unavailable", manifest_path)
+            wanted = [m.name for m in all_methods() if m.uses_artifact]
+            log.warning("no model manifest at %s: %s unavailable", manifest_path, wanted)
             return self
         entries = json.loads(manifest_path.read_text()).get("models", [])
         for entry in entries:
-            self.models[entry["method"]] = self._load_one(entry)
+            self.loaded[entry["method"]] = self._load_one(entry)
         return self
 
-    def _load_one(self, entry: dict) -> LoadedModel:
+    def _load_one(self, entry: dict) -> LoadedArtifact:
         method = entry["method"]
         path = self.models_dir / entry["file"]
+        try:
+            loader = get_method(method).load_artifact
+        except ValueError as exc:
+            return LoadedArtifact(method, entry, None, "error", str(exc))
+        if loader is None:
+            return LoadedArtifact(method, entry, None, "error", f"{method} loads no artifact")
         if not path.exists():
-            return LoadedModel(method, entry, None, "missing", f"{path} does not exist")
+            return LoadedArtifact(method, entry, None, "missing", f"{path} does not exist")
         actual = file_sha256(path)
         if actual != entry.get("sha256"):
             detail = f"sha256 of {path.name} is {actual}, manifest says {entry.get('sha256')}"
             log.error("refusing model %s: %s", entry.get("name"), detail)
-            return LoadedModel(method, entry, None, "refused", detail)
+            return LoadedArtifact(method, entry, None, "refused", detail)
         info = ModelInfo(entry["name"], str(entry["version"]), actual)
         try:
-            if method == "cnn":
-                from app.scoring.cnn import CnnScorer
-
-                scorer = CnnScorer(path, info, want_cuda=self.want_cuda)
-                detail = scorer.fallback_reason
-            elif method == "sift_knn":
-                from app.scoring.sift_knn import SiftKnnScorer
-
-                scorer = SiftKnnScorer(path, info)
-                detail = None
-            else:
-                return LoadedModel(method, entry, None, "error", f"unknown method {method!r}")
+            scorer = loader(path, info, want_cuda=self.want_cuda)
         except Exception as exc:
             log.exception("model %s failed to load", entry.get("name"))
-            return LoadedModel(method, entry, None, "error", f"{type(exc).__name__}: {exc}")
-        return LoadedModel(method, entry, scorer, "loaded", detail)
+            return LoadedArtifact(method, entry, None, "error", f"{type(exc).__name__}: {exc}")
+        return LoadedArtifact(method, entry, scorer, "loaded", scorer.load_note)
 
-    def scorer(self, method: str):
-        loaded = self.models.get(method)
+    def scorer(self, method: str) -> ArtifactScorer:
+        """The method's loaded scorer; LookupError saying why when there is none."""
+        loaded = self.loaded.get(method)
         if loaded is None:
-            raise LookupError(
-                f"no {method} model: {self.models_dir / MANIFEST} has none; "
-                "run `memaudit rebuild-models` or `memaudit train`"
-            )
+            raise LookupError(self._absent(method))
         if loaded.scorer is None:
             raise LookupError(f"the {method} model is {loaded.status}: {loaded.detail}")
         return loaded.scorer
 
+    def _absent(self, method: str) -> str:
+        return (
+            f"no {method} model: {self.models_dir / MANIFEST} has none; "
+            "run `memaudit rebuild-models` or `memaudit train`"
+        )
+
     def describe(self) -> list[dict]:
-        out = []
-        for method, m in sorted(self.models.items()):
-            provider = getattr(getattr(m.scorer, "info", None), "provider", None)
-            out.append(
-                {
-                    "method": method,
-                    "name": m.entry.get("name"),
-                    "version": str(m.entry.get("version")),
-                    "file": m.entry.get("file"),
-                    "sha256": m.entry.get("sha256"),
-                    "status": m.status,
-                    "detail": m.detail,
-                    "execution_provider": provider
-                    or ("CPU (scikit-learn)" if method == "sift_knn" and m.scorer else None),
-                    "created": m.entry.get("created"),
-                    "trained_on": m.entry.get("trained_on"),
-                    "metrics": m.entry.get("metrics", {}),
-                }
-            )
-        return out
+        """Every method in the table, whether it can score now and why; then manifest entries
+        for methods the table does not know (GET /models)."""
+        rows = []
+        for method in all_methods():
+            loaded = self.loaded.get(method.name)
+            if not method.uses_artifact:
+                status, detail = BUILT_IN, None
+            elif loaded is None:
+                status, detail = "missing", self._absent(method.name)
+            else:
+                status, detail = loaded.status, loaded.detail
+            rows.append(self._row(method.name, loaded, status, detail, method))
+        for name, loaded in self.loaded.items():
+            if name not in method_names():
+                rows.append(self._row(name, loaded, loaded.status, loaded.detail, None))
+        return rows
+
+    @staticmethod
+    def _row(
+        name: str,
+        loaded: LoadedArtifact | None,
+        status: str,
+        detail: str | None,
+        method: ScoringMethod | None,
+    ) -> dict:
+        entry = loaded.entry if loaded else {}
+        scorer = loaded.scorer if loaded else None
+        return {
+            "method": name,
+            "description": method.description if method else None,
+            "needs_generated": method.needs_generated if method else None,
+            "available": status in (BUILT_IN, "loaded"),
+            "name": entry.get("name"),
+            "version": str(entry["version"]) if "version" in entry else None,
+            "file": entry.get("file"),
+            "sha256": entry.get("sha256"),
+            "status": status,
+            "detail": detail,
+            "execution_provider": scorer.execution_provider if scorer else None,
+            "created": entry.get("created"),
+            "trained_on": entry.get("trained_on"),
+            "metrics": entry.get("metrics", {}),
+        }
 
 
 def record_artifact(

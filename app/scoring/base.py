@@ -8,6 +8,9 @@ from typing import Protocol
 
 import numpy as np
 
+#: Progress of a long scoring run: (stage, done, total).
+Progress = Callable[[str, int, int], None]
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -32,17 +35,19 @@ class ScoreResult:
     def labels(self) -> np.ndarray:
         return self.scores >= self.threshold
 
-    def with_threshold(self, threshold: float) -> ScoreResult:
-        """This result labelled at a threshold given in the request instead."""
+    def with_threshold(self, value: float) -> ScoreResult:
+        """A copy labelled at a threshold the request gave; the reason keeps the method's own."""
         return replace(
             self,
-            threshold=threshold,
-            threshold_reason=f"threshold {threshold:g} given in the request; the method's own "
+            threshold=value,
+            threshold_reason=f"threshold {value:g} given in the request; the method's own "
             f"rule: {self.threshold_reason}",
         )
 
 
 class Scorer(Protocol):
+    """Scores real images; ``needs_generated``: it compares them with the generator's output."""
+
     name: str
     needs_generated: bool
 
@@ -50,8 +55,17 @@ class Scorer(Protocol):
         self,
         real: Sequence[np.ndarray],
         generated: Sequence[np.ndarray] | None,
-        progress: Callable[[str, int, int], None] | None = None,
+        progress: Progress | None = None,
     ) -> ScoreResult:
         """Score grayscale uint8 real images, optionally against generated ones; report
         progress as (stage, done, total)."""
         ...
+
+
+class ArtifactScorer(Scorer, Protocol):
+    """A scorer loaded from a verified ``models/`` artifact: it says what it runs on."""
+
+    #: What really computes the scores, e.g. onnxruntime's ``CPUExecutionProvider``.
+    execution_provider: str
+    #: Why it does not run where it was asked to (e.g. no usable CUDA), else None.
+    load_note: str | None

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 
-from app.scoring.base import ModelInfo, ScoreResult
+from app.scoring.base import ModelInfo, Progress, ScoreResult
 
+#: Side of the square grayscale input the CNN was trained on (training imports it).
 INPUT_SIDE = 64
 log = logging.getLogger("memaudit.models")
 
 
-def cnn_input(images) -> np.ndarray:
+def cnn_input(images: Sequence[np.ndarray]) -> np.ndarray:
     """(n, 1, 64, 64) float32 in [0, 1], as the model was trained."""
     out = np.empty((len(images), 1, INPUT_SIDE, INPUT_SIDE), np.float32)
     for i, gray in enumerate(images):
@@ -23,7 +26,7 @@ def cnn_input(images) -> np.ndarray:
     return out
 
 
-def open_session(path, want_cuda: bool) -> tuple[ort.InferenceSession, str, str | None]:
+def open_session(path: Path, want_cuda: bool) -> tuple[ort.InferenceSession, str, str | None]:
     """(session, provider it really runs on, why CUDA is not used or None)."""
     available = ort.get_available_providers()
     why = None
@@ -45,19 +48,28 @@ def open_session(path, want_cuda: bool) -> tuple[ort.InferenceSession, str, str 
 
 
 class CnnScorer:
+    """The paper's CNN (an ArtifactScorer): P(used) per real image, from its pixels alone."""
+
     name = "cnn"
     needs_generated = False
 
-    def __init__(self, artifact, info: ModelInfo, want_cuda: bool = True) -> None:
+    def __init__(self, artifact: Path, info: ModelInfo, *, want_cuda: bool = True) -> None:
         self.session, provider, why = open_session(artifact, want_cuda)
         self.info = ModelInfo(info.name, info.version, info.sha256, provider)
-        self.fallback_reason = why
+        self.execution_provider = provider
+        self.load_note = why
         if why:
             log.info("model %s runs on %s: %s", info.name, provider, why)
         else:
             log.info("model %s runs on %s", info.name, provider)
 
-    def score(self, real, generated=None, progress=None, batch: int = 256) -> ScoreResult:
+    def score(
+        self,
+        real: Sequence[np.ndarray],
+        generated: Sequence[np.ndarray] | None = None,
+        progress: Progress | None = None,
+        batch: int = 256,
+    ) -> ScoreResult:
         out = []
         for lo in range(0, len(real), batch):
             x = cnn_input([real[i] for i in range(lo, min(lo + batch, len(real)))])

@@ -3,10 +3,12 @@ generated image maps to it (its nearest real image) within the Hamming threshold
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from app.imaging.phash import bits_to_bytes, phash_batch
-from app.scoring.base import ModelInfo, ScoreResult
+from app.scoring.base import ModelInfo, Progress, ScoreResult
 from app.search.calibration import Threshold, calibrate, resolve_threshold
 from app.search.hamming import nearest, pack_words
 
@@ -29,7 +31,10 @@ class PHashRuleScorer:
         self.min_images = min_images
 
     def score(
-        self, real: list[np.ndarray], generated: list[np.ndarray] | None, progress=None
+        self,
+        real: Sequence[np.ndarray],
+        generated: Sequence[np.ndarray] | None,
+        progress: Progress | None = None,
     ) -> ScoreResult:
         if not generated:
             raise ValueError("the pHash rule needs generated images")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -36,10 +36,8 @@ import cv2
 import numpy as np
 
 from app.imaging.features import verified_inliers
-from app.scoring.base import ModelInfo, ScoreResult
+from app.scoring.base import ModelInfo, Progress, ScoreResult
 from app.scoring.images import ImageSource, as_source
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

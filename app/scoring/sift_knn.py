@@ -14,13 +14,16 @@ import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.neighbors import KNeighborsClassifier
 
-from app.scoring.base import ModelInfo, ScoreResult
+from app.scoring.base import ModelInfo, Progress, ScoreResult
 
-SIFT_FEATURES = 200
+#: SIFT keypoints per image in the bag of visual words. The shipped artifact was trained with
+#: 200: changing it changes what its scores mean. (The reference auditor's verification keeps
+#: its own count, app.imaging.features.VERIFICATION_SIFT_FEATURES.)
+BOVW_SIFT_FEATURES = 200
 
 
 def sift_descriptors(gray: np.ndarray) -> np.ndarray:
-    sift = cv2.SIFT_create(nfeatures=SIFT_FEATURES)
+    sift = cv2.SIFT_create(nfeatures=BOVW_SIFT_FEATURES)
     _kps, desc = sift.detectAndCompute(gray, None)
     return desc if desc is not None else np.zeros((0, 128), np.float32)
 
@@ -68,8 +71,12 @@ def train_sift_knn(
 
 
 class SiftKnnScorer:
+    """The paper's SIFT bag-of-words KNN (an ArtifactScorer): share of `used` neighbours."""
+
     name = "sift_knn"
     needs_generated = False
+    execution_provider = "CPU (scikit-learn)"
+    load_note = None
 
     def __init__(self, artifact: Path, info: ModelInfo) -> None:
         bundle = joblib.load(artifact)
@@ -77,7 +84,12 @@ class SiftKnnScorer:
         self.knn: KNeighborsClassifier = bundle["knn"]
         self.info = info
 
-    def score(self, real, generated=None, progress=None) -> ScoreResult:
+    def score(
+        self,
+        real: Sequence[np.ndarray],
+        generated: Sequence[np.ndarray] | None = None,
+        progress: Progress | None = None,
+    ) -> ScoreResult:
         features = np.stack([bovw_histogram(sift_descriptors(g), self.vocabulary) for g in real])
         classes = list(self.knn.classes_)
         proba = self.knn.predict_proba(features)

@@ -49,7 +49,7 @@ class Calibration:
 
 
 def calibrate(
-    words: np.ndarray, quantile: float, min_images: int, hash_size: int
+    words: np.ndarray, quantile: float, min_images: int, hash_size: int | None
 ) -> Calibration | None:
     """Largest threshold at which at most ``quantile`` of real images match another real one,
     never looser than the paper's threshold (small or very diverse sets would otherwise get
@@ -73,7 +73,8 @@ def calibrate(
     percentiles = {
         f"p{p}": int(np.percentile(nn_sorted, p, method="lower")) for p in (0, 5, 25, 50, 75, 95)
     }
-    threshold = min(threshold, paper_threshold(hash_size))
+    if hash_size is not None:  # None: another fingerprint than pHash (bench_hash_kinds)
+        threshold = min(threshold, paper_threshold(hash_size))
     return Calibration(
         threshold=max(threshold, 0),
         quantile=quantile,

@@ -381,4 +381,3 @@ def _insert_hashes(session: Session, real_set_id: int, start: int, parsed: Parse
                 buffer = bytearray()
         if buffer:
             copy.write(buffer)
-

@@ -58,9 +58,7 @@ def register_images(
         return real_set, real_sets.list_images(session, real_set.id, 0, len(upload.images))
 
 
-def parse_hashes(
-    hashes: BinaryIO, hash_size: int, settings: Settings
-) -> hash_import.ParsedHashes:
+def parse_hashes(hashes: BinaryIO, hash_size: int, settings: Settings) -> hash_import.ParsedHashes:
     parsed = hash_import.parse_hash_file(hashes, hash_size, settings.max_hashes_per_request)
     if not len(parsed):
         raise InvalidInput("the 'hashes' file has no `filename,phash_hex` line")
@@ -77,9 +75,7 @@ def register_hashes(
     """A new set of precomputed hashes (no pixels); all lines or nothing."""
     parsed = parse_hashes(hashes, hash_size, settings)
     with transaction(sessions) as session:
-        real_set = hash_import.create_hash_set(
-            session, name, parsed, calibration_config(settings)
-        )
+        real_set = hash_import.create_hash_set(session, name, parsed, calibration_config(settings))
         return real_set, parsed
 
 

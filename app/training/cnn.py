@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-INPUT_SIDE = 64
+from app.scoring.cnn import INPUT_SIDE
 
 
 def build_model():

@@ -1,28 +1,43 @@
-"""/models: which model artifacts are loaded, verified, and on which execution provider."""
+"""/models: every scoring method, whether it can run now, and the verified model artifacts."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
+
+from app.api.deps import ModelsDep
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-class LoadedModelOut(BaseModel):
+class ScoringMethodOut(BaseModel):
+    """One row of GET /models: a method of the table, or a manifest entry it does not know."""
+
     method: str = Field(examples=["cnn"])
-    name: str | None = Field(examples=["memaudit-cnn"])
+    description: str | None = Field(
+        description="What the method does (null: a manifest entry for an unknown method).",
+        examples=["the paper's CNN on the real image alone (models/cnn.onnx, onnxruntime)"],
+    )
+    needs_generated: bool | None = Field(
+        description="It compares the real images with generated ones (a batch_id or "
+        "generated_files).",
+        examples=[False],
+    )
+    available: bool = Field(description="POST /classify can use it now.", examples=[True])
+    name: str | None = Field(description="The model artifact, if any.", examples=["memaudit-cnn"])
     version: str | None = Field(examples=["1"])
     file: str | None = Field(examples=["cnn.onnx"])
     sha256: str | None = None
     status: str = Field(
-        description="`loaded`, `refused` (sha256 differs from the manifest), `missing`, `error`.",
+        description="`built-in` (needs no artifact), `loaded`, `refused` (sha256 differs from "
+        "the manifest), `missing` (no file, or no manifest entry), `error`.",
         examples=["loaded"],
     )
     detail: str | None = Field(
-        description="Why not loaded, or why CUDA is not used.", examples=[None]
+        description="Why not available, or why CUDA is not used.", examples=[None]
     )
     execution_provider: str | None = Field(
-        description="What the onnxruntime session really runs on.",
+        description="What the model really runs on (onnxruntime's provider for the CNN).",
         examples=["CPUExecutionProvider"],
     )
     created: str | None = None
@@ -30,6 +45,8 @@ class LoadedModelOut(BaseModel):
     metrics: dict = Field(default_factory=dict)
 
 
-@router.get("", response_model=list[LoadedModelOut], summary="Model artifacts and providers")
-def list_models(request: Request):
-    return request.app.state.models.describe()
+@router.get(
+    "", response_model=list[ScoringMethodOut], summary="Scoring methods, model artifacts, providers"
+)
+def list_models(models: ModelsDep):
+    return models.describe()

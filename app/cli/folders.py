@@ -1,0 +1,48 @@
+"""Reading images from folders for the offline commands (match, train, evaluate)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from app.imaging.decode import ImageDecodeError, decode_grayscale
+
+#: Image files the commands read from a folder (by suffix, any case).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+#: Archives `memaudit match` also reads, member by member.
+ARCHIVE_SUFFIXES = frozenset({".zip"})
+#: Pixels one image may have when the offline commands decode it.
+MAX_PIXELS = 50_000_000
+
+
+def existing_folder(folder: Path) -> Path:
+    if not folder.is_dir():
+        raise SystemExit(f"memaudit: {folder} is not a directory")
+    return folder
+
+
+def image_and_archive_files(folder: Path) -> list[Path]:
+    """Every image or zip under ``folder`` (recursively), sorted: what `match` hashes."""
+    suffixes = IMAGE_SUFFIXES | ARCHIVE_SUFFIXES
+    return sorted(
+        p
+        for p in existing_folder(folder).rglob("*")
+        if p.is_file() and p.suffix.lower() in suffixes
+    )
+
+
+def read_folder(folder: Path) -> tuple[list[str], list[np.ndarray]]:
+    """The names and grayscale pixels of the images directly in ``folder``, sorted by name;
+    undecodable files are reported on stderr and skipped."""
+    names, images = [], []
+    for path in sorted(
+        p for p in existing_folder(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+    ):
+        try:
+            images.append(decode_grayscale(path.read_bytes(), MAX_PIXELS))
+            names.append(path.name)
+        except ImageDecodeError as exc:
+            print(f"memaudit: skipped {path}: {exc}", file=sys.stderr)
+    return names, images

@@ -1,0 +1,48 @@
+"""`memaudit serve` and `memaudit migrate`: run the API, bring the database schema up to date."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.workers > 1:
+        # Migrate once here: N workers each migrating a fresh database at once would race.
+        cmd_migrate(args)
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
+    return 0
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.db.migrate import schema_status, upgrade_to_head
+    from app.db.session import make_engine
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    upgrade_to_head(engine, settings.migrations_dir)
+    current, _head = schema_status(engine, settings.migrations_dir)
+    print(f"database at revision {current}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run the REST API (Swagger UI at /docs)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
+    migrate.set_defaults(func=cmd_migrate)
