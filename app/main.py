@@ -14,6 +14,7 @@ from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelArtifacts
+from app.scoring.methods import all_methods
 from app.services.decode_and_hash import HashPool
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
@@ -32,13 +33,19 @@ memaudit audits synthetic (generated) medical images for leaked training data.
    e.g. `The source image for generated_0478.png is used_0029.png with 52`.
 
 **Membership inference**: `POST /classify` scores every real image (higher = more likely used
-to train the generator) with `reference` (recommended: compares the real images with the
-generated batch), `phash`, or the paper's `cnn` and `sift_knn` models (`GET /models`).
+to train the generator) with one of these methods (`GET /models` shows which are available):
+
+{methods}
 
 Uploads are `multipart/form-data`; text fields may come before or after the files.
 Errors come back as JSON `{"detail": ...}` with a 4xx status; per-file problems are
 listed in `rejected` while the good files of the same request are still used.
 """
+
+
+def describe_methods() -> str:
+    """The scoring-method table as a Markdown list for the API description."""
+    return "\n".join(f"- `{m.name}`: {m.description}" for m in all_methods())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -79,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="memaudit",
         version="0.1.0",
         summary="Audit synthetic medical images for memorized training data.",
-        description=DESCRIPTION,
+        description=DESCRIPTION.replace("{methods}", describe_methods()),
         lifespan=lifespan,
         docs_url=None,  # served offline by add_offline_docs
         redoc_url=None,
