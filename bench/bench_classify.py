@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
-from bench_match_upload import memaudit_server, peak_rss_mb  # noqa: E402
+from bench.common import file_parts, image_folders, memaudit_server, peak_rss_mb  # noqa: E402
 
 
 def main() -> None:
@@ -28,14 +28,13 @@ def main() -> None:
     parser.add_argument("--method", default="reference")
     parser.add_argument("--generated", type=int, default=0, help="use only the first N")
     args = parser.parse_args()
-    reals = sorted((args.folder / "real").glob("*.png"))
-    gens = sorted((args.folder / "generated").glob("*.png"))
+    reals, gens = image_folders(args.folder)
     if args.generated:
         gens = gens[: args.generated]
     with memaudit_server() as (server, base), httpx.Client(timeout=3600) as client:
-        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in reals]
+        files = file_parts(reals)
         set_id = client.post(f"{base}/real-sets", data={"name": "bench"}, files=files).json()["id"]
-        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in gens]
+        files = file_parts(gens)
         start = time.perf_counter()
         batch = client.post(f"{base}/match", data={"real_set_id": str(set_id)}, files=files)
         match_s = time.perf_counter() - start

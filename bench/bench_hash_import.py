@@ -26,9 +26,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_match_upload import bench_database, memaudit_server, peak_rss_mb  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_database,
+    file_parts,
+    memaudit_server,
+    peak_rss_mb,
+    runs,
+)
 
 TARGET = 20_000
 
@@ -57,7 +62,7 @@ def main() -> None:
     gens = sorted((args.folder / "generated").glob("*.png"))[: args.generated]
     if not gens:
         raise SystemExit(f"no {args.folder}/generated/*.png: run bench/make_generated.py")
-    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in gens]
+    files = file_parts(gens)
     work = Path(tempfile.mkdtemp(prefix="memaudit-bench-"))
     hashes_csv = work / "hashes.csv"
     write_hashes(hashes_csv, args.hashes)
@@ -102,11 +107,7 @@ def main() -> None:
         f"POST /real-sets with a 'hashes' file of {args.hashes:,} lines ({size_mb:.0f} MB), "
         "PostgreSQL fsync on, over HTTP"
     )
-    print(
-        f"  register, median of {args.repeats}: {reg:.1f} s  (runs: "
-        + ", ".join(f"{t:.1f}" for t in register_s)
-        + ")"
-    )
+    print(f"  register, median of {args.repeats}: {reg:.1f} s  (runs: {runs(register_s, 1)})")
     verdict = "meets" if rate >= TARGET else "MISSES"
     print(f"  = {rate:,.0f} hashes/s; target {TARGET:,}/s: {verdict} it ({rate / TARGET:.2f}x)")
     print(

@@ -13,7 +13,6 @@ Uses the real CT slices in ../shared/data/ct when present, else synthetic 256x25
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import os
 import statistics
@@ -34,21 +33,9 @@ from app.imaging.decode import decode_grayscale  # noqa: E402
 from app.imaging.phash import bits_to_hex, phash_batch  # noqa: E402
 from app.services.decode_and_hash import HashPool  # noqa: E402
 from app.services.ingest import ImageIngest, IngestLimits  # noqa: E402
+from bench.common import CT_DIR, MAX_PIXELS, sample_pngs  # noqa: E402
 
-MAX_PIXELS = 50_000_000
 LIMITS = IngestLimits(max_file_bytes=1 << 30, max_files=1 << 30, max_pixels=MAX_PIXELS)
-
-
-def load_images(n: int, data: Path) -> tuple[list[bytes], str]:
-    files = sorted(glob.glob(str(data / "*/*.png")))
-    if files:
-        # Cycle through the files if more images are asked for than exist.
-        blobs = [Path(files[i % len(files)]).read_bytes() for i in range(n)]
-        return blobs, f"{n} real CT PNGs ({min(n, len(files))} distinct)"
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tests.imagegen import phantom, png
-
-    return [png(phantom(i, 256)) for i in range(n)], f"{n} synthetic phantom PNGs"
 
 
 def ingest(blobs: list[bytes], hash_size: int, pool: HashPool | None) -> None:
@@ -65,11 +52,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=1800)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/ct")
+    parser.add_argument("--data", type=Path, default=CT_DIR)
     args = parser.parse_args()
     threadpool_limits(1)
     cv2.setNumThreads(1)
-    blobs, what = load_images(args.images, args.data)
+    blobs, what = sample_pngs(args.images, args.data, cycle=True)
     n = len(blobs)
     print(f"images: {what}; cpus available: {len(os.sched_getaffinity(0))}")
 

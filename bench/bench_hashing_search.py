@@ -9,11 +9,8 @@ Prints medians of R repeats and the ratios between them.
 from __future__ import annotations
 
 import argparse
-import glob
 import io
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import imagehash
@@ -28,27 +25,7 @@ from app.imaging.phash import bits_to_hex, phash_batch  # noqa: E402
 from app.search.hamming import nearest  # noqa: E402
 from app.services.decode_and_hash import HashPool  # noqa: E402
 from app.services.ingest import ImageIngest, IngestLimits  # noqa: E402
-
-MAX_PIXELS = 50_000_000
-
-
-def load_images(n: int) -> tuple[list[bytes], str]:
-    files = sorted(glob.glob(str(ROOT.parent / "shared/data/ct/*/*.png")))
-    if files:
-        return [Path(f).read_bytes() for f in files[:n]], f"{min(n, len(files))} real CT PNGs"
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tests.imagegen import phantom, png
-
-    return [png(phantom(i, 256)) for i in range(n)], f"{n} synthetic phantom PNGs"
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from bench.common import MAX_PIXELS, median_time, sample_pngs  # noqa: E402
 
 
 def bench_hashing(blobs: list[bytes], repeats: int) -> None:
@@ -132,7 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-big", action="store_true", help="skip 1,000,000 x 10,000")
     args = parser.parse_args()
-    blobs, what = load_images(args.images)
+    blobs, what = sample_pngs(args.images)
     print(f"images: {what}")
     bench_hashing(blobs, args.repeats)
     print("\n== Hamming search (XOR + popcount, top-1, one process) ==")

@@ -19,9 +19,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from bench_match_upload import bench_database  # noqa: E402
 
 from app.db.migrate import upgrade_to_head  # noqa: E402
 from app.db.session import make_engine, make_session_factory, transaction  # noqa: E402
@@ -29,6 +26,7 @@ from app.services import real_sets  # noqa: E402
 from app.services.ingest import HashedImage  # noqa: E402
 from app.services.set_hash_cache import SetHashCache  # noqa: E402
 from app.services.source_matching import match_sources  # noqa: E402
+from bench.common import bench_database  # noqa: E402
 
 
 def main() -> None:

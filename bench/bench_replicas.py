@@ -35,30 +35,18 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_match_upload import bench_database, memaudit_server  # noqa: E402
-
-from tests.helpers import raw_multipart  # noqa: E402
+from bench.common import Body, bench_database, file_parts, memaudit_server, runs  # noqa: E402
 
 
-def match_body(set_id: int, images: list[Path]) -> tuple[bytes, dict[str, str]]:
-    body, end, headers = raw_multipart(
-        [("real_set_id", None, str(set_id).encode())]
-        + [("files", p.name, p.read_bytes()) for p in images]
-    )
-    return body + end, headers
-
-
-def run_workload(bases: list[str], bodies: list[tuple[bytes, dict]]) -> float:
+def run_workload(bases: list[str], bodies: list[Body]) -> float:
     """All requests at once, request i to replica i % len(bases); wall seconds."""
 
     def post(i: int) -> int:
-        body, headers = bodies[i]
         with httpx.Client(timeout=3600) as client:
-            r = client.post(f"{bases[i % len(bases)]}/match", content=body, headers=headers)
-        r.raise_for_status()
-        return r.json()["generated_count"]
+            return (
+                bodies[i].post(client, f"{bases[i % len(bases)]}/match").json()["generated_count"]
+            )
 
     start = time.perf_counter()
     with ThreadPoolExecutor(len(bodies)) as pool:
@@ -104,13 +92,16 @@ def main() -> None:
             r = httpx.post(
                 f"{bases[1][0]}/real-sets",
                 data={"name": "replicas"},
-                files=[("files", (p.name, p.read_bytes(), "image/png")) for p in reals],
+                files=file_parts(reals),
                 timeout=600,
             )
             r.raise_for_status()
             set_id = r.json()["id"]
             bodies = [
-                match_body(set_id, gens[i * args.per_request : (i + 1) * args.per_request])
+                Body.multipart(
+                    {"real_set_id": str(set_id)},
+                    file_parts(gens[i * args.per_request : (i + 1) * args.per_request]),
+                )
                 for i in range(args.requests)
             ]
             for n in configs:  # warm-up, untimed: workers started, set hashes cached
@@ -129,9 +120,7 @@ def main() -> None:
     for n, wall in walls.items():
         print(
             f"  {n} replica(s), {configs[n][0]} hash worker(s) each: {wall:6.1f} s  "
-            f"{images / wall:6.0f} images/s  (runs: "
-            + ", ".join(f"{t:.1f}" for t in results[n])
-            + ")"
+            f"{images / wall:6.0f} images/s  (runs: {runs(results[n], 1)})"
         )
     print(f"  2 replicas / 1 replica throughput: {walls[1] / walls[2]:.2f}x")
 
