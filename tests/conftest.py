@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from app.training.synthetic import simulated_generator
+from tests.imagegen import phantom
 from tests.pgcluster import pg_bindir, pg_cluster
 
 PG_SKIP_REASON = (
@@ -53,7 +55,7 @@ def database_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def settings(database_url, tmp_path) -> Settings:
-    # In-process hashing keeps these small tests fast; test_hash_pool covers the workers.
+    # In-process hashing keeps these small tests fast; tests/services/test_decode_and_hash.py covers the workers.
     return Settings(
         data_dir=tmp_path / "data", database_url=database_url, hash_batch_size=64, hash_workers=0
     )
@@ -63,3 +65,12 @@ def settings(database_url, tmp_path) -> Settings:
 def client(settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def devset():
+    """A small synthetic development set: 12 used, 12 unused, 40 generated."""
+    used = [phantom(i, 128) for i in range(12)]
+    unused = [phantom(500 + i, 128) for i in range(12)]
+    generated = simulated_generator(used, 40, seed=3, copy_share=0.8)
+    return used, unused, generated

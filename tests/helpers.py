@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 from tests.imagegen import phantom, png
+
+#: The repository checkout the tests run from, and its shipped model artifacts.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_MODELS = REPO_ROOT / "models"
 
 
 def real_images(n: int, size: int = 128, offset: int = 0) -> dict[str, bytes]:
@@ -47,3 +52,10 @@ def raw_multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "m
         chunks.append(f"--{boundary}\r\n{head}".encode() + data + b"\r\n")
     headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
     return b"".join(chunks), f"--{boundary}--\r\n".encode(), headers
+
+
+def labelled_real_files(used, unused) -> dict[str, bytes]:
+    """Real images as uploads, named by their label (``used_000.png``, ``unused_000.png``)."""
+    files = {f"used_{i:03d}.png": png(img) for i, img in enumerate(used)}
+    files.update({f"unused_{i:03d}.png": png(img) for i, img in enumerate(unused)})
+    return files

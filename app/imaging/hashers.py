@@ -5,7 +5,7 @@
 A hasher turns a batch of 2-D uint8 grayscale images (any sizes) into bits, one row per image,
 row-major as imagehash prints them; the rest of the service (hex storage, packed Hamming search,
 calibration) only sees those bits. To add a kind: subclass :class:`Hasher`, add an instance to
-:data:`HASHERS`, and give it oracle tests like tests/test_phash.py.
+:data:`HASHERS`, and give it oracle tests like tests/imaging/test_phash.py.
 """
 
 from __future__ import annotations

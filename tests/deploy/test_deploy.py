@@ -16,7 +16,7 @@ import yaml
 
 from app.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class ComposeLoader(yaml.SafeLoader):

@@ -27,10 +27,8 @@ from app.scoring.methods import (
 from app.scoring.phash_rule import PHashRuleScorer
 from app.scoring.reference import ReferenceScorer
 from app.search.calibration import Threshold
-from tests.helpers import file_parts
+from tests.helpers import REPO_MODELS, file_parts
 from tests.imagegen import phantom, png
-
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 class MeanPixelScorer:

@@ -33,7 +33,7 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
 
     from app.db.migrate import schema_status
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, DATABASE_URL=postgres_url, PYTHONPATH=str(root))
     command = [sys.executable, "-m", "alembic", "-c", str(root / "alembic.ini"), "upgrade", "head"]
     replicas = [
