@@ -62,8 +62,8 @@ def memaudit_server(
     fresh data dir; ``env`` overrides settings (DATABASE_URL, a shared MEMAUDIT_DATA_DIR,
     MEMAUDIT_HASH_WORKERS, ...). Yields (process, base URL) once /ready answers."""
     tree = Path(tree).resolve()
-    if not (tree / "app" / "cli.py").exists():
-        raise SystemExit(f"{tree} is not a memaudit source tree (no app/cli.py)")
+    if not ((tree / "app" / "cli.py").exists() or (tree / "app" / "cli").is_dir()):
+        raise SystemExit(f"{tree} is not a memaudit source tree (no app/cli)")
     port = free_port()
     full_env = dict(os.environ, MEMAUDIT_DATA_DIR=tempfile.mkdtemp(), MEMAUDIT_LOG_LEVEL="WARNING")
     full_env.pop("DATABASE_URL", None)
