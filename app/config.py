@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     hash_batch_size: int = Field(
         default=256, description="Images decoded and hashed together; bounds memory per request."
     )
+    max_pending_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Encoded image bytes one request holds while they wait to be hashed (and "
+        "as much again in the hash workers): memory per request is bounded in bytes.",
+    )
     max_hashes_per_request: int = Field(
         default=2_000_000,
         ge=1,

@@ -69,6 +69,10 @@ class IngestLimits:
     max_files: int
     max_pixels: int
     batch_size: int = 256
+    #: Encoded bytes waiting to be hashed, and again bytes in the workers' hands: memory per
+    #: request is bounded by bytes, not only by file count (256 zip members of 49 MB of
+    #: zeros each once held 12 GB).
+    max_pending_bytes: int = 64 * 1024 * 1024
 
 
 class ImageIngest:
@@ -100,6 +104,9 @@ class ImageIngest:
         self._seen_sha: dict[str, str] = dict(known_sha256 or {})
         self._names: set[str] = set(known_names)
         self._pending: list[tuple[str, bytes]] = []
+        self._pending_bytes = 0
+        #: Encoded bytes of the chunks in :attr:`_in_flight`.
+        self._in_flight_bytes = 0
         self._received = 0
         self._progress = progress
         self._keep = keep
@@ -112,7 +119,10 @@ class ImageIngest:
 
     @property
     def needs_flush(self) -> bool:
-        return len(self._pending) >= self.limits.batch_size
+        return (
+            len(self._pending) >= self.limits.batch_size
+            or self._pending_bytes >= self.limits.max_pending_bytes
+        )
 
     def reject(self, filename: str, reason: str) -> None:
         self.result.rejected.append(Rejected(filename, reason))
@@ -135,6 +145,7 @@ class ImageIngest:
             )
             return
         self._pending.append((filename, data))
+        self._pending_bytes += len(data)
 
     def add_zip(self, stream: BinaryIO, archive_name: str) -> None:
         """Queue every member of a zip archive, flushing as batches fill."""
@@ -158,6 +169,7 @@ class ImageIngest:
         decoding one file after another.
         """
         pending, self._pending = self._pending, []
+        self._pending_bytes = 0
         batch: list[tuple[str, str, bytes]] = []
         for filename, data in pending:
             digest = hashlib.sha256(data).hexdigest()
@@ -186,13 +198,18 @@ class ImageIngest:
         if pool is not None and len(batch) >= POOL_MIN_BATCH:
             step = max(POOL_MIN_BATCH, -(-len(batch) // pool.workers))
             for lo in range(0, len(batch), step):
-                while len(self._in_flight) >= 2 * pool.workers:
-                    self._collect(*self._in_flight.popleft())
                 chunk = batch[lo : lo + step]
+                size = sum(len(c[2]) for c in chunk)
+                while self._in_flight and (
+                    len(self._in_flight) >= 2 * pool.workers
+                    or self._in_flight_bytes + size > 2 * self.limits.max_pending_bytes
+                ):
+                    self._collect(*self._in_flight.popleft())
                 future = pool.submit(
                     [c[2] for c in chunk], self.hash_size, self.limits.max_pixels, self.hash_kind
                 )
                 self._in_flight.append((chunk, future))
+                self._in_flight_bytes += size
             return
         self._drain()  # keep the order of results
         for lo in range(0, len(batch), INLINE_CHUNK):
@@ -207,6 +224,7 @@ class ImageIngest:
 
     def _collect(self, chunk: list[tuple[str, str, bytes]], future: Future) -> None:
         assert self._pool is not None
+        self._in_flight_bytes -= sum(len(c[2]) for c in chunk)
         try:
             hashed = self._pool.result(future)
         except Exception:

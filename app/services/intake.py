@@ -18,6 +18,7 @@ def ingest_limits(settings: Settings) -> IngestLimits:
         max_files=settings.max_files_per_request,
         max_pixels=settings.max_image_pixels,
         batch_size=settings.hash_batch_size,
+        max_pending_bytes=settings.max_pending_bytes,
     )
 
 
