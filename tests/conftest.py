@@ -55,7 +55,8 @@ def database_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def settings(database_url, tmp_path) -> Settings:
-    # In-process hashing keeps these small tests fast; tests/services/test_decode_and_hash.py covers the workers.
+    # In-process hashing keeps these small tests fast; tests/services/test_decode_and_hash.py
+    # covers the workers.
     return Settings(
         data_dir=tmp_path / "data", database_url=database_url, hash_batch_size=64, hash_workers=0
     )
