@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,33 @@ class Settings(BaseSettings):
         description="Largest 'hashes' file (spooled to disk under data_dir, then parsed).",
     )
 
+    # Access control (README "Security"): off until keys are configured.
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="API keys, comma-separated, each `key` or `key:role` with role `read` "
+        "(GET, /match, /classify) or `admin` (everything; the default). Unset: no keys needed.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="A file of API keys, one `key` or `key:role` a line (`#` comments); "
+        "read at start, added to MEMAUDIT_API_KEYS.",
+    )
+    docs_public: bool = Field(
+        default=True,
+        description="With API keys set, /docs, /redoc and /openapi.json stay open (false: "
+        "they need a key too).",
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Browser origins (comma-separated, e.g. https://viewer.example.org) "
+        "allowed to call the API cross-site; empty: CORS off and cross-site POST/DELETE refused.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the server listens on (`memaudit serve`, scripts/serve.sh and the "
+        "container entrypoint set it); a public address without API keys is warned about.",
+    )
+
     # Source matching.
     calibration_quantile: float = Field(
         default=0.05,
@@ -103,6 +130,16 @@ class Settings(BaseSettings):
         description="Below this many real images the paper's threshold is used instead.",
     )
     max_top_k: int = Field(default=50, description="Largest `top_k` a /match request may ask.")
+
+    @field_validator("api_keys", "api_keys_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        """Compose passes unset variables as empty strings: treat them as not given."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
     @property
     def effective_hash_workers(self) -> int:

@@ -6,10 +6,12 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import register_error_handlers
 from app.api.routes import classify, health, match, models, real_sets
 from app.api.routes.docs import add_offline_docs
+from app.api.security import DOCS, PROTECTED, ApiKeys, document_access, is_loopback, load_api_keys
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
@@ -40,7 +42,18 @@ to train the generator) with one of these methods (`GET /models` shows which are
 Uploads are `multipart/form-data`; text fields may come before or after the files.
 Errors come back as JSON `{"detail": ...}` with a 4xx status; per-file problems are
 listed in `rejected` while the good files of the same request are still used.
+While the database cannot be reached every endpoint answers 503 with `Retry-After`.
+
+**Access**: when the server has API keys (`MEMAUDIT_API_KEYS`), send one as
+`Authorization: Bearer <key>` or `X-API-Key: <key>` (the Authorize button). A `read` key may
+GET and run /match and /classify; registering or appending to a set and every DELETE need an
+`admin` key. 401: no key or an unknown one; 403: a read-only key where admin is needed, or a
+POST/DELETE from a browser on another site. `/health` and `/ready` never need a key.
 """
+
+#: Methods the browser may use cross-site when MEMAUDIT_CORS_ORIGINS allows an origin.
+CORS_METHODS = ["GET", "POST", "DELETE"]
+CORS_HEADERS = ["Authorization", "X-API-Key", "Content-Type"]
 
 
 def describe_methods() -> str:
@@ -55,13 +68,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
+    api_keys = load_api_keys(settings)  # a bad key or file fails here, before serving
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        warn_if_exposed(settings, api_keys)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.effective_database_url)
         if settings.auto_migrate:
             upgrade_to_head(engine, settings.migrations_dir)
         app.state.settings = settings
+        app.state.api_keys = api_keys
         app.state.engine = engine
         app.state.sessions = make_session_factory(engine)
         app.state.hash_cache = SetHashCache()
@@ -92,10 +109,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     register_error_handlers(app)
-    add_offline_docs(app)
-    app.include_router(health.router)
-    app.include_router(real_sets.router)
-    app.include_router(match.router)
-    app.include_router(classify.router)
-    app.include_router(models.router)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origin_list),
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_HEADERS,
+            expose_headers=["Content-Disposition", "Retry-After"],
+        )
+    add_offline_docs(app, dependencies=DOCS)
+    app.include_router(health.router)  # probes: never a key
+    for router in (real_sets.router, match.router, classify.router, models.router):
+        app.include_router(router, dependencies=PROTECTED)
+    document_access(app)
     return app
+
+
+def warn_if_exposed(settings: Settings, api_keys: ApiKeys) -> None:
+    """Say so at start when anyone who can reach the address may use the API."""
+    if api_keys:
+        log.info(
+            "API keys: %d configured; every route but /health and /ready needs one", len(api_keys)
+        )
+    elif not is_loopback(settings.host):
+        log.warning(
+            "listening on %s without API keys: anyone who can reach this port can read, "
+            'change and delete every set; set MEMAUDIT_API_KEYS (README "Security"; docker '
+            "compose publishes the port on the host's 127.0.0.1 unless MEMAUDIT_PUBLISH_ADDRESS "
+            "is set)",
+            settings.host,
+        )
+    if "*" in settings.cors_origin_list:
+        log.warning("MEMAUDIT_CORS_ORIGINS=*: pages on any site may call this API")

@@ -7,7 +7,7 @@ replace any of them with ``app.dependency_overrides``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
@@ -19,6 +19,9 @@ from app.services.decode_and_hash import HashPool
 from app.services.intake import ImageIntake, ingest_limits
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
+
+if TYPE_CHECKING:  # app.api.security builds its checks on these dependencies
+    from app.api.security import ApiKeys
 
 
 def get_settings(request: Request) -> Settings:
@@ -53,6 +56,11 @@ def get_models(request: Request) -> ModelArtifacts:
     return request.app.state.models
 
 
+def get_api_keys(request: Request) -> ApiKeys:
+    """The keys loaded at start (empty: access control off)."""
+    return request.app.state.api_keys
+
+
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 
 
@@ -70,6 +78,7 @@ ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 FeatureStoreDep = Annotated[FeatureStore, Depends(get_feature_store)]
 HashPoolDep = Annotated[HashPool | None, Depends(get_hash_pool)]
 ModelsDep = Annotated[ModelArtifacts, Depends(get_models)]
+ApiKeysDep = Annotated["ApiKeys", Depends(get_api_keys)]
 
 
 def get_intake(settings: SettingsDep, store: ImageStoreDep, pool: HashPoolDep) -> ImageIntake:

@@ -163,6 +163,8 @@ class UploadReader:
             )
         if part.name in self.fields:
             raise HTTPException(422, detail=f"form field {part.name!r} given twice")
+        if "\x00" in part.value:  # no database stores it (PostgreSQL refuses NUL in text)
+            raise HTTPException(422, detail=f"form field {part.name!r} contains a NUL character")
         self.fields[part.name] = part.value
 
     def _ingest_for(self, ingests: dict[str, ImageIngest], part: FormFile) -> ImageIngest:

@@ -6,8 +6,17 @@ import argparse
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
+    from app.config import get_settings
+
+    host = args.host or get_settings().host
+    # The app (in this process or in each worker) reads the bind address from the environment
+    # to warn when it is public without API keys.
+    os.environ["MEMAUDIT_HOST"] = host
+    get_settings.cache_clear()
     if args.workers > 1:
         # Migrate once here: N workers each migrating a fresh database at once would race.
         cmd_migrate(args)
@@ -15,7 +24,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "app.main:create_app",
         factory=True,
-        host=args.host,
+        host=host,
         port=args.port,
         workers=args.workers,
         log_level="info",
@@ -39,7 +48,12 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the REST API (Swagger UI at /docs)")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default MEMAUDIT_HOST, else 127.0.0.1: this machine only; "
+        "listen publicly only with MEMAUDIT_API_KEYS set)",
+    )
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=cmd_serve)

@@ -108,9 +108,10 @@ class StoredImages(ImageSource):
             )
         missing = [r.sha256 for r in refs if not store.has(r.sha256)]
         if missing:
+            # The store's path is for the log, not for the client.
+            log.warning("%d image(s) missing from the image store %s", len(missing), store.root)
             raise MissingImages(
-                f"{len(missing)} image(s) are not in the image store "
-                f"({store.root}); register or upload them again"
+                f"{len(missing)} image(s) are not in the image store; register or upload them again"
             )
         self._store = store
         self._refs = list(refs)

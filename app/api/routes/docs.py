@@ -11,17 +11,20 @@ replaced by an empty inline SVG.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.responses import HTMLResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
 
 DOCS_URL = "/docs"
 REDOC_URL = "/redoc"
@@ -47,8 +50,10 @@ async def redoc_js(request: Request) -> Response:
     return Response(redoc_bundle(), media_type="text/javascript")
 
 
-def add_offline_docs(app: FastAPI) -> None:
-    """Mount the doc assets and add /docs, its OAuth2 redirect page and /redoc to `app`.
+def add_offline_docs(app: FastAPI, dependencies: Sequence[params.Depends] = ()) -> None:
+    """Mount the doc assets and add /docs, its OAuth2 redirect page and /redoc to `app`;
+    those pages and /openapi.json run `dependencies` first (the assets, the generic Swagger UI
+    and ReDoc bundles, stay open).
 
     `app` must be created with `docs_url=None, redoc_url=None` so FastAPI's CDN pages are off.
     """
@@ -85,10 +90,30 @@ def add_offline_docs(app: FastAPI) -> None:
             with_google_fonts=False,
         )
 
+    def page(path: str, endpoint) -> None:
+        app.add_api_route(path, endpoint, include_in_schema=False, dependencies=dependencies)
+
     # Before the mount, so this route answers for the bundle instead of the static file.
     app.add_route(f"{ASSETS_URL}/{REDOC_BUNDLE}", redoc_js, include_in_schema=False)
     app.mount(ASSETS_URL, StaticFiles(packages=[ASSETS_PACKAGE]), name="docs-assets")
-    app.add_route(DOCS_URL, swagger_ui_html, include_in_schema=False)
+    page(DOCS_URL, swagger_ui_html)
     if redirect_url:
-        app.add_route(redirect_url, swagger_ui_redirect, include_in_schema=False)
-    app.add_route(REDOC_URL, redoc_html, include_in_schema=False)
+        page(redirect_url, swagger_ui_redirect)
+    page(REDOC_URL, redoc_html)
+    _guard_openapi_json(app, dependencies)
+
+
+def _guard_openapi_json(app: FastAPI, dependencies: Sequence[params.Depends]) -> None:
+    """FastAPI serves /openapi.json from a plain route, which takes no dependencies: put its
+    endpoint in an API route that does, at the same place in the routing table."""
+    routes = app.router.routes
+    for index, route in enumerate(routes):
+        if isinstance(route, Route) and route.path == app.openapi_url:
+            routes[index] = APIRoute(
+                route.path,
+                route.endpoint,
+                methods=["GET"],
+                include_in_schema=False,
+                dependencies=dependencies,
+            )
+            return

@@ -18,6 +18,7 @@ from app.api.schemas import (
     RealSetDetail,
     RealSetSummary,
 )
+from app.api.security import ADMIN
 from app.api.uploads import UploadReader, finish_ingest
 from app.services import real_sets as service
 from app.services import registration
@@ -61,6 +62,7 @@ def _imported_body(real_set, parsed) -> dict:
     status_code=201,
     response_model=RealSetCreated | HashesImported,
     summary="Register a set of real images (or of their precomputed pHashes)",
+    dependencies=ADMIN,
     description="Upload the real training-candidate images (files and/or zips) with a name. "
     "Each image is pHashed; identical bytes are stored once and reported in `duplicates`; "
     "files that are not usable images are listed in `rejected` with the reason while the "
@@ -133,6 +135,7 @@ def get_real_set(
     status_code=201,
     response_model=RealSetCreated,
     summary="Add images to a real set",
+    dependencies=ADMIN,
     description="Same upload rules as registration. The set's revision increases and its "
     "calibrated threshold is recomputed. Answers with the set and the images added.",
     openapi_extra=ADD_IMAGES_FORM,
@@ -162,6 +165,7 @@ async def add_images(
     status_code=201,
     response_model=HashesImported,
     summary="Add precomputed pHashes to a real set",
+    dependencies=ADMIN,
     description="A `hashes` file of `filename,phash_hex` lines (the set's hash_size) is "
     "appended as images without pixels, in one transaction: any bad line, or a name the set "
     "already has, gives a 422 naming the first bad lines and nothing is stored. The set's "
@@ -196,6 +200,7 @@ async def add_hashes(
     "/{real_set_id}",
     status_code=204,
     summary="Delete a real set and its hashes",
+    dependencies=ADMIN,
     description="Match batches made against it stay readable (their `real_set_id` becomes null).",
     responses={404: ERRORS[404]},
 )
