@@ -9,6 +9,7 @@ is at the end). Limits are enforced while reading.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,11 +17,34 @@ from typing import IO
 
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from app.imaging.archive import looks_like_zip
 
 #: Largest text field value accepted.
 MAX_FIELD_BYTES = 64 * 1024
+log = logging.getLogger("memaudit.uploads")
+
+
+async def body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives. A client that goes away mid-upload is logged as one
+    line and ends the request with a 400 nobody reads (uvicorn drops answers to a closed
+    connection), instead of a ~50-line "Exception in ASGI application" traceback."""
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            yield chunk
+    except ClientDisconnect:
+        log.info(
+            "client disconnected during %s %s after %d bytes; nothing was stored",
+            request.method,
+            request.url.path,
+            received,
+        )
+        raise HTTPException(
+            400, detail="the client disconnected before the upload ended; nothing was stored"
+        ) from None
 
 
 @dataclass
@@ -213,7 +237,7 @@ class MultipartStream:
     # --- iteration --------------------------------------------------------------------
     async def parts(self) -> AsyncIterator[FormField | FormFile]:
         try:
-            async for chunk in self._request.stream():
+            async for chunk in body_chunks(self._request):
                 if not chunk:
                     continue
                 try:

@@ -12,18 +12,19 @@ import io
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO
 from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.api.multipart import FormField, FormFile, MultipartStream
+from app.api.multipart import FormField, FormFile, MultipartStream, body_chunks
 from app.config import Settings
 from app.imaging.archive import looks_like_zip
 from app.services.decode_and_hash import HashingFailed
 from app.services.errors import Unavailable
+from app.services.filenames import uploaded_name
 from app.services.ingest import ImageIngest, IngestResult
 
 FILES_FIELD = "files"
@@ -35,11 +36,6 @@ def spool_dir(settings: Settings) -> Path:
     path = settings.data_dir / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _clean_filename(raw: str) -> str:
-    """Clients may send a full local path; keep the last component."""
-    return PurePosixPath(raw.replace("\\", "/")).name.strip()
 
 
 class UploadReader:
@@ -177,10 +173,10 @@ class UploadReader:
         return ingest
 
     async def _feed(self, ingest: ImageIngest, part: FormFile) -> None:
-        filename = _clean_filename(part.filename)
+        filename = uploaded_name(part.filename)  # kept as sent unless it is a local path
         settings = self._settings
         try:
-            if not filename:
+            if not filename.strip():
                 if part.size == 0:
                     return  # an empty file input
                 ingest.reject("(no filename)", "file part has no filename")
@@ -219,7 +215,7 @@ async def _urlencoded_parts(request: Request, settings: Settings) -> AsyncIterat
     if declared.isdigit() and int(declared) > FORM_BODY_LIMIT:
         raise HTTPException(413, detail="form body larger than 64 KiB")
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in body_chunks(request):
         body.extend(chunk)
         if len(body) > FORM_BODY_LIMIT:
             raise HTTPException(413, detail="form body larger than 64 KiB")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,6 +38,17 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session whose work is committed on success and rolled back on any exception."""
+    """A session whose work is committed on success and rolled back on any exception.
+
+    On SQLite it starts with ``BEGIN IMMEDIATE``: the write lock is taken before the first
+    read, so two writers to one set run one after the other (the second waits up to the
+    busy timeout) and each reads what the other committed. Without it the driver begins
+    only at the first INSERT, after the reads (``SELECT ... FOR UPDATE`` is a no-op there):
+    concurrent appends computed the same positions (409s) and listed each other's images.
+    PostgreSQL serialises the same work with ``SELECT ... FOR UPDATE``.
+    """
     with factory() as session, session.begin():
+        if session.get_bind().dialect.name == "sqlite":
+            # The driver sees the open transaction and emits no BEGIN of its own.
+            session.execute(text("BEGIN IMMEDIATE"))
         yield session

@@ -28,6 +28,9 @@ def cnn_input(images: Sequence[np.ndarray]) -> np.ndarray:
 
 def open_session(path: Path, want_cuda: bool) -> tuple[ort.InferenceSession, str, str | None]:
     """(session, provider it really runs on, why CUDA is not used or None)."""
+    # A service holding patient data sends nothing anywhere (onnxruntime's telemetry is on
+    # by default in some builds, and may keep a device id in the home folder).
+    ort.disable_telemetry_events()
     available = ort.get_available_providers()
     why = None
     if want_cuda and "CUDAExecutionProvider" in available:

@@ -40,6 +40,7 @@ from app.scoring.methods import ScoringContext, build_scorer
 from app.search.calibration import Threshold, resolve_threshold
 from app.services import batches, real_sets
 from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.services.filenames import one_line, spreadsheet_cell
 from app.services.ingest import HashedImage, IngestResult
 from app.storage import FeatureStore, ImageStore
 
@@ -419,6 +420,7 @@ def load_classification(session: Session, classification_id: int) -> dict:
 
 
 def classification_csv(document: dict) -> str:
+    """One row per real image; the name cell formula-neutralised (filenames.spreadsheet_cell)."""
     out = io.StringIO()
     keys = sorted({k for r in document["results"] for k in r["components"]})
     writer = csv.writer(out, lineterminator="\n")
@@ -426,7 +428,7 @@ def classification_csv(document: dict) -> str:
     for r in document["results"]:
         writer.writerow(
             [
-                r["filename"],
+                spreadsheet_cell(r["filename"]),
                 f"{r['score']:.6g}",
                 r["label"],
                 *(r["components"].get(k) for k in keys),
@@ -436,8 +438,12 @@ def classification_csv(document: dict) -> str:
 
 
 def classification_imageclef(document: dict) -> str:
-    """ImageCLEFmedical GANs submission lines: `<image id>,<1 used | 0 unused>`."""
-    return "".join(
-        f"{PurePosixPath(r['filename']).stem},{1 if r['label'] == 'used' else 0}\n"
-        for r in document["results"]
-    )
+    """ImageCLEFmedical GANs submission lines: `<image id>,<1 used | 0 unused>`. The id is
+    one line (control characters escaped) and CSV-quoted when it holds a comma or a quote,
+    so a name can neither add a line nor move the label column."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for r in document["results"]:
+        image_id = one_line(PurePosixPath(r["filename"]).stem)
+        writer.writerow([image_id, 1 if r["label"] == "used" else 0])
+    return out.getvalue()

@@ -10,9 +10,14 @@ task carries a few dozen encoded images, not pixels.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from app.imaging.decode import ImageDecodeError, decode_grayscale
@@ -65,9 +70,38 @@ def hash_blobs(
     return out
 
 
-def _single_threaded_worker() -> None:
-    """One worker per core: BLAS and OpenCV threads inside each would oversubscribe the
-    cores (measured: 3x slower on 2 cores)."""
+#: prctl(2) option: the signal this process gets when the thread that created it dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Make this worker die with the API process (kill -9, OOM kill) instead of living on
+    under PID 1 with its memory. Linux: the kernel sends SIGTERM when the creating thread
+    ends (see HashPool: workers are created by a thread that lives as long as the pool),
+    and a parent already gone before the call is caught by comparing the parent pid.
+    Elsewhere a thread waits on the parent's sentinel pipe, which closes when it dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+            if os.getppid() != parent_pid:  # died between the spawn and the prctl
+                os._exit(1)
+            return
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _start_worker(parent_pid: int) -> None:
+    """Worker initializer: die with the parent, and one thread per worker, because BLAS and
+    OpenCV threads inside each would oversubscribe the cores (measured: 3x slower on 2
+    cores)."""
+    _exit_with_parent(parent_pid)
     import cv2
     from threadpoolctl import threadpool_limits
 
@@ -81,12 +115,20 @@ class HashingFailed(RuntimeError):
 
 class HashPool:
     """A lazily started process pool for :func:`hash_blobs`; a broken pool (a worker was
-    killed) is replaced on the next use instead of failing every later request."""
+    killed) is replaced on the next use instead of failing every later request. Workers
+    exit when the process that owns the pool dies (:func:`_exit_with_parent`).
+
+    ProcessPoolExecutor starts workers in the thread that calls ``submit``; Linux's
+    parent-death signal fires when *that thread* ends, and request threads come and go
+    (anyio retires idle ones), so every submit runs on one thread owned by the pool.
+    """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        #: The thread that starts (and so parents) every worker; lives until shutdown.
+        self._spawner: ThreadPoolExecutor | None = None
 
     def submit(
         self,
@@ -96,17 +138,20 @@ class HashPool:
         hash_kind: str = DEFAULT_HASH_KIND,
     ) -> Future:
         with self._lock:
+            if self._spawner is None:
+                self._spawner = ThreadPoolExecutor(1, thread_name_prefix="hash-pool")
             for _attempt in range(2):
                 if self._executor is None:
                     self._executor = ProcessPoolExecutor(
                         self.workers,
                         mp_context=multiprocessing.get_context("spawn"),
-                        initializer=_single_threaded_worker,
+                        initializer=_start_worker,
+                        initargs=(os.getpid(),),
                     )
                 try:
-                    return self._executor.submit(
-                        hash_blobs, blobs, hash_size, max_pixels, hash_kind
-                    )
+                    return self._spawner.submit(
+                        self._executor.submit, hash_blobs, blobs, hash_size, max_pixels, hash_kind
+                    ).result()
                 except BrokenProcessPool:
                     self._discard_locked()
             raise HashingFailed("the hashing worker processes cannot be started")
@@ -131,3 +176,6 @@ class HashPool:
             if self._executor is not None:
                 self._executor.shutdown(wait=True, cancel_futures=True)
                 self._executor = None
+            if self._spawner is not None:
+                self._spawner.shutdown(wait=True)
+                self._spawner = None

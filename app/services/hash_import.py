@@ -10,7 +10,6 @@ PostgreSQL, multi-row INSERTs elsewhere. The rows have no sha256, size or thumbn
 
 from __future__ import annotations
 
-import re
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
 from app.search.hamming import pack_words
 from app.services import real_sets
 from app.services.errors import InvalidInput, TooLarge
-from app.services.ingest import MAX_FILENAME_CHARS
+from app.services.filenames import MAX_FILENAME_CHARS, name_problem
 
 #: Bytes read from the spooled file at a time.
 READ_CHUNK = 1 << 20
@@ -39,7 +38,6 @@ _COPY_CHUNK = 1 << 20
 #: Names that look at most like this are checked against the database in one query.
 _IN_CHUNK = 500
 
-_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -195,15 +193,13 @@ class HashListParser:
             self._error(number, f"phash is not hexadecimal: {hex_[:80].decode('latin-1')!r}")
             return
         try:
-            length = len(name.decode("utf-8"))
+            text = name.decode("utf-8")
         except UnicodeDecodeError:
             self._error(number, "filename is not valid UTF-8")
             return
-        if length > MAX_FILENAME_CHARS:
-            self._error(number, f"filename longer than {MAX_FILENAME_CHARS} characters")
-            return
-        if _CONTROL.search(name):
-            self._error(number, "filename contains a control character (tab, NUL, ...)")
+        problem = name_problem(text)  # the one policy images follow too
+        if problem is not None:
+            self._error(number, problem)
             return
         parsed = self.parsed
         if len(parsed) >= self._max_lines:

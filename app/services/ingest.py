@@ -17,13 +17,14 @@ from typing import BinaryIO
 from app.imaging.archive import ArchiveError, Member, iter_zip
 from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
 from app.services.decode_and_hash import HashPool, hash_blobs
+from app.services.filenames import name_problem
 
 #: Images decoded and hashed together in-process (bounds the decoded pixels held at once).
 INLINE_CHUNK = 32
 #: Fewer candidates than this are hashed in-process (a worker round trip would cost more).
 POOL_MIN_BATCH = 32
-#: Longest file name stored (the database columns hold 1024 characters).
-MAX_FILENAME_CHARS = 1024
+#: Longest name shown in a rejection (the whole name is in the request that sent it).
+MAX_SHOWN_NAME = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +134,9 @@ class ImageIngest:
         if self._received > self.limits.max_files:
             self.reject(filename, f"over the limit of {self.limits.max_files} files per request")
             return
-        if len(filename) > MAX_FILENAME_CHARS or "\x00" in filename:
-            self.reject(
-                filename[:200], f"file name over {MAX_FILENAME_CHARS} characters or with NUL"
-            )
+        problem = name_problem(filename)  # app.services.filenames: stored as is, or refused
+        if problem is not None:
+            self.reject(filename[:MAX_SHOWN_NAME], problem)
             return
         if len(data) > self.limits.max_file_bytes:
             self.reject(

@@ -103,6 +103,8 @@ def add_images(
     try:
         with transaction(sessions) as session:
             real_set = real_sets.get_real_set(session, real_set_id, for_update=True)
+            # Read under the set's lock (FOR UPDATE on PostgreSQL, the BEGIN IMMEDIATE of
+            # transaction() on SQLite): the answer lists this request's images, no other's.
             start = real_set.image_count
             real_set = real_sets.add_images(
                 session, real_set, upload.images, calibration_config(settings)

@@ -1,10 +1,15 @@
-"""Rendering stored match batches as CSV and as the seed paper's text lines."""
+"""Rendering stored match batches as CSV and as the seed paper's text lines.
+
+Names come from clients: CSV cells holding them go through ``spreadsheet_cell`` (formula
+neutralisation) and text lines through ``one_line``, so no name can forge a row or a line.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 
+from app.services.filenames import one_line, spreadsheet_cell
 from app.services.source_matching import paper_lines
 
 
@@ -16,14 +21,17 @@ def batch_csv(document: dict) -> str:
     for m in document["matches"]:
         writer.writerow(
             [
-                m["generated"],
-                m["source"] or "",
+                spreadsheet_cell(m["generated"]),
+                spreadsheet_cell(m["source"] or ""),
                 m["distance"],
-                ";".join(f"{c['filename']}:{c['distance']}" for c in m["candidates"]),
+                spreadsheet_cell(
+                    ";".join(f"{c['filename']}:{c['distance']}" for c in m["candidates"])
+                ),
             ]
         )
     return out.getvalue()
 
 
 def batch_text(document: dict) -> str:
-    return "".join(line + "\n" for line in paper_lines(document["matches"]))
+    """The paper's lines, one per generated image whatever its name holds."""
+    return "".join(one_line(line) + "\n" for line in paper_lines(document["matches"]))
