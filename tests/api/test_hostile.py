@@ -26,10 +26,10 @@ from app.main import create_app
 from app.services.classification import classification_csv, classification_imageclef
 from app.services.filenames import name_problem, spreadsheet_cell, uploaded_name
 from app.services.reports import batch_csv, batch_text
-from tests.helpers import file_parts, raw_multipart, real_images, register, zip_bytes
+from tests.helpers import REPO_ROOT, file_parts, raw_multipart, real_images, register, zip_bytes
 from tests.imagegen import phantom, png
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 
 # --- names: one policy for images and hash lists ------------------------------------------
 
