@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.errors import register_error_handlers
-from app.api.routes import classify, health, match, models, real_sets
+from app.api.routes import classify, health, match, models, real_sets, reports
 from app.api.routes.docs import add_offline_docs
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
@@ -91,4 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(match.router)
     app.include_router(classify.router)
     app.include_router(models.router)
+    app.include_router(reports.match_router)
+    app.include_router(reports.classify_router)
     return app
