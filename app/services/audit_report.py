@@ -331,7 +331,7 @@ def match_report(
         if ncc is not None:
             figures.append(("thumbnail NCC", fmt(ncc)))
         if null is not None and len(null):
-            figures.append(("real pairs this close", pct(float((null <= m["distance"]).mean()))))
+            figures.append(("real-vs-real this close", pct(float((null <= m["distance"]).mean()))))
         figures += copy_figures(m)
         pairs.append(
             EvidencePair(
