@@ -482,7 +482,7 @@ def classification_report(
         gen_ref = generated.get(gen_name) if gen_name is not None else None
         figures = [("score", fmt(r["score"]))]
         figures += [
-            (k.replace("_", " "), fmt_figure(v)) for k, v in sorted(r["components"].items())
+            (k.replace("_", " "), fmt_figure(k, v)) for k, v in sorted(r["components"].items())
         ]
         if ncc is not None:
             figures.append(("thumbnail NCC", fmt(ncc)))
@@ -589,6 +589,6 @@ def pick_used(results: list[dict]) -> list[dict]:
     return used[:MAX_PAIRS] if used else ranked[:MAX_NEAR_MISSES]
 
 
-def fmt_figure(value: float) -> str:
+def fmt_figure(name: str, value: float) -> str:
     """A component as the card shows it: counts (inliers) without decimals."""
-    return fmt(int(value)) if float(value).is_integer() else fmt(value)
+    return fmt(int(value)) if "inliers" in name and float(value).is_integer() else fmt(value)

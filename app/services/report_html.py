@@ -24,6 +24,8 @@ SCORE_BINS = 30
 #: Bars a distance histogram has at most (wider bins beyond).
 MAX_DISTANCE_BINS = 64
 
+#: How the page names a fingerprint kind (app.imaging.hashers names them in lower case).
+KIND_NAMES = {"phash": "pHash", "dhash": "dHash", "whash": "wHash", "pdq": "PDQ"}
 SOURCE_WORDS = {
     "request": "given in the request",
     "calibrated": "calibrated on the real set",
@@ -426,9 +428,10 @@ def roc_svg(evaluation: Evaluation) -> str:
             "stroke-width='2.5'/>"
         )
     fpr, tpr = evaluation.metrics["fpr"], evaluation.metrics["recall"]
+    below = 14 if tpr > 0.15 else -10  # near the axis the label goes above the point
     parts.append(
         f"<circle cx='{frame.x(fpr):.1f}' cy='{frame.y(tpr):.1f}' r='5' fill='#1b2631'/>"
-        f"<text x='{frame.x(fpr) + 8:.1f}' y='{frame.y(tpr) + 14:.1f}' font-size='11'>"
+        f"<text x='{frame.x(fpr) + 8:.1f}' y='{frame.y(tpr) + below:.1f}' font-size='11'>"
         f"verdicts: FPR {fpr:.2f}, TPR {tpr:.2f}</text>"
     )
     return svg(frame.width, frame.height, f"ROC, AUC {fmt(evaluation.auc)}", "".join(parts), "roc")
@@ -546,9 +549,14 @@ def evaluation_html(evaluation: Evaluation, what: str) -> str:
     return (
         "<section id='metrics'><h2>Against the uploaded labels</h2>"
         f"<p>{plural(evaluation.labelled, 'real image')} labelled "
-        f"({evaluation.positives} used, prevalence {pct(prevalence)}); "
-        f"{plural(evaluation.unlabelled, 'real image')} without a label "
-        f"{'is' if evaluation.unlabelled == 1 else 'are'} left out.{unknown} "
+        f"({evaluation.positives} used, prevalence {pct(prevalence)})"
+        + (
+            f"; {plural(evaluation.unlabelled, 'real image')} without a label "
+            f"{'is' if evaluation.unlabelled == 1 else 'are'} left out."
+            if evaluation.unlabelled
+            else "."
+        )
+        + f"{unknown} "
         f"Predictions: {esc(what)}. ROC: real images ranked by {esc(evaluation.score_name)}. "
         "Read F1 against its baselines, and TPR at a low FPR before accuracy.</p>"
         f"<div class='plots'><table class='data metrics'>{table}</table>"
@@ -597,7 +605,7 @@ def render_match_report(view: MatchReportView) -> str:
     summary = (
         f"<p>{plural(doc['generated_count'], 'generated image')} were compared with the "
         f"{plural(len(real_rows), 'real image')} of {esc(set_words)} by their "
-        f"{esc(doc['hash_kind'])} fingerprints ({bits} bits). "
+        f"{esc(KIND_NAMES.get(doc['hash_kind'], doc['hash_kind']))} fingerprints ({bits} bits). "
         f"<strong>{doc['matched_count']} generated images are within {threshold} bits of a "
         f"real image and are called copies</strong>; they copy {plural(used, 'real image')} "
         f"(verdict <em>used</em>). {len(real_rows) - used} real images have no copy in this "
@@ -678,7 +686,7 @@ def distribution_html(view: MatchReportView) -> str:
         "Nearest distances: generated images vs the real-vs-real null",
         series,
         edges,
-        f"Hamming distance ({bits}-bit {doc['hash_kind']})",
+        f"Hamming distance ({bits}-bit {KIND_NAMES.get(doc['hash_kind'], doc['hash_kind'])})",
         doc["threshold"] + 0.5,
         f"threshold {doc['threshold']}: copy at or below",
     )
