@@ -38,6 +38,14 @@ def binary_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict:
     }
 
 
+def baseline_f1(truth: np.ndarray) -> dict[str, float]:
+    """The F1 scores any F1 must be read against (field notes): labelling every image
+    "used" gives 2p/(1+p) at prevalence p; guessing "used" at random with that same
+    prevalence gives p (0.667 and 0.5 at 50%)."""
+    prevalence = float(np.asarray(truth).astype(bool).mean()) if len(truth) else 0.0
+    return {"all_used": 2 * prevalence / (1 + prevalence), "chance": prevalence}
+
+
 def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
     y = np.asarray(truth).astype(bool)
     if y.all() or not y.any():

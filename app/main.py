@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import register_error_handlers
-from app.api.routes import classify, health, match, models, real_sets
+from app.api.routes import classify, health, match, models, real_sets, reports
 from app.api.routes.docs import add_offline_docs
 from app.api.security import DOCS, PROTECTED, ApiKeys, document_access, is_loopback, load_api_keys
 from app.config import Settings, get_settings
@@ -119,7 +119,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     add_offline_docs(app, dependencies=DOCS)
     app.include_router(health.router)  # probes: never a key
-    for router in (real_sets.router, match.router, classify.router, models.router):
+    for router in (
+        real_sets.router,
+        match.router,
+        classify.router,
+        models.router,
+        reports.match_router,
+        reports.classify_router,
+    ):
         app.include_router(router, dependencies=PROTECTED)
     document_access(app)
     return app

@@ -21,7 +21,13 @@ from app.scoring.methods import (
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a labelled development set and print the paper's Table 1 columns and more."""
-    from app.evaluation import binary_metrics, roc_auc, tpr_at_fpr, write_roc_png
+    from app.evaluation import (
+        baseline_f1,
+        binary_metrics,
+        roc_auc,
+        tpr_at_fpr,
+        write_roc_png,
+    )
     from app.scoring.artifacts import ModelArtifacts
 
     with open(args.labels) as fh:
@@ -58,7 +64,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     values = [f"{m[k]:.4f}" if isinstance(m[k], float) else str(m[k]) for k in header]
     values += [f"{roc_auc(y, s):.4f}", f"{tpr_at_fpr(y, s, 0.01):.4f}", f"{m['kappa']:.4f}"]
     print("\t".join(values))
-    print(f"baselines: all-used F1 {2 * y.mean() / (1 + y.mean()):.3f}; random F1 ~{y.mean():.3f}")
+    baselines = baseline_f1(y)
+    print(
+        f"baselines: all-used F1 {baselines['all_used']:.3f}; random F1 ~{baselines['chance']:.3f}"
+    )
     if args.roc:
         write_roc_png(y, s, Path(args.roc), title=args.method)
         print(f"ROC curve written to {args.roc}")

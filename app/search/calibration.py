@@ -48,6 +48,21 @@ class Calibration:
         }
 
 
+def real_nn_distances(words: np.ndarray) -> np.ndarray:
+    """The real-vs-real null: each real image's distance to its nearest *other* real image
+    of the set, for a fixed-seed sample of the images when the set is big (at most
+    MAX_CALIBRATION_QUERIES queries and MAX_CALIBRATION_PAIRS comparisons). Empty below 2."""
+    n = len(words)
+    if n < 2:
+        return np.empty(0, np.int64)
+    queries = min(MAX_CALIBRATION_QUERIES, max(100, MAX_CALIBRATION_PAIRS // n))
+    if n > queries:
+        rng = np.random.default_rng(0)
+        picked = np.sort(rng.choice(n, queries, replace=False))
+        return nearest(words[picked], words, top_k=1, exclude=picked).distances[:, 0]
+    return nearest(words, words, top_k=1, exclude_self=True).distances[:, 0]
+
+
 def calibrate(
     words: np.ndarray, quantile: float, min_images: int, hash_size: int | None
 ) -> Calibration | None:
@@ -60,14 +75,7 @@ def calibrate(
     n = len(words)
     if n < max(min_images, 2):
         return None
-    queries = min(MAX_CALIBRATION_QUERIES, max(100, MAX_CALIBRATION_PAIRS // n))
-    if n > queries:
-        rng = np.random.default_rng(0)
-        picked = np.sort(rng.choice(n, queries, replace=False))
-        nn = nearest(words[picked], words, top_k=1, exclude=picked).distances[:, 0]
-    else:
-        nn = nearest(words, words, top_k=1, exclude_self=True).distances[:, 0]
-    nn_sorted = np.sort(nn)
+    nn_sorted = np.sort(real_nn_distances(words))
     allowed = int(np.floor(quantile * len(nn_sorted)))
     threshold = int(nn_sorted[allowed]) - 1 if allowed < len(nn_sorted) else int(nn_sorted[-1])
     percentiles = {
