@@ -18,12 +18,12 @@ from tests.imagegen import perturbed_copy, phantom, png
 
 def test_migrations_from_empty_database(database_url, settings):
     engine = make_engine(database_url)
-    assert schema_status(engine, settings.migrations_dir) == (None, "0004")
+    assert schema_status(engine, settings.migrations_dir) == (None, "0005")
     upgrade_to_head(engine, settings.migrations_dir)
     upgrade_to_head(engine, settings.migrations_dir)  # idempotent
     tables = set(inspect(engine).get_table_names())
     assert {"real_sets", "real_images", "match_batches", "generated_images"} <= tables
-    assert schema_status(engine, settings.migrations_dir) == ("0004", "0004")
+    assert schema_status(engine, settings.migrations_dir) == ("0005", "0005")
     engine.dispose()
 
 
@@ -32,7 +32,7 @@ def test_health_and_ready(client):
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-    assert ready.json()["schema_revision"] == ready.json()["head_revision"] == "0004"
+    assert ready.json()["schema_revision"] == ready.json()["head_revision"] == "0005"
 
 
 def test_ready_reports_unmigrated_database(tmp_path):
@@ -72,7 +72,15 @@ def test_docs_describe_every_endpoint(client):
         for operation in paths[path].values():
             assert operation.get("summary")
     form = paths["/match"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"real_set_id", "threshold", "top_k", "real_summary", "files"}
+    assert set(form["properties"]) == {
+        "real_set_id",
+        "threshold",
+        "top_k",
+        "real_summary",
+        "window_center",
+        "window_width",
+        "files",
+    }
     assert all(p.get("description") for p in form["properties"].values())
 
 

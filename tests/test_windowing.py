@@ -167,6 +167,17 @@ def test_dicom_without_a_decoder_for_its_transfer_syntax_is_refused_with_the_rea
         decode_image(data, MAX_PIXELS, None)
 
 
+def test_broken_dicom_files_are_refused_with_a_reason_naming_no_tag_value() -> None:
+    data, _ = dicom_file(hu_slice(10))
+    for broken in (data[:400], data[:-100]):
+        with pytest.raises(ImageDecodeError, match="DICOM") as caught:
+            decode_image(broken, MAX_PIXELS, None)
+        assert PATIENT_NAME not in str(caught.value)
+    rgb, _ = dicom_file(hu_slice(10), photometric="RGB")
+    with pytest.raises(ImageDecodeError, match="only grayscale"):
+        decode_image(rgb, MAX_PIXELS, None)
+
+
 def test_16_bit_images_are_windowed_or_refused_never_clipped(tmp_path) -> None:
     values = (phantom(9, 80).astype(np.uint16) * 200 + 1000).astype(np.uint16)
     for data in (png16(values), encode(Image.fromarray(values), "TIFF")):
@@ -182,6 +193,32 @@ def test_16_bit_images_are_windowed_or_refused_never_clipped(tmp_path) -> None:
     # 8-bit images are not windowed, whatever the request says.
     eight = png(phantom(9, 80))
     assert isinstance(decode_image(eight, MAX_PIXELS, Window(0, 10)), np.ndarray)
+
+
+def test_windowed_images_come_back_from_the_worker_processes() -> None:
+    from app.services.decode_and_hash import HashPool
+    from app.services.ingest import POOL_MIN_BATCH, ImageIngest, IngestLimits
+
+    files = {f"s{i}.dcm": dicom_file(hu_slice(60 + i, 48))[0] for i in range(POOL_MIN_BATCH)}
+    files["multi.dcm"] = dicom_file(np.stack([hu_slice(99, 48), hu_slice(98, 48)]))[0]
+    limits = IngestLimits(max_file_bytes=1 << 20, max_files=100, max_pixels=MAX_PIXELS)
+
+    def ingest(pool: HashPool | None) -> list[tuple]:
+        job = ImageIngest(16, limits, pool=pool, window=Window(-300, 1200))
+        for name, data in files.items():
+            job.add(name, data)
+        result = job.finish()
+        assert result.rejected == []
+        return [(i.filename, i.sha256, i.phash, i.window) for i in result.images]
+
+    pool = HashPool(1)
+    try:
+        pooled = ingest(pool)
+    finally:
+        pool.shutdown()
+    assert pooled == ingest(None)
+    assert [p[0] for p in pooled[-2:]] == ["multi.dcm#0001", "multi.dcm#0002"]
+    assert {p[3].source for p in pooled} == {"request"}
 
 
 # --- through the API, SQLite and PostgreSQL ---------------------------------------------------

@@ -44,18 +44,24 @@ def looks_like_dicom(data: bytes) -> bool:
 def read_dicom(data: bytes, max_pixels: int, window: Window | None) -> DicomFrames:
     """Decode, rescale, window (``window`` if given, else the lung window for CT, else the
     file's own window, else each frame's range) and invert MONOCHROME1."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     with warnings.catch_warnings():
         # pydicom warns about odd values quoting them; tag values must not reach the logs.
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(io.BytesIO(data))
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
-            raise DicomError("corrupt or truncated DICOM file") from None
-        rows, columns, frames = _geometry(ds, max_pixels)
-        stored = _pixel_array(ds).reshape(frames, rows, columns)
+            return _read(data, max_pixels, window)
+        except DicomError:
+            raise
+        except Exception as exc:  # a hostile file must give a reason, not kill the worker
+            # The message may quote a tag value: only the kind of failure is reported.
+            raise DicomError(f"corrupt or unreadable DICOM file ({type(exc).__name__})") from None
+
+
+def _read(data: bytes, max_pixels: int, window: Window | None) -> DicomFrames:
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    rows, columns, frames = _geometry(ds, max_pixels)
+    stored = _pixel_array(ds).reshape(frames, rows, columns)
     invert = str(ds.PhotometricInterpretation) == "MONOCHROME1"
     ct = _is_ct(ds)
     own = _own_window(ds)
@@ -132,10 +138,13 @@ def _rescale(ds, index: int) -> tuple[float, float]:
 def _slope_intercept(item) -> tuple[float, float]:
     slope = item.get("RescaleSlope")
     intercept = item.get("RescaleIntercept")
-    return (
+    pair = (
         float(slope) if slope not in (None, "") else 1.0,
         float(intercept) if intercept not in (None, "") else 0.0,
     )
+    if not all(np.isfinite(pair)) or pair[0] == 0:
+        raise DicomError("DICOM RescaleSlope/RescaleIntercept is not a usable number")
+    return pair
 
 
 def _is_ct(ds) -> bool:
