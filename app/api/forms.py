@@ -9,6 +9,7 @@ from fastapi import HTTPException
 
 from app.config import Settings
 from app.imaging.hashers import DEFAULT_HASH_KIND, HASHERS, get_hasher
+from app.imaging.windowing import Window
 from app.scoring.methods import DEFAULT_METHOD, method_names
 from app.services.batches import SUMMARY_SCOPES
 from app.services.classification import ClassifyRequest
@@ -93,11 +94,30 @@ def reject_unknown_fields(
 #: Fields that must arrive before image parts can be hashed (later parts wait on disk).
 NEW_SET_NEEDS = frozenset({"name", "hash_size"})
 MATCH_NEEDS = frozenset({"real_set_id"})
+#: Optional fields: the window DICOM and 16-bit images are brought to 8 bits with.
+WINDOW_FIELDS = frozenset({"window_center", "window_width"})
+
+
+def window_form(fields: dict[str, str]) -> Window | None:
+    """window_center and window_width, both or neither (None: automatic windowing)."""
+    center = float_field(fields, "window_center")
+    width = float_field(fields, "window_width")
+    if center is None and width is None:
+        return None
+    if center is None or width is None:
+        raise HTTPException(
+            422,
+            detail="send both window_center and window_width (e.g. -600 and 1500 for a lung "
+            "window in HU), or neither",
+        )
+    if width <= 0:
+        raise HTTPException(422, detail=f"window_width must be positive, got {width:g}")
+    return Window(center, width)
 
 
 def new_set_form(fields: dict[str, str]) -> tuple[str, int]:
-    """POST /real-sets: the set's name and hash size."""
-    reject_unknown_fields(fields, {"name", "hash_size"}, ("files", "hashes"))
+    """POST /real-sets: the set's name and hash size (its window: :func:`window_form`)."""
+    reject_unknown_fields(fields, {"name", "hash_size", *WINDOW_FIELDS}, ("files", "hashes"))
     hasher = get_hasher(DEFAULT_HASH_KIND)
     hash_size = int_field(fields, "hash_size", default=hasher.default_size, choices=hasher.sizes)
     assert hash_size is not None
@@ -106,7 +126,9 @@ def new_set_form(fields: dict[str, str]) -> tuple[str, int]:
 
 def match_form(fields: dict[str, str], settings: Settings) -> MatchRequest:
     """POST /match (whatever fields have arrived; absent optional ones take defaults)."""
-    reject_unknown_fields(fields, {"real_set_id", "threshold", "top_k", "real_summary"})
+    reject_unknown_fields(
+        fields, {"real_set_id", "threshold", "top_k", "real_summary", *WINDOW_FIELDS}
+    )
     scope = fields.get("real_summary") or "all"
     if scope not in SUMMARY_SCOPES:
         raise HTTPException(
@@ -120,6 +142,7 @@ def match_form(fields: dict[str, str], settings: Settings) -> MatchRequest:
         threshold=int_field(fields, "threshold", minimum=0, maximum=MAX_HASH_BITS),
         top_k=top_k,
         real_summary=scope,  # type: ignore[arg-type]
+        window=window_form(fields),
     )
 
 

@@ -22,7 +22,8 @@ class ImageOut(BaseModel):
 
     id: int = Field(description="Database id of the real image.", examples=[17])
     filename: str = Field(
-        description="Name as uploaded (zip members: path inside the archive).",
+        description="Name as uploaded (zip members: path inside the archive; frame N of a "
+        "multi-frame DICOM file: `file.dcm#000N`).",
         examples=["used_0029.png"],
     )
     phash: str = Field(
@@ -30,8 +31,9 @@ class ImageOut(BaseModel):
         examples=[PHASH_16_EXAMPLE],
     )
     sha256: str | None = Field(
-        description="SHA-256 of the uploaded bytes; null for an image registered by its hash "
-        "alone (`hashes` upload), which has no pixels.",
+        description="SHA-256 of the uploaded bytes; for a DICOM or 16-bit image, of the 8-bit "
+        "PNG of its windowed pixels (what is fingerprinted and kept; no DICOM tag is); null "
+        "for an image registered by its hash alone (`hashes` upload), which has no pixels.",
         examples=["9f2c1a8e5b7d4c3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f"],
     )
     width: int | None = Field(description="Null when registered by hash.", examples=[256])
@@ -69,6 +71,40 @@ class CalibrationOut(BaseModel):
     )
 
 
+WINDOW_CENTER_HELP = (
+    "Center of the window DICOM and 16-bit images are brought to 8 bits with, in their "
+    "rescaled values (HU for CT): values at or below center - width/2 become 0, at or above "
+    "center + width/2 become 255, linear between. Part of the fingerprint: stored with the "
+    "set and used for every later upload to it and /match against it."
+)
+WINDOW_NULL_HELP = (
+    " Null: automatic windowing (CT DICOM: lung window center -600 width 1500; other DICOM: "
+    "its own WindowCenter/WindowWidth, else each image's minimum to maximum; 16-bit PNG/TIFF "
+    "refused)."
+)
+
+
+class WindowUsedOut(BaseModel):
+    source: Literal["request", "ct-lung", "dicom", "min-max"] = Field(
+        description="Why this window: the request's (or set's), the lung window for CT, the "
+        "DICOM file's own WindowCenter/WindowWidth, or each image's own minimum to maximum.",
+        examples=["ct-lung"],
+    )
+    center: float | None = Field(
+        description="Window center (null for min-max: each image its own).", examples=[-600.0]
+    )
+    width: float | None = Field(
+        description="Window width (null for min-max: each image its own).", examples=[1500.0]
+    )
+    images: int = Field(description="Images of this request windowed so.", examples=[120])
+
+
+WINDOWS_USED_HELP = (
+    "How this request's DICOM and 16-bit images were brought to 8 bits, one entry per window; "
+    "empty when all were 8-bit images (used unchanged)."
+)
+
+
 class RealSetSummary(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -87,6 +123,14 @@ class RealSetSummary(BaseModel):
         examples=[30],
     )
     calibration: CalibrationOut | None = None
+    window_center: float | None = Field(
+        default=None, description=WINDOW_CENTER_HELP + WINDOW_NULL_HELP, examples=[-600.0]
+    )
+    window_width: float | None = Field(
+        default=None,
+        description="Width of the set's window (see window_center)." + WINDOW_NULL_HELP,
+        examples=[1500.0],
+    )
     created_at: UtcDatetime
     updated_at: UtcDatetime
 
@@ -97,6 +141,7 @@ class RealSetCreated(RealSetSummary):
         description="Files whose bytes were already uploaded: kept once."
     )
     rejected: list[RejectedOut] = Field(description="Files that were not stored, with reasons.")
+    windows_used: list[WindowUsedOut] = Field(default_factory=list, description=WINDOWS_USED_HELP)
 
 
 class HashesImported(RealSetSummary):
@@ -160,6 +205,15 @@ class MatchBatchOut(BaseModel):
         description="Fingerprint the batch was matched with (its set's).", examples=["phash"]
     )
     hash_size: int = Field(examples=[16])
+    window_center: float | None = Field(
+        default=None,
+        description="The set's window center when the batch was matched." + WINDOW_NULL_HELP,
+        examples=[-600.0],
+    )
+    window_width: float | None = Field(
+        default=None, description="The set's window width (see window_center).", examples=[1500.0]
+    )
+    windows_used: list[WindowUsedOut] = Field(default_factory=list, description=WINDOWS_USED_HELP)
     threshold: int = Field(description="Hamming distance threshold used.", examples=[30])
     threshold_source: Literal["request", "calibrated", "paper_default"] = Field(
         description="Where the threshold came from.", examples=["calibrated"]
@@ -217,6 +271,37 @@ def _binary_files(description: str) -> dict:
     }
 
 
+def _window_fields(description: str) -> dict:
+    """The two optional window fields of a multipart form."""
+    return {
+        "window_center": {
+            "type": "number",
+            "description": description,
+            "example": -600,
+        },
+        "window_width": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "Width of the window (see window_center); send both or neither.",
+            "example": 1500,
+        },
+    }
+
+
+NEW_SET_WINDOW_DOC = (
+    "How DICOM and 16-bit PNG/TIFF images are brought to 8 bits before fingerprinting: "
+    "values at or below center - width/2 become 0, at or above center + width/2 become 255 "
+    "(DICOM: in rescaled values, HU for CT; 16-bit PNG/TIFF: in the stored values). Without "
+    "a window: CT DICOM gets the lung window (center -600, width 1500), other DICOM its own "
+    "WindowCenter/WindowWidth or else its minimum to maximum, and 16-bit PNG/TIFF is "
+    "refused with this hint. 8-bit images are used unchanged. Stored with the set: every "
+    "later upload to it and /match against it uses the same window. Send it before the files."
+)
+SET_WINDOW_DOC = (
+    "Optional: the set's stored window is always used; a different window is refused with a "
+    "422 naming the set's."
+)
+
 HASHES_FILE_DOC = (
     "Precomputed pHashes instead of images, for pipelines that must not ship pixels: a "
     "text/CSV file of lines `filename,phash_hex`, the hex exactly as "
@@ -252,8 +337,9 @@ REAL_SET_FORM = {
                             "description": "pHash side: 16 = 256-bit hashes as the paper's "
                             "distances imply; 8 = imagehash's 64-bit default.",
                         },
+                        **_window_fields(NEW_SET_WINDOW_DOC),
                         "files": _binary_files(
-                            "Real images (PNG, JPEG, BMP, TIFF) or .zip archives of them; "
+                            "Real images (PNG, JPEG, BMP, TIFF, DICOM) or .zip archives of them; "
                             "repeat the field for many files (text fields may come before "
                             "or after them). Give either `files` or `hashes`."
                         ),
@@ -285,7 +371,8 @@ ADD_IMAGES_FORM = {
                         "files": _binary_files(
                             "More real images or .zip archives; same bytes as a stored image "
                             "are reported as duplicates, not stored twice."
-                        )
+                        ),
+                        **_window_fields(SET_WINDOW_DOC),
                     },
                 }
             }
@@ -356,6 +443,7 @@ MATCH_FORM = {
                             "default": "all",
                             "description": REAL_SUMMARY_HELP,
                         },
+                        **_window_fields(SET_WINDOW_DOC),
                         "files": _binary_files(
                             "Generated images or .zip archives of them (10,000 per request "
                             "is fine)."

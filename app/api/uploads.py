@@ -91,15 +91,27 @@ class UploadReader:
         for part in self.spooled_parts.values():
             part.close()
 
-    async def read_fields(self, needed: frozenset[str] | set[str]) -> dict[str, str]:
+    async def read_fields(
+        self, needed: frozenset[str] | set[str], optional: frozenset[str] = frozenset()
+    ) -> dict[str, str]:
         """Read until every field in ``needed`` has arrived or the body has ended; image
-        parts met on the way are parked. Returns the text fields seen so far."""
+        parts met on the way are parked. ``optional`` fields count too when they come
+        before the next image part (reading stops at that part, it does not wait for
+        them). Returns the text fields seen so far."""
         while not self._ended and not needed <= self.fields.keys():
-            part = await self._next()
-            if isinstance(part, FormFile) and part.name in self._file_fields:
-                self.received[part.name] += 1
-                await run_in_threadpool(self._parked.park, part)
+            await self._park_image(await self._next())
+        while not self._ended and not optional <= self.fields.keys():
+            if await self._park_image(await self._next()):
+                break
         return dict(self.fields)
+
+    async def _park_image(self, part: FormField | FormFile | None) -> bool:
+        """Park ``part`` if it is an image part; whether it was."""
+        if isinstance(part, FormFile) and part.name in self._file_fields:
+            self.received[part.name] += 1
+            await run_in_threadpool(self._parked.park, part)
+            return True
+        return False
 
     async def read_files(self, ingests: dict[str, ImageIngest]) -> dict[str, str]:
         """Feed the parked parts, then every remaining image part, to the ingest of its

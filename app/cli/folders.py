@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.imaging.decode import ImageDecodeError, decode_grayscale
+from app.imaging.decode import ImageDecodeError, decode_image
 
 #: Image files the commands read from a folder (by suffix, any case).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -35,13 +35,17 @@ def image_and_archive_files(folder: Path) -> list[Path]:
 
 def read_folder(folder: Path) -> tuple[list[str], list[np.ndarray]]:
     """The names and grayscale pixels of the images directly in ``folder``, sorted by name;
-    undecodable files are reported on stderr and skipped."""
+    undecodable files, and 16-bit ones (which need a window, never a silent clip), are
+    reported on stderr and skipped."""
     names, images = [], []
     for path in sorted(
         p for p in existing_folder(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
     ):
         try:
-            images.append(decode_grayscale(path.read_bytes(), MAX_PIXELS))
+            pixels = decode_image(path.read_bytes(), MAX_PIXELS, None)
+            if not isinstance(pixels, np.ndarray):  # not read by suffix; kept out all the same
+                raise ImageDecodeError("a DICOM file: upload it to the API to window it")
+            images.append(pixels)
             names.append(path.name)
         except ImageDecodeError as exc:
             print(f"memaudit: skipped {path}: {exc}", file=sys.stderr)

@@ -66,6 +66,10 @@ class RealSet(Base):
     #: Default /match threshold learned from the set's real-vs-real distances (None: too few).
     calibrated_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
     calibration: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: The window DICOM and 16-bit images are brought to 8 bits with (part of their
+    #: fingerprint; every upload to the set uses it); both NULL: automatic windowing.
+    window_center: Mapped[float | None] = mapped_column(Float, nullable=True)
+    window_width: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -119,6 +123,12 @@ class MatchBatch(Base):
         String(HASH_KIND_CHARS), server_default=HASH_KIND_SERVER_DEFAULT
     )
     hash_size: Mapped[int] = mapped_column(Integer)
+    #: Its set's window at the time (both NULL: automatic windowing).
+    window_center: Mapped[float | None] = mapped_column(Float, nullable=True)
+    window_width: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The windows its DICOM and 16-bit images were brought to 8 bits with
+    #: ([{"source", "center", "width", "images"}]); NULL for batches older than 0005.
+    windows_used: Mapped[list | None] = mapped_column(JSON, nullable=True)
     threshold: Mapped[int] = mapped_column(Integer)
     threshold_source: Mapped[str] = mapped_column(String(20))
     threshold_reason: Mapped[str] = mapped_column(Text)

@@ -2,7 +2,9 @@
 
 8-bit grayscale PNGs (CT slices) take OpenCV's faster, lossless decoder; everything else goes
 through Pillow so that colour conversion and JPEG decoding match ``imagehash`` bit for bit.
-Nothing here knows about HTTP or the database.
+DICOM files and PNG/TIFF with more than 8 bits per pixel are windowed to 8 bits
+(:func:`decode_image`, app.imaging.windowing), never clipped. Nothing here knows about HTTP
+or the database.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from app.imaging.dicom import DicomError, looks_like_dicom, read_dicom
+from app.imaging.windowing import AppliedWindow, Window, needs_window_reason
+
 # OpenCV prints a warning line per undecodable buffer; we report our own reason instead.
 with contextlib.suppress(AttributeError):  # older OpenCV builds lack cv2.utils.logging
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-#: Formats accepted for real and generated images.
+#: Formats accepted for real and generated images (and DICOM, recognised by its magic).
 ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF"})
+#: Pillow modes of more than 8 bits per pixel: windowed to 8 bits, never clipped.
+HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 
 
 class ImageDecodeError(ValueError):
@@ -49,12 +56,38 @@ def read_png_header(data: bytes) -> PngHeader | None:
     return PngHeader(width, height, bit_depth, color_type, interlace)
 
 
+@dataclass(frozen=True, slots=True)
+class WindowedImage:
+    """A DICOM file or high-bit-depth image brought to 8 bits: its frames and the window of
+    each; ``multi_frame`` when the file has several frames (each one image)."""
+
+    frames: list[np.ndarray]
+    windows: list[AppliedWindow]
+    multi_frame: bool = False
+
+
 def decode_grayscale(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode ``data`` to a 2-D uint8 array equal to Pillow's ``convert("L")`` of the image.
+    """Decode ``data`` to a 2-D uint8 array equal to Pillow's ``convert("L")`` of the image,
+    as imagehash sees it (so a 16-bit image is clipped as Pillow clips it: uploads go
+    through :func:`decode_image`, which windows or refuses such images instead).
 
     Raises ImageDecodeError with a human-readable reason for empty, non-image, truncated,
     oversized or unsupported input.
     """
+    return _decode(data, max_pixels, None, windowing=False)  # type: ignore[return-value]
+
+
+def decode_image(data: bytes, max_pixels: int, window: Window | None) -> np.ndarray | WindowedImage:
+    """8-bit images as :func:`decode_grayscale` gives them (``window`` is not used); DICOM
+    and PNG/TIFF of more than 8 bits windowed to 8 bits with ``window`` (DICOM without one:
+    see app.imaging.dicom; a 16-bit PNG/TIFF without one is refused with how to window it).
+    """
+    return _decode(data, max_pixels, window, windowing=True)
+
+
+def _decode(
+    data: bytes, max_pixels: int, window: Window | None, *, windowing: bool
+) -> np.ndarray | WindowedImage:
     if not data:
         raise ImageDecodeError("empty file")
     header = read_png_header(data)
@@ -71,10 +104,18 @@ def decode_grayscale(data: bytes, max_pixels: int) -> np.ndarray:
             if pixels is not None and pixels.shape == (header.height, header.width):
                 return pixels
             # Fall through: Pillow gives the precise reason (truncated, bad CRC, ...).
-    return _decode_with_pillow(data, max_pixels)
+    elif windowing and looks_like_dicom(data):
+        try:
+            dicom = read_dicom(data, max_pixels, window)
+        except DicomError as exc:
+            raise ImageDecodeError(str(exc)) from None
+        return WindowedImage(dicom.frames, dicom.windows, dicom.multi_frame)
+    return _decode_with_pillow(data, max_pixels, window, windowing)
 
 
-def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
+def _decode_with_pillow(
+    data: bytes, max_pixels: int, window: Window | None, windowing: bool
+) -> np.ndarray | WindowedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -89,6 +130,8 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
                     f"image has {width}x{height} pixels, more than the limit of {max_pixels}"
                 )
             image.load()
+            if windowing and image.mode in HIGH_DEPTH_MODES:
+                return _window_high_depth(image, window)
             gray = image.convert("L")
     except ImageDecodeError:
         raise
@@ -102,3 +145,13 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
     if pixels.ndim != 2 or pixels.size == 0:
         raise ImageDecodeError("image has no pixels")
     return pixels
+
+
+def _window_high_depth(image: Image.Image, window: Window | None) -> WindowedImage:
+    if window is None:
+        raise ImageDecodeError(needs_window_reason(f"{image.format} {image.mode}"))
+    values = np.asarray(image)
+    if values.ndim != 2 or values.size == 0:
+        raise ImageDecodeError("image has no pixels")
+    applied = AppliedWindow("request", window.center, window.width)
+    return WindowedImage([window.apply(values)], [applied])

@@ -19,14 +19,36 @@ import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
-from app.imaging.decode import ImageDecodeError, decode_grayscale
+import cv2
+import numpy as np
+
+from app.imaging.decode import ImageDecodeError, WindowedImage, decode_image
 from app.imaging.features import thumbnail_pixels
 from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
+from app.imaging.windowing import AppliedWindow, Window
 
-#: (hex hash, width, height, thumbnail bytes, None) for a good image,
-#: (None, 0, 0, None, reason) for a bad one.
-Hashed = tuple[str | None, int, int, bytes | None, str | None]
+
+@dataclass(frozen=True, slots=True)
+class HashedFrame:
+    """One windowed image (a DICOM frame, or a 16-bit image): its fingerprint, the window
+    that made its 8-bit pixels, and those pixels as PNG (kept instead of the upload)."""
+
+    #: 1-based frame number in a multi-frame file; None for a single image.
+    frame: int | None
+    hex_hash: str
+    width: int
+    height: int
+    thumbnail: bytes
+    window: AppliedWindow
+    png: bytes
+
+
+#: (hex hash, width, height, thumbnail bytes, None, None) for a good 8-bit image,
+#: (None, 0, 0, None, None, frames) for a windowed one (DICOM, 16-bit),
+#: (None, 0, 0, None, reason, None) for a bad one.
+Hashed = tuple[str | None, int, int, bytes | None, str | None, tuple[HashedFrame, ...] | None]
 
 
 #: Decoded pixels held at once before they are hashed (huge images are hashed sooner).
@@ -34,40 +56,76 @@ DECODED_BYTES_PER_BATCH = 128 * 1024 * 1024
 
 
 def hash_blobs(
-    blobs: list[bytes], hash_size: int, max_pixels: int, hash_kind: str = DEFAULT_HASH_KIND
+    blobs: list[bytes],
+    hash_size: int,
+    max_pixels: int,
+    hash_kind: str = DEFAULT_HASH_KIND,
+    window: Window | None = None,
 ) -> list[Hashed]:
     """Decode and fingerprint encoded images with the ``hash_kind`` hasher, and take their
-    thumbnails while the pixels are at hand; runs in a worker (or inline)."""
+    thumbnails while the pixels are at hand; runs in a worker (or inline). DICOM and
+    16-bit images are windowed with ``window`` (None: automatic, see app.imaging.dicom)."""
     hasher = get_hasher(hash_kind)
     hasher.check_size(hash_size)
-    out: list[Hashed] = [(None, 0, 0, None, None)] * len(blobs)
-    good: list[int] = []
+    out: list[Hashed] = [(None, 0, 0, None, None, None)] * len(blobs)
+    #: Index of the blob each held image comes from, and the windowed image it is a frame of.
+    good: list[tuple[int, WindowedImage | None, int]] = []
     pixels: list = []
+    frames_of: dict[int, list[HashedFrame]] = {}
     held = 0
 
     def hash_held() -> None:
         if pixels:
             hexes = hasher.hash_hex(pixels, hash_size)
-            for i, gray, hex_ in zip(good, pixels, hexes, strict=True):
+            for (i, windowed, k), gray, hex_ in zip(good, pixels, hexes, strict=True):
                 thumb = thumbnail_pixels(gray).tobytes()
-                out[i] = (hex_, int(gray.shape[1]), int(gray.shape[0]), thumb, None)
+                if windowed is None:
+                    out[i] = (hex_, int(gray.shape[1]), int(gray.shape[0]), thumb, None, None)
+                else:
+                    frames_of[i].append(_windowed_frame(windowed, k, gray, hex_, thumb))
         good.clear()
         pixels.clear()
 
     for i, data in enumerate(blobs):
         try:
-            gray = decode_grayscale(data, max_pixels)
+            decoded = decode_image(data, max_pixels, window)
         except ImageDecodeError as exc:
-            out[i] = (None, 0, 0, None, str(exc))
+            out[i] = (None, 0, 0, None, str(exc), None)
             continue
-        good.append(i)
-        pixels.append(gray)
-        held += gray.nbytes
+        if isinstance(decoded, np.ndarray):
+            good.append((i, None, 0))
+            pixels.append(decoded)
+            held += decoded.nbytes
+        else:
+            frames_of[i] = []
+            for k, gray in enumerate(decoded.frames):
+                good.append((i, decoded, k))
+                pixels.append(gray)
+                held += gray.nbytes
         if held >= DECODED_BYTES_PER_BATCH:
             hash_held()
             held = 0
     hash_held()
+    for i, frames in frames_of.items():
+        out[i] = (None, 0, 0, None, None, tuple(frames))
     return out
+
+
+def _windowed_frame(
+    windowed: WindowedImage, k: int, gray: np.ndarray, hex_: str, thumb: bytes
+) -> HashedFrame:
+    ok, encoded = cv2.imencode(".png", gray)
+    if not ok:  # pragma: no cover - OpenCV encodes any 2-D uint8 array
+        raise RuntimeError("PNG encoding of windowed pixels failed")
+    return HashedFrame(
+        frame=k + 1 if windowed.multi_frame else None,
+        hex_hash=hex_,
+        width=int(gray.shape[1]),
+        height=int(gray.shape[0]),
+        thumbnail=thumb,
+        window=windowed.windows[k],
+        png=encoded.tobytes(),
+    )
 
 
 #: prctl(2) option: the signal this process gets when the thread that created it dies.
@@ -136,6 +194,7 @@ class HashPool:
         hash_size: int,
         max_pixels: int,
         hash_kind: str = DEFAULT_HASH_KIND,
+        window: Window | None = None,
     ) -> Future:
         with self._lock:
             if self._spawner is None:
@@ -150,7 +209,13 @@ class HashPool:
                     )
                 try:
                     return self._spawner.submit(
-                        self._executor.submit, hash_blobs, blobs, hash_size, max_pixels, hash_kind
+                        self._executor.submit,
+                        hash_blobs,
+                        blobs,
+                        hash_size,
+                        max_pixels,
+                        hash_kind,
+                        window,
                     ).result()
                 except BrokenProcessPool:
                     self._discard_locked()

@@ -16,7 +16,8 @@ from typing import BinaryIO
 
 from app.imaging.archive import ArchiveError, Member, iter_zip
 from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
-from app.services.decode_and_hash import HashPool, hash_blobs
+from app.imaging.windowing import AppliedWindow, Window
+from app.services.decode_and_hash import HashedFrame, HashPool, hash_blobs
 from app.services.filenames import name_problem
 
 #: Images decoded and hashed together in-process (bounds the decoded pixels held at once).
@@ -37,6 +38,8 @@ class HashedImage:
     height: int
     #: 32x32 uint8 area-average (see app.imaging.features.thumbnail_pixels).
     thumbnail: bytes | None = None
+    #: How a DICOM or 16-bit image was brought to 8 bits; None for an 8-bit image.
+    window: AppliedWindow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,24 @@ class IngestResult:
     def rejected_json(self) -> list[dict]:
         return [asdict(r) for r in self.rejected]
 
+    def windows_json(self) -> list[dict]:
+        """The windows this upload's DICOM and 16-bit images were brought to 8 bits with,
+        one entry per window and source (``min-max``: one entry, each image its own range)."""
+        counts: dict[tuple[str, float | None, float | None], int] = {}
+        for image in self.images:
+            w = image.window
+            if w is not None:
+                key = (
+                    (w.source, None, None)
+                    if w.source == "min-max"
+                    else (w.source, w.center, w.width)
+                )
+                counts[key] = counts.get(key, 0) + 1
+        return [
+            {"source": source, "center": center, "width": width, "images": n}
+            for (source, center, width), n in counts.items()
+        ]
+
 
 @dataclass(frozen=True)
 class IngestLimits:
@@ -78,7 +99,10 @@ class IngestLimits:
 
 class ImageIngest:
     """De-duplicates by content (SHA-256), decodes and fingerprints files in batches with
-    the ``hash_kind`` hasher (pHash unless told otherwise).
+    the ``hash_kind`` hasher (pHash unless told otherwise). DICOM and 16-bit images are
+    windowed with ``window`` (None: automatic); each windowed image (each frame of a
+    multi-frame DICOM, named ``file#0001`` ...) is identified and kept as the 8-bit PNG of
+    its windowed pixels, so identical pixels are duplicates and no DICOM tag is kept.
 
     ``known_sha256`` / ``known_names`` describe images already stored (adding to a set), so
     re-uploads are reported as duplicates and filename clashes are rejected. ``keep`` is
@@ -96,10 +120,12 @@ class ImageIngest:
         keep: Callable[[str, bytes], None] | None = None,
         pool: HashPool | None = None,
         hash_kind: str = DEFAULT_HASH_KIND,
+        window: Window | None = None,
     ) -> None:
         get_hasher(hash_kind).check_size(hash_size)
         self.hash_size = hash_size
         self.hash_kind = hash_kind
+        self.window = window
         self.limits = limits
         self.result = IngestResult()
         self._seen_sha: dict[str, str] = dict(known_sha256 or {})
@@ -206,7 +232,11 @@ class ImageIngest:
                 ):
                     self._collect(*self._in_flight.popleft())
                 future = pool.submit(
-                    [c[2] for c in chunk], self.hash_size, self.limits.max_pixels, self.hash_kind
+                    [c[2] for c in chunk],
+                    self.hash_size,
+                    self.limits.max_pixels,
+                    self.hash_kind,
+                    self.window,
                 )
                 self._in_flight.append((chunk, future))
                 self._in_flight_bytes += size
@@ -215,7 +245,9 @@ class ImageIngest:
         for lo in range(0, len(batch), INLINE_CHUNK):
             chunk = batch[lo : lo + INLINE_CHUNK]
             blobs = [c[2] for c in chunk]
-            hashed = hash_blobs(blobs, self.hash_size, self.limits.max_pixels, self.hash_kind)
+            hashed = hash_blobs(
+                blobs, self.hash_size, self.limits.max_pixels, self.hash_kind, self.window
+            )
             self._record(chunk, hashed)
 
     def _drain(self) -> None:
@@ -235,7 +267,7 @@ class ImageIngest:
         self._record(chunk, hashed)
 
     def _record(self, chunk: list[tuple[str, str, bytes]], hashed: list) -> None:
-        for (filename, digest, data), (hex_, width, height, thumb, error) in zip(
+        for (filename, digest, data), (hex_, width, height, thumb, error, frames) in zip(
             chunk, hashed, strict=True
         ):
             self._tentative_sha.discard(digest)
@@ -243,11 +275,47 @@ class ImageIngest:
             if error is not None:
                 self.reject(filename, error)
                 continue
+            if frames is not None:
+                self._seen_sha[digest] = filename  # the same file again is a duplicate
+                self._record_frames(filename, frames)
+                continue
             self._seen_sha[digest] = filename
             self._names.add(filename)
             if self._keep is not None:
                 self._keep(digest, data)
             self.result.images.append(HashedImage(filename, digest, hex_, width, height, thumb))
+
+    def _record_frames(self, filename: str, frames: tuple[HashedFrame, ...]) -> None:
+        """Each windowed image under the SHA-256 of its 8-bit PNG (what is kept)."""
+        for frame in frames:
+            name = filename if frame.frame is None else f"{filename}#{frame.frame:04d}"
+            problem = name_problem(name)
+            if problem is not None:
+                self.reject(name[:200], problem)
+                continue
+            digest = hashlib.sha256(frame.png).hexdigest()
+            first = self._seen_sha.get(digest)
+            if first is not None:
+                self.result.duplicates.append(Duplicate(name, first))
+                continue
+            if name in self._names:
+                self.reject(name, "another image with this filename is already included")
+                continue
+            self._seen_sha[digest] = name
+            self._names.add(name)
+            if self._keep is not None:
+                self._keep(digest, frame.png)
+            self.result.images.append(
+                HashedImage(
+                    name,
+                    digest,
+                    frame.hex_hash,
+                    frame.width,
+                    frame.height,
+                    frame.thumbnail,
+                    frame.window,
+                )
+            )
 
     def finish(self) -> IngestResult:
         if self._pending:

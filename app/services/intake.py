@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from app.config import Settings
 from app.imaging.hashers import DEFAULT_HASH_KIND
+from app.imaging.windowing import Window
 from app.services.decode_and_hash import HashPool
 from app.services.ingest import ImageIngest, IngestLimits
 from app.storage import ImageStore
@@ -37,11 +38,14 @@ class ImageIntake:
         known_sha256: dict[str, str] | None = None,
         known_names: Iterable[str] = (),
         hash_kind: str = DEFAULT_HASH_KIND,
+        window: Window | None = None,
     ) -> ImageIngest:
+        """``window``: how DICOM and 16-bit images are brought to 8 bits (None: automatic)."""
         return ImageIngest(
             hash_size,
             self.limits,
             hash_kind=hash_kind,
+            window=window,
             known_sha256=known_sha256,
             known_names=known_names,
             keep=self.store.put,

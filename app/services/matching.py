@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.session import transaction
+from app.imaging.windowing import Window
 from app.search.calibration import resolve_threshold
 from app.services import batches, real_sets
 from app.services.errors import InvalidInput
@@ -27,15 +28,24 @@ class MatchRequest:
     threshold: int | None = None
     top_k: int = 1
     real_summary: batches.SummaryScope = "all"
+    #: The request's window: refused unless it is the set's (which is always used).
+    window: Window | None = None
 
 
 def ingest_for(
-    sessions: sessionmaker[Session], real_set_id: int, intake: ImageIntake
+    sessions: sessionmaker[Session],
+    real_set_id: int,
+    intake: ImageIntake,
+    window: Window | None = None,
 ) -> ImageIngest:
-    """The ingest for a batch against ``real_set_id``: hashed as the set's images were."""
+    """The ingest for a batch against ``real_set_id``: hashed (and windowed) as the set's
+    images were; a request ``window`` other than the set's is refused before hashing."""
     with sessions() as session:
         real_set = real_sets.get_real_set(session, real_set_id)
-    return intake.ingest(real_set.hash_size, hash_kind=real_set.hash_kind)
+    real_sets.check_window(real_set, window)
+    return intake.ingest(
+        real_set.hash_size, hash_kind=real_set.hash_kind, window=real_sets.window_of(real_set)
+    )
 
 
 def create_batch(
@@ -47,6 +57,8 @@ def create_batch(
     started: float,
 ) -> dict:
     """Match the uploaded images against the set, store the batch, return its document."""
+    with sessions() as session:  # a window field that came after the files
+        real_sets.check_window(real_sets.get_real_set(session, request.real_set_id), request.window)
     if not upload.images:
         raise InvalidInput(
             "none of the uploaded files is a usable generated image",

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 from app.db.bulk import insert_rows
 from app.db.models import RealImage, RealSet, utcnow
 from app.imaging.hashers import DEFAULT_HASH_KIND
+from app.imaging.windowing import Window, describe_windowing
 from app.search.calibration import calibrate
-from app.services.errors import NotFound
+from app.services.errors import InvalidInput, NotFound
 from app.services.ingest import HashedImage
 from app.services.source_matching import words_from_hex
 
@@ -42,6 +43,33 @@ def get_real_set(session: Session, real_set_id: int, *, for_update: bool = False
     if real_set is None:
         raise RealSetNotFound(real_set_id)
     return real_set
+
+
+def window_of(real_set: RealSet) -> Window | None:
+    """The set's window (None: automatic windowing)."""
+    if real_set.window_center is None or real_set.window_width is None:
+        return None
+    return Window(real_set.window_center, real_set.window_width)
+
+
+def set_window(real_set: RealSet, window: Window | None) -> None:
+    real_set.window_center = None if window is None else window.center
+    real_set.window_width = None if window is None else window.width
+
+
+def check_window(real_set: RealSet, requested: Window | None) -> None:
+    """An upload to a set (or /match against it) may repeat the set's window, never change
+    it: the window is part of every windowed image's fingerprint."""
+    if requested is None:
+        return
+    current = window_of(real_set)
+    if requested != current:
+        raise InvalidInput(
+            f"real set {real_set.id} is windowed with {describe_windowing(current)}, and "
+            "every upload to it and /match against it uses that window (it is part of the "
+            f"fingerprints); this request asks for {requested.describe()}: send the set's "
+            "window_center and window_width or none, or register a new set"
+        )
 
 
 def list_real_sets(session: Session) -> list[RealSet]:
@@ -126,10 +154,12 @@ def create_real_set(
     images: list[HashedImage],
     calibration: CalibrationConfig,
     hash_kind: str = DEFAULT_HASH_KIND,
+    window: Window | None = None,
 ) -> RealSet:
     real_set = RealSet(
         name=name, hash_kind=hash_kind, hash_size=hash_size, image_count=len(images), revision=1
     )
+    set_window(real_set, window)
     session.add(real_set)
     session.flush()
     _insert_images(session, real_set.id, 0, images)

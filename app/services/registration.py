@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.models import RealImage, RealSet
 from app.db.session import transaction
+from app.imaging.windowing import Window
 from app.services import hash_import, real_sets
 from app.services.errors import Conflict, InvalidInput
 from app.services.ingest import ImageIngest, IngestResult
@@ -47,13 +48,15 @@ def register_images(
     hash_size: int,
     upload: IngestResult,
     settings: Settings,
+    window: Window | None = None,
 ) -> tuple[RealSet, list[RealImage]]:
-    """A new set of the uploaded images; returns it with its images."""
+    """A new set of the uploaded images (windowed with ``window``, stored with the set);
+    returns it with its images."""
     if not upload.images:
         raise no_usable_images(upload)
     with transaction(sessions) as session:
         real_set = real_sets.create_real_set(
-            session, name, hash_size, upload.images, calibration_config(settings)
+            session, name, hash_size, upload.images, calibration_config(settings), window=window
         )
         return real_set, real_sets.list_images(session, real_set.id, 0, len(upload.images))
 
@@ -71,23 +74,33 @@ def register_hashes(
     hash_size: int,
     hashes: BinaryIO,
     settings: Settings,
+    window: Window | None = None,
 ) -> tuple[RealSet, hash_import.ParsedHashes]:
-    """A new set of precomputed hashes (no pixels); all lines or nothing."""
+    """A new set of precomputed hashes (no pixels; ``window``: the one they were computed
+    with, stored for later image uploads); all lines or nothing."""
     parsed = parse_hashes(hashes, hash_size, settings)
     with transaction(sessions) as session:
         real_set = hash_import.create_hash_set(session, name, parsed, calibration_config(settings))
+        real_sets.set_window(real_set, window)
+        session.flush()
         return real_set, parsed
 
 
 def ingest_for_set(
     sessions: sessionmaker[Session], real_set_id: int, intake: ImageIntake
 ) -> ImageIngest:
-    """The ingest of images added to a set: its hash size, its images already known (so
-    re-uploads are duplicates and name clashes rejections)."""
+    """The ingest of images added to a set: its hash size and window, its images already
+    known (so re-uploads are duplicates and name clashes rejections)."""
     with sessions() as session:
         real_set = real_sets.get_real_set(session, real_set_id)
         known_sha, known_names = real_sets.known_images(session, real_set_id)
-    return intake.ingest(real_set.hash_size, known_sha, known_names, real_set.hash_kind)
+    return intake.ingest(
+        real_set.hash_size,
+        known_sha,
+        known_names,
+        real_set.hash_kind,
+        window=real_sets.window_of(real_set),
+    )
 
 
 def add_images(
@@ -96,13 +109,16 @@ def add_images(
     real_set_id: int,
     upload: IngestResult,
     settings: Settings,
+    window: Window | None = None,
 ) -> tuple[RealSet, list[RealImage]]:
-    """Append the uploaded images; returns the set and the images added."""
-    if not upload.images:
-        raise no_usable_images(upload)
+    """Append the uploaded images (``window``: the request's, refused unless the set's);
+    returns the set and the images added."""
     try:
         with transaction(sessions) as session:
             real_set = real_sets.get_real_set(session, real_set_id, for_update=True)
+            real_sets.check_window(real_set, window)
+            if not upload.images:
+                raise no_usable_images(upload)
             # Read under the set's lock (FOR UPDATE on PostgreSQL, the BEGIN IMMEDIATE of
             # transaction() on SQLite): the answer lists this request's images, no other's.
             start = real_set.image_count

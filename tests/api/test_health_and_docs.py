@@ -13,7 +13,7 @@ def test_health_and_ready(client):
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-    assert ready.json()["schema_revision"] == ready.json()["head_revision"] == "0004"
+    assert ready.json()["schema_revision"] == ready.json()["head_revision"] == "0005"
 
 
 def test_ready_reports_unmigrated_database(tmp_path):
@@ -43,5 +43,13 @@ def test_docs_describe_every_endpoint(client):
         for operation in paths[path].values():
             assert operation.get("summary")
     form = paths["/match"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"real_set_id", "threshold", "top_k", "real_summary", "files"}
+    assert set(form["properties"]) == {
+        "real_set_id",
+        "threshold",
+        "top_k",
+        "real_summary",
+        "window_center",
+        "window_width",
+        "files",
+    }
     assert all(p.get("description") for p in form["properties"].values())

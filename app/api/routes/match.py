@@ -51,7 +51,9 @@ async def create_match(
     started = time.perf_counter()
     async with UploadReader(request, settings) as upload:
         early = match_form(await upload.read_fields(MATCH_NEEDS), settings)
-        ingest = await run_in_threadpool(matching.ingest_for, sessions, early.real_set_id, intake)
+        ingest = await run_in_threadpool(
+            matching.ingest_for, sessions, early.real_set_id, intake, early.window
+        )
         form = match_form(await upload.read_files({"files": ingest}), settings)
         upload.require_files()
         result = await finish_ingest(ingest)

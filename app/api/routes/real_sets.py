@@ -6,7 +6,14 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import HashCacheDep, IntakeDep, SessionDep, SessionsDep, SettingsDep
-from app.api.forms import MAX_INT, NEW_SET_NEEDS, new_set_form, reject_unknown_fields
+from app.api.forms import (
+    MAX_INT,
+    NEW_SET_NEEDS,
+    WINDOW_FIELDS,
+    new_set_form,
+    reject_unknown_fields,
+    window_form,
+)
 from app.api.schemas import (
     ADD_HASHES_FORM,
     ADD_IMAGES_FORM,
@@ -38,6 +45,10 @@ ERRORS = {
 }
 HASHES_FIELD = "hashes"
 BOTH = "send either image 'files' or a 'hashes' file, not both"
+LATE_WINDOW = (
+    "send window_center and window_width before the image files (images are windowed as "
+    "they arrive)"
+)
 
 
 def _set_body(real_set, **extra) -> dict:
@@ -50,6 +61,7 @@ def _created_body(real_set, upload: IngestResult, images) -> dict:
         images=[ImageOut.model_validate(i).model_dump() for i in images],
         duplicates=upload.duplicates_json(),
         rejected=upload.rejected_json(),
+        windows_used=upload.windows_json(),
     )
 
 
@@ -84,21 +96,32 @@ async def create_real_set(
 ):
     spooled = {HASHES_FIELD: settings.max_hash_file_bytes}
     async with UploadReader(request, settings, spooled=spooled) as upload:
-        name, hash_size = new_set_form(await upload.read_fields(NEW_SET_NEEDS))
-        ingest = intake.ingest(hash_size)
-        name, hash_size = new_set_form(await upload.read_files({"files": ingest}))
+        early = await upload.read_fields(NEW_SET_NEEDS, optional=WINDOW_FIELDS)
+        name, hash_size = new_set_form(early)
+        window = window_form(early)
+        ingest = intake.ingest(hash_size, window=window)
+        fields = await upload.read_files({"files": ingest})
+        name, hash_size = new_set_form(fields)
+        if window_form(fields) != window:
+            raise HTTPException(422, detail=LATE_WINDOW)
         upload.require_files()
         hashes = upload.spooled_parts.get(HASHES_FIELD)
         if hashes is not None:
             if upload.received["files"]:
                 raise HTTPException(422, detail=BOTH)
             real_set, parsed = await run_in_threadpool(
-                registration.register_hashes, sessions, name, hash_size, hashes.spool, settings
+                registration.register_hashes,
+                sessions,
+                name,
+                hash_size,
+                hashes.spool,
+                settings,
+                window,
             )
             return _imported_body(real_set, parsed)
         result = await finish_ingest(ingest)
     real_set, images = await run_in_threadpool(
-        registration.register_images, sessions, name, hash_size, result, settings
+        registration.register_images, sessions, name, hash_size, result, settings, window
     )
     return _created_body(real_set, result, images)
 
@@ -151,11 +174,12 @@ async def add_images(
 ):
     ingest = await run_in_threadpool(registration.ingest_for_set, sessions, real_set_id, intake)
     async with UploadReader(request, settings) as upload:
-        reject_unknown_fields(await upload.read_files({"files": ingest}), set())
+        fields = await upload.read_files({"files": ingest})
+        reject_unknown_fields(fields, set(WINDOW_FIELDS))
         upload.require_files()
         result = await finish_ingest(ingest)
     real_set, added = await run_in_threadpool(
-        registration.add_images, sessions, cache, real_set_id, result, settings
+        registration.add_images, sessions, cache, real_set_id, result, settings, window_form(fields)
     )
     return _created_body(real_set, result, added)
 
