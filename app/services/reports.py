@@ -27,3 +27,22 @@ def batch_csv(document: dict) -> str:
 
 def batch_text(document: dict) -> str:
     return "".join(line + "\n" for line in paper_lines(document["matches"]))
+
+
+def real_summary_csv(rows: list[dict]) -> str:
+    """One row per real image of a batch: how many generated images it sourced, the
+    closest one and its distance, and the verdict."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["real", "matched_count", "min_distance", "closest_generated", "verdict"])
+    for r in rows:
+        writer.writerow(
+            [
+                r["filename"],
+                r["matched_count"],
+                "" if r["min_distance"] is None else r["min_distance"],
+                r["closest_generated"] or "",
+                r["verdict"],
+            ]
+        )
+    return out.getvalue()
