@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.api.errors import register_error_handlers
 from app.api.routes import classify, health, match, models, real_sets
 from app.api.routes.docs import add_offline_docs
+from app.api.schemas import keep_example_nulls
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     register_error_handlers(app)
+    keep_example_nulls(app)
     add_offline_docs(app)
     app.include_router(health.router)
     app.include_router(real_sets.router)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import FastAPI
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.api import examples
@@ -462,3 +463,32 @@ class ReadyOut(BaseModel):
     detail: str | None = Field(
         default=None, description="Why not ready (null when ready).", examples=[None]
     )
+
+
+#: Models whose examples are whole answers. FastAPI writes /openapi.json without nulls
+#: (exclude_none), which leaves these examples without their required null fields
+#: (`"source": null`); :func:`keep_example_nulls` puts them back.
+ANSWER_EXAMPLE_MODELS: tuple[type[BaseModel], ...] = (
+    RealSetCreated,
+    HashesImported,
+    MatchBatchOut,
+    ClassificationOut,
+    ErrorOut,
+)
+
+
+def keep_example_nulls(app: FastAPI) -> None:
+    """Make ``app.openapi()`` publish the answer examples as written, nulls included."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        spec = generate()  # cached by FastAPI after the first call
+        components = spec.get("components", {}).get("schemas", {})
+        for model in ANSWER_EXAMPLE_MODELS:
+            if model.__name__ in components:
+                components[model.__name__]["examples"] = model.model_config["json_schema_extra"][
+                    "examples"
+                ]  # type: ignore[index]
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
