@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api.errors import register_error_handlers
 from app.api.routes import classify, health, match, models, real_sets, reports
 from app.api.routes.docs import add_offline_docs
+from app.api.schemas import keep_example_nulls
 from app.api.security import DOCS, PROTECTED, ApiKeys, document_access, is_loopback, load_api_keys
 from app.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     register_error_handlers(app)
+    keep_example_nulls(app)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

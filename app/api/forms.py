@@ -1,17 +1,34 @@
-"""Text form fields to the services' validated input, with 422 answers that name the field and
-the rule: one parser per multipart endpoint, used however the fields arrived."""
+"""One form model per multipart endpoint: it validates the text fields (with 422 answers that
+name the field and the rule) AND is the endpoint's documented OpenAPI ``requestBody``, so the
+two cannot drift. To add a field to a form, add it to its model here, nowhere else.
+
+The text fields are collected by app.api.uploads.UploadReader while files stream; a model's
+``parse`` takes them as strings. File parts are declared next to the text fields
+(``file_fields``) for the documentation and the "expected ..." hints; UploadReader streams them.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Self, cast
 
 from fastapi import HTTPException
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
-from app.config import Settings
 from app.imaging.hashers import DEFAULT_HASH_KIND, HASHERS, get_hasher
 from app.imaging.windowing import Window
-from app.scoring.methods import DEFAULT_METHOD, method_names
-from app.services.batches import SUMMARY_SCOPES
+from app.scoring import methods as scoring_methods
+from app.services.batches import SUMMARY_SCOPES, SummaryScope
 from app.services.classification import ClassifyRequest
 from app.services.matching import MatchRequest
 
@@ -19,144 +36,383 @@ from app.services.matching import MatchRequest
 MAX_INT = 2**31 - 1
 #: Bits of the largest supported hash: no Hamming distance is larger.
 MAX_HASH_BITS = max(h.bits_per_hash(size) for h in HASHERS.values() for size in h.sizes)
+#: Longest real set name (RealSet.name is String(200)).
+MAX_NAME_CHARS = 200
+_DEFAULT_HASHER = get_hasher(DEFAULT_HASH_KIND)
 
 
-def int_field(
-    fields: dict[str, str],
-    name: str,
-    *,
-    default: int | None = None,
-    minimum: int | None = None,
-    maximum: int | None = None,
-    choices: tuple[int, ...] | None = None,
-) -> int | None:
-    raw = fields.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPException(422, detail=f"{name} must be an integer, got {raw[:50]!r}") from None
-    if not -MAX_INT <= value <= MAX_INT:
-        raise HTTPException(422, detail=f"{name} is out of range, got {raw[:50]}")
-    if choices is not None and value not in choices:
-        allowed = " or ".join(str(c) for c in choices)
-        raise HTTPException(422, detail=f"{name} must be {allowed}, got {value}")
-    if minimum is not None and value < minimum:
-        raise HTTPException(422, detail=f"{name} must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise HTTPException(422, detail=f"{name} must be at most {maximum}, got {value}")
-    return value
+class OneOf:
+    """A field whose value must be one of ``values``: validated, and documented as the
+    schema's ``enum``. ``values`` may be a live list (the scoring-method table's), read at
+    each validation and by the schema as the same list object."""
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        self.values = values
+
+    def __get_pydantic_core_schema__(self, source: Any, handler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def _check(self, value: Any) -> Any:
+        if value not in self.values:
+            raise PydanticCustomError("one_of", "not one of the choices", {"choices": self.values})
+        return value
 
 
-def float_field(fields: dict[str, str], name: str) -> float | None:
-    raw = fields.get(name, "")
-    if raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise HTTPException(422, detail=f"{name} must be a number, got {raw[:50]!r}") from None
-    if not math.isfinite(value):
-        raise HTTPException(422, detail=f"{name} must be finite")
-    return value
+@dataclass(frozen=True)
+class FileField:
+    """A file part of a form: documented as binary, streamed by UploadReader."""
+
+    name: str
+    description: str
+    #: Repeatable (many files); else one file.
+    many: bool = True
+    required: bool = False
+    content_type: str | None = None
+
+    def schema(self) -> dict:
+        binary = {"type": "string", "format": "binary"}
+        if self.many:
+            return {"type": "array", "items": binary, "description": self.description}
+        return {**binary, "description": self.description}
 
 
-def required_int(fields: dict[str, str], name: str, **rules) -> int:
-    value = int_field(fields, name, **rules)
-    if value is None:
-        raise HTTPException(422, detail=f"form field {name!r} is required")
-    return value
+def _either(values: Sequence[Any]) -> str:
+    """`a`, `a or b`, `a, b or c`."""
+    names = [str(v) for v in values]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def name_field(fields: dict[str, str], name: str = "name", max_length: int = 200) -> str:
-    value = fields.get(name, "").strip()
-    if not value:
-        raise HTTPException(422, detail=f"form field {name!r} is required (a name for the set)")
-    if len(value) > max_length:
-        raise HTTPException(422, detail=f"{name} is longer than {max_length} characters")
-    return value
+def _message(error: dict, fields: dict[str, str]) -> str:
+    """A pydantic error as memaudit's 422 sentence (tests and clients read these)."""
+    name = str(error["loc"][0]) if error["loc"] else "form"
+    raw = fields.get(name, "")[:50]
+    ctx = error.get("ctx") or {}
+    match error["type"]:
+        case "missing" | "string_too_short":
+            return f"form field {name!r} is required"
+        case "int_parsing" | "int_from_float" | "int_type":
+            return f"{name} must be an integer, got {raw!r}"
+        case "float_parsing" | "float_type":
+            return f"{name} must be a number, got {raw!r}"
+        case "finite_number":
+            return f"{name} must be finite"
+        case "greater_than_equal":
+            return f"{name} must be at least {ctx['ge']}, got {raw}"
+        case "less_than_equal":
+            return f"{name} must be at most {ctx['le']}, got {raw}"
+        case "string_too_long":
+            return f"{name} is longer than {ctx['max_length']} characters"
+        case "one_of":
+            return f"{name} must be {_either(ctx['choices'])}, got {raw!r}"
+        case "form_rule":  # a rule over several fields: its message is the sentence
+            return str(error["msg"])
+        case _:
+            return f"{name}: {error['msg']}"
 
 
-def reject_unknown_fields(
-    fields: dict[str, str], allowed: set[str], file_fields: tuple[str, ...] = ("files",)
-) -> None:
-    """422 for a misspelt or unsupported field instead of silently ignoring it."""
-    unknown = set(fields) - allowed
-    if unknown:
-        expected = ", ".join(sorted(allowed | set(file_fields)))
-        raise HTTPException(
-            422,
-            detail=f"unknown form field(s) {', '.join(sorted(unknown))}; expected {expected}",
-        )
+class FormModel(BaseModel):
+    """Base of the form models: text fields arrive as strings; an empty one is absent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    #: File parts of the form, in documentation order.
+    file_fields: ClassVar[tuple[FileField, ...]] = ()
+    #: Text fields to wait for before hashing file parts (UploadReader.read_fields); parts
+    #: that arrive earlier are parked on disk until then.
+    needed_before_files: ClassVar[frozenset[str]] = frozenset()
+    #: Text fields also read before hashing when they come before the first file part.
+    optional_before_files: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def parse(cls, fields: dict[str, str], **context: Any) -> Self:
+        """The form from the text fields received so far (absent ones take defaults); 422
+        for an unknown field or the first field that breaks its rule."""
+        allowed = set(cls.model_fields)
+        unknown = set(fields) - allowed
+        if unknown:
+            expected = ", ".join(sorted(allowed | {f.name for f in cls.file_fields}))
+            raise HTTPException(
+                422,
+                detail=f"unknown form field(s) {', '.join(sorted(unknown))}; expected {expected}",
+            )
+        given = {name: value for name, value in fields.items() if value != ""}
+        try:
+            return cls.model_validate(given, context=context)
+        except ValidationError as exc:
+            raise HTTPException(422, detail=_message(exc.errors()[0], fields)) from None
+
+    @classmethod
+    def openapi_extra(cls, *, also_urlencoded: bool = False) -> dict:
+        """The operation's ``requestBody``: the text fields' JSON schema plus the file parts."""
+        schema = cls.model_json_schema()
+        properties: dict[str, dict] = {}
+        for name, prop in schema["properties"].items():
+            prop = _not_nullable(prop)
+            prop.pop("title", None)
+            for rule in cls.model_fields[name].metadata:
+                if isinstance(rule, OneOf):
+                    prop["enum"] = rule.values  # the same (possibly live) list
+            properties[name] = prop
+        for file in cls.file_fields:
+            properties[file.name] = file.schema()
+        required = [*schema.get("required", ()), *(f.name for f in cls.file_fields if f.required)]
+        body: dict[str, Any] = {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+        }
+        if required:
+            body["required"] = required
+        multipart: dict[str, Any] = {"schema": body}
+        encoding = {f.name: {"contentType": f.content_type} for f in cls.file_fields}
+        multipart["encoding"] = {k: v for k, v in encoding.items() if v["contentType"]}
+        content = {"multipart/form-data": multipart}
+        if also_urlencoded:  # text fields only: files need multipart
+            text_only = {k: v for k, v in properties.items() if k in cls.model_fields}
+            form = {**body, "properties": text_only}
+            form.pop("required", None)
+            if schema.get("required"):
+                form["required"] = schema["required"]
+            content["application/x-www-form-urlencoded"] = {"schema": form}
+        return {"requestBody": {"required": True, "content": content}}
 
 
-#: Fields that must arrive before image parts can be hashed (later parts wait on disk).
-NEW_SET_NEEDS = frozenset({"name", "hash_size"})
-MATCH_NEEDS = frozenset({"real_set_id"})
-#: Optional fields: the window DICOM and 16-bit images are brought to 8 bits with.
-WINDOW_FIELDS = frozenset({"window_center", "window_width"})
+def _not_nullable(prop: dict) -> dict:
+    """``anyOf: [X, null]`` (an optional field) as X: a form field is absent, never null."""
+    branches = prop.get("anyOf")
+    if not branches:
+        return dict(prop)
+    kept = [b for b in branches if b.get("type") != "null"]
+    merged = {k: v for k, v in prop.items() if k != "anyOf"}
+    if merged.get("default", ...) is None:
+        del merged["default"]
+    return {**kept[0], **merged} if len(kept) == 1 else {**merged, "anyOf": kept}
 
 
-def window_form(fields: dict[str, str]) -> Window | None:
-    """window_center and window_width, both or neither (None: automatic windowing)."""
-    center = float_field(fields, "window_center")
-    width = float_field(fields, "window_width")
-    if center is None and width is None:
-        return None
-    if center is None or width is None:
-        raise HTTPException(
-            422,
-            detail="send both window_center and window_width (e.g. -600 and 1500 for a lung "
-            "window in HU), or neither",
-        )
-    if width <= 0:
-        raise HTTPException(422, detail=f"window_width must be positive, got {width:g}")
-    return Window(center, width)
+HASHES_FILE_DOC = (
+    "Precomputed pHashes instead of images, for pipelines that must not ship pixels: a "
+    "text/CSV file of lines `filename,phash_hex`, the hex exactly as "
+    "`str(imagehash.phash(image, hash_size))` prints it (16 hex digits for hash_size 8, 64 "
+    "for 16); an optional first line `filename,phash`; names may be quoted as CSV. Up to "
+    "2,000,000 lines by default (`MEMAUDIT_MAX_HASHES_PER_REQUEST`). All or nothing: any bad "
+    "line (not hex, wrong length, empty, duplicate or over-long name) gives a 422 listing "
+    "the first bad line numbers, and nothing is stored. Example file:\n\n"
+    "```\nfilename,phash\n"
+    "real_0000.png,c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1\n"
+    "real_0001.png,93c46c3b3e1e61c6a5a55a5a1e1ec3c3b4b44b4bc3c36c6c1b1be4e4d8d82727\n```"
+)
+IMAGE_TYPES = "image/png, image/jpeg, image/bmp, image/tiff, application/zip"
+HASH_LIST_TYPES = "text/csv, text/plain"
+REAL_SUMMARY_HELP = (
+    "Which real images `real_summary` lists: `all` (default), only those with verdict `used`, "
+    "or `none`. `used_count` counts them all either way; a set of 1,000,000 hashes makes a "
+    "130 MB answer with `all`."
+)
+
+HashSize = Annotated[
+    int,
+    OneOf(_DEFAULT_HASHER.sizes),
+    Field(
+        description="pHash side: 16 = 256-bit hashes as the paper's distances imply; "
+        "8 = imagehash's 64-bit default.",
+        examples=[16],
+    ),
+]
 
 
-def new_set_form(fields: dict[str, str]) -> tuple[str, int]:
-    """POST /real-sets: the set's name and hash size (its window: :func:`window_form`)."""
-    reject_unknown_fields(fields, {"name", "hash_size", *WINDOW_FIELDS}, ("files", "hashes"))
-    hasher = get_hasher(DEFAULT_HASH_KIND)
-    hash_size = int_field(fields, "hash_size", default=hasher.default_size, choices=hasher.sizes)
-    assert hash_size is not None
-    return name_field(fields), hash_size
+class WindowedForm(FormModel):
+    """A form that may carry the window DICOM and 16-bit images are brought to 8 bits with:
+    both fields or neither (neither: automatic windowing, see app.imaging.windowing)."""
+
+    window_center: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Window centre for DICOM and 16-bit images (HU for CT), with "
+        "`window_width`; default: a lung window (-600/1500) for CT, else the file's own "
+        "window, else min-max. Stored with a set and applied to every later upload to it.",
+        examples=[-600],
+    )
+    window_width: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        gt=0,
+        description="Window width, with `window_center`.",
+        examples=[1500],
+    )
+
+    optional_before_files = frozenset({"window_center", "window_width"})
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Self:
+        if (self.window_center is None) != (self.window_width is None):
+            raise PydanticCustomError(
+                "form_rule",
+                "send both window_center and window_width (e.g. -600 and 1500 for a lung "
+                "window in HU), or neither",
+            )
+        return self
+
+    @property
+    def window(self) -> Window | None:
+        if self.window_center is None or self.window_width is None:
+            return None
+        return Window(self.window_center, self.window_width)
 
 
-def match_form(fields: dict[str, str], settings: Settings) -> MatchRequest:
+class NewSetForm(WindowedForm):
+    """POST /real-sets: the set's name and hash size."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        description="A name for the set.",
+        examples=["lung-window training candidates"],
+    )
+    hash_size: HashSize = _DEFAULT_HASHER.default_size
+
+    file_fields = (
+        FileField(
+            "files",
+            "Real images (PNG, JPEG, BMP, TIFF) or .zip archives of them; repeat the field "
+            "for many files (text fields may come before or after them). Give either `files` "
+            "or `hashes`.",
+            content_type=IMAGE_TYPES,
+        ),
+        FileField("hashes", HASHES_FILE_DOC, many=False, content_type=HASH_LIST_TYPES),
+    )
+    needed_before_files = frozenset({"name", "hash_size"})
+
+
+class AddImagesForm(WindowedForm):
+    """POST /real-sets/{id}/images: image files only (hashed as the set's images were)."""
+
+    file_fields = (
+        FileField(
+            "files",
+            "More real images or .zip archives; same bytes as a stored image are reported as "
+            "duplicates, not stored twice.",
+            required=True,
+            content_type=IMAGE_TYPES,
+        ),
+    )
+
+
+class AddHashesForm(FormModel):
+    """POST /real-sets/{id}/hashes: one hash list file."""
+
+    file_fields = (
+        FileField(
+            "hashes",
+            HASHES_FILE_DOC + "\n\nThe hex length must match the set's hash_size; a name "
+            "already in the set is a bad line.",
+            many=False,
+            required=True,
+            content_type=HASH_LIST_TYPES,
+        ),
+    )
+
+
+class MatchForm(WindowedForm):
     """POST /match (whatever fields have arrived; absent optional ones take defaults)."""
-    reject_unknown_fields(
-        fields, {"real_set_id", "threshold", "top_k", "real_summary", *WINDOW_FIELDS}
+
+    real_set_id: int = Field(ge=1, le=MAX_INT, description="Id from POST /real-sets.", examples=[1])
+    # A distance is at most the set's bits (checked against the set by the service).
+    threshold: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_HASH_BITS,
+        description="Hamming distance at or below which the nearest real image is the "
+        "source, at most the set's hash bits. Default: the set's calibrated value, or the "
+        "paper's 50 (256-bit) when the set is too small.",
+        examples=[30],
     )
-    scope = fields.get("real_summary") or "all"
-    if scope not in SUMMARY_SCOPES:
-        raise HTTPException(
-            422, detail=f"real_summary must be all, used or none, got {scope[:50]!r}"
+    top_k: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_INT,
+        description="Nearest real images listed per generated image (at most "
+        "`MEMAUDIT_MAX_TOP_K`, 50 by default).",
+        examples=[3],
+    )
+    real_summary: Annotated[str, OneOf(SUMMARY_SCOPES)] = Field(
+        default="all", description=REAL_SUMMARY_HELP, examples=["used"]
+    )
+
+    file_fields = (
+        FileField(
+            "files",
+            "Generated images or .zip archives of them (10,000 per request is fine).",
+            required=True,
+            content_type=IMAGE_TYPES,
+        ),
+    )
+    needed_before_files = frozenset({"real_set_id"})
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k_within_setting(cls, value: int, info: ValidationInfo) -> int:
+        maximum = (info.context or {}).get("max_top_k")
+        if maximum is not None and value > maximum:
+            raise PydanticCustomError("less_than_equal", "too large", {"le": maximum})
+        return value
+
+    def request(self) -> MatchRequest:
+        return MatchRequest(
+            real_set_id=self.real_set_id,
+            threshold=self.threshold,
+            top_k=self.top_k,
+            real_summary=cast(SummaryScope, self.real_summary),
+            window=self.window,
         )
-    top_k = int_field(fields, "top_k", default=1, minimum=1, maximum=settings.max_top_k)
-    assert top_k is not None
-    return MatchRequest(
-        real_set_id=required_int(fields, "real_set_id"),
-        # A distance is at most the set's bits (checked against the set by the service).
-        threshold=int_field(fields, "threshold", minimum=0, maximum=MAX_HASH_BITS),
-        top_k=top_k,
-        real_summary=scope,  # type: ignore[arg-type]
-        window=window_form(fields),
-    )
 
 
-def classify_form(fields: dict[str, str]) -> ClassifyRequest:
+class ClassifyForm(FormModel):
     """POST /classify."""
-    method = fields.get("method") or DEFAULT_METHOD
-    if method not in method_names():
-        raise HTTPException(422, detail=f"method must be one of {', '.join(method_names())}")
-    reject_unknown_fields(
-        fields, {"method", "real_set_id", "batch_id", "threshold"}, ("files", "generated_files")
+
+    method: Annotated[str, OneOf(scoring_methods.LIVE_NAMES)] = Field(
+        default=scoring_methods.DEFAULT_METHOD,
+        description="The scoring method; the default is recommended. GET /models describes "
+        "each and whether it can run now.",
+        examples=[scoring_methods.DEFAULT_METHOD],
     )
-    return ClassifyRequest(
-        method=method,
-        real_set_id=int_field(fields, "real_set_id", minimum=1),
-        batch_id=int_field(fields, "batch_id", minimum=1),
-        threshold=float_field(fields, "threshold"),
+    real_set_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_INT,
+        description="Real images: a set registered with POST /real-sets (or upload `files`).",
+        examples=[1],
     )
+    batch_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_INT,
+        description="Generated images: a batch from POST /match (or upload "
+        "`generated_files`); methods that do not compare with the generator ignore them.",
+        examples=[1],
+    )
+    threshold: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Scores at or above it are labelled `used`. Default: the method's own "
+        "(the answer's `threshold_reason` says which).",
+        examples=[1.0],
+    )
+
+    file_fields = (
+        FileField(
+            "files", "Real images (or zips) instead of real_set_id.", content_type=IMAGE_TYPES
+        ),
+        FileField(
+            "generated_files",
+            "Generated images (or zips) instead of batch_id.",
+            content_type=IMAGE_TYPES,
+        ),
+    )
+
+    def request(self) -> ClassifyRequest:
+        return ClassifyRequest(
+            method=self.method,
+            real_set_id=self.real_set_id,
+            batch_id=self.batch_id,
+            threshold=self.threshold,
+        )

@@ -1,8 +1,41 @@
-"""Small response helpers shared by the routers."""
+"""Small response helpers shared by the routers: CSV downloads and documented error answers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.responses import Response
+
+from app.api.schemas import ErrorOut
+
+#: What each error status means on this API (a route may say more for its own case).
+ERROR_MEANINGS: dict[int, str] = {
+    400: "Malformed multipart body (no boundary, truncated before the closing boundary, "
+    "bad part headers).",
+    404: "No such real set, batch or classification.",
+    409: "The stored state does not allow it now (a concurrent change: retry; image bytes "
+    "gone; a set registered by hash only has no pixels).",
+    413: "A file, the number of fields, a hash list or the form body is over a limit.",
+    415: "The body is not multipart/form-data.",
+    422: "Invalid input. `detail` is a sentence naming the field and its rule; or an object "
+    "with `message` and the `rejected`/`duplicates` files when no file was usable; or an "
+    "object with `errors` (numbered `hashes` lines); or, for a bad path or query parameter, "
+    "FastAPI's list of `{loc, msg, type}`.",
+    503: "A resource the request needs is unavailable now (hash workers, or the scoring "
+    "method's model artifact).",
+}
+
+
+def error_responses(*codes: int, **specific: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route answering with these error codes; ``specific`` overrides a
+    code's meaning (keys like ``e404``)."""
+    return {
+        code: {
+            "model": ErrorOut,
+            "description": specific.get(f"e{code}", ERROR_MEANINGS[code]),
+        }
+        for code in codes
+    }
 
 
 def csv_download(text: str, filename: str) -> Response:

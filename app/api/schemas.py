@@ -1,13 +1,16 @@
-"""Response models and multipart request documentation (what /docs shows, with examples)."""
+"""Response models: what every answer holds, each field described, with examples from a real
+run (what /docs shows). Request forms are in app.api.forms; tests/test_openapi_contract.py
+fails on a field without a description."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import FastAPI
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.scoring import methods as scoring_methods
+from app.api import examples
 
 #: Timestamps always carry their UTC offset (SQLite returns them naive).
 UtcDatetime = Annotated[
@@ -15,9 +18,17 @@ UtcDatetime = Annotated[
 ]
 
 PHASH_16_EXAMPLE = "c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1"
+SET_NAME_EXAMPLE = "lung-window training candidates"
+CREATED_EXAMPLE = "2025-05-14T09:21:07.412Z"
+
+
+def _created(what: str) -> Any:
+    return Field(description=f"When {what} was stored (UTC).", examples=[CREATED_EXAMPLE])
 
 
 class ImageOut(BaseModel):
+    """A stored real image."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int = Field(description="Database id of the real image.", examples=[17])
@@ -36,11 +47,17 @@ class ImageOut(BaseModel):
         "for an image registered by its hash alone (`hashes` upload), which has no pixels.",
         examples=["9f2c1a8e5b7d4c3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f"],
     )
-    width: int | None = Field(description="Null when registered by hash.", examples=[256])
-    height: int | None = Field(description="Null when registered by hash.", examples=[256])
+    width: int | None = Field(
+        description="Width in pixels; null when registered by hash.", examples=[256]
+    )
+    height: int | None = Field(
+        description="Height in pixels; null when registered by hash.", examples=[256]
+    )
 
 
 class DuplicateOut(BaseModel):
+    """An uploaded file whose bytes were already uploaded: kept once."""
+
     filename: str = Field(description="The file that was not stored again.", examples=["b.png"])
     duplicate_of: str = Field(
         description="The earlier file with the same bytes.", examples=["a.png"]
@@ -48,6 +65,8 @@ class DuplicateOut(BaseModel):
 
 
 class RejectedOut(BaseModel):
+    """An uploaded file that was not used, and why."""
+
     filename: str = Field(
         description="File name; zip members as `archive.zip:member`.", examples=["notes.txt"]
     )
@@ -58,13 +77,23 @@ class RejectedOut(BaseModel):
 
 
 class CalibrationOut(BaseModel):
-    method: str = Field(examples=["real-vs-real nearest-neighbour quantile"])
+    """How a set's default /match threshold was derived from its own images."""
+
+    method: str = Field(
+        description="The calibration rule.", examples=["real-vs-real nearest-neighbour quantile"]
+    )
     threshold: int = Field(
         description="Default /match threshold for this set (Hamming distance).", examples=[30]
     )
-    quantile: float = Field(examples=[0.05])
-    n_images: int = Field(examples=[160])
-    n_queries: int = Field(examples=[160])
+    quantile: float = Field(
+        description="Share of real images allowed another real image within the threshold "
+        "(`MEMAUDIT_CALIBRATION_QUANTILE`).",
+        examples=[0.05],
+    )
+    n_images: int = Field(description="Images in the set when calibrated.", examples=[160])
+    n_queries: int = Field(
+        description="Real images whose nearest other real image was measured.", examples=[160]
+    )
     nn_distance_percentiles: dict[str, int] = Field(
         description="Percentiles of each real image's distance to its nearest other real image.",
         examples=[{"p0": 18, "p5": 30, "p25": 36, "p50": 66, "p75": 88, "p95": 100}],
@@ -106,23 +135,27 @@ WINDOWS_USED_HELP = (
 
 
 class RealSetSummary(BaseModel):
+    """A registered real set, without its images."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int = Field(description="Real set id, used as `real_set_id` in /match.", examples=[1])
-    name: str = Field(examples=["lung-window training candidates"])
+    name: str = Field(description="The name given at registration.", examples=[SET_NAME_EXAMPLE])
     hash_kind: str = Field(
         description="Fingerprint the set's images are hashed with.", examples=["phash"]
     )
     hash_size: int = Field(
         description="pHash side: 16 = 256-bit hashes (default), 8 = 64-bit.", examples=[16]
     )
-    image_count: int = Field(examples=[160])
+    image_count: int = Field(description="Images in the set.", examples=[160])
     revision: int = Field(description="Increases every time images are added.", examples=[1])
     calibrated_threshold: int | None = Field(
         description="Default /match threshold, null when the set is too small to calibrate.",
         examples=[30],
     )
-    calibration: CalibrationOut | None = None
+    calibration: CalibrationOut | None = Field(
+        default=None, description="How `calibrated_threshold` was derived; null when it is null."
+    )
     window_center: float | None = Field(
         default=None, description=WINDOW_CENTER_HELP + WINDOW_NULL_HELP, examples=[-600.0]
     )
@@ -131,11 +164,17 @@ class RealSetSummary(BaseModel):
         description="Width of the set's window (see window_center)." + WINDOW_NULL_HELP,
         examples=[1500.0],
     )
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
+    created_at: UtcDatetime = _created("the set")
+    updated_at: UtcDatetime = Field(
+        description="When images were last added (UTC).", examples=[CREATED_EXAMPLE]
+    )
 
 
 class RealSetCreated(RealSetSummary):
+    """A set and the images this request stored."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.REAL_SET_CREATED]})
+
     images: list[ImageOut] = Field(description="Images stored by this request, in order.")
     duplicates: list[DuplicateOut] = Field(
         description="Files whose bytes were already uploaded: kept once."
@@ -145,6 +184,10 @@ class RealSetCreated(RealSetSummary):
 
 
 class HashesImported(RealSetSummary):
+    """A set and how many precomputed hashes this request stored."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.HASHES_IMPORTED]})
+
     imported: int = Field(
         description="Hashes stored by this request (the file's lines, less a header and "
         "blank lines). Page through them with GET /real-sets/{id}.",
@@ -156,21 +199,30 @@ class HashesImported(RealSetSummary):
 
 
 class RealSetDetail(RealSetSummary):
+    """A set with one page of its images."""
+
     images: list[ImageOut] = Field(description="One page of the set's images.")
-    offset: int = Field(examples=[0])
-    limit: int = Field(examples=[100])
+    offset: int = Field(description="Images skipped (the request's `offset`).", examples=[0])
+    limit: int = Field(description="Page size (the request's `limit`).", examples=[100])
 
 
 class Candidate(BaseModel):
+    """One of the nearest real images of a generated image."""
+
     filename: str = Field(description="Real image file name.", examples=["used_0029.png"])
     distance: int = Field(description="Hamming distance between the pHashes.", examples=[52])
 
 
 class MatchOut(BaseModel):
+    """A generated image and its most likely real source."""
+
     generated: str = Field(
         description="Generated image file name.", examples=["generated_0478.png"]
     )
-    phash: str = Field(examples=[PHASH_16_EXAMPLE])
+    phash: str = Field(
+        description="The generated image's hash (the batch's hash_kind, as hex).",
+        examples=[PHASH_16_EXAMPLE],
+    )
     source: str | None = Field(
         description="Real image it is a copy of, or null when the nearest is above the threshold.",
         examples=["used_0029.png"],
@@ -180,31 +232,43 @@ class MatchOut(BaseModel):
 
 
 class RealSummaryOut(BaseModel):
-    filename: str = Field(examples=["used_0029.png"])
+    """A real image's verdict in a batch."""
+
+    filename: str = Field(description="Real image file name.", examples=["used_0029.png"])
     matched_count: int = Field(
         description="Generated images whose source is this real image.", examples=[3]
     )
     min_distance: int | None = Field(
-        description="Distance to the closest generated image.", examples=[34]
+        description="Distance to the closest generated image (null: the batch had none).",
+        examples=[34],
     )
-    closest_generated: str | None = Field(examples=["generated_0480.png"])
+    closest_generated: str | None = Field(
+        description="The closest generated image.", examples=["generated_0480.png"]
+    )
     verdict: Literal["used", "unused"] = Field(
         description="`used` when at least one generated image maps to it within the threshold.",
         examples=["used"],
     )
 
 
-class MatchBatchOut(BaseModel):
+class MatchBatchSummary(BaseModel):
+    """A stored match batch without its per-image rows (what GET /match lists)."""
+
     batch_id: int = Field(description="Id for GET /match/{batch_id}.", examples=[1])
     real_set_id: int | None = Field(
-        description="Null if the real set was deleted since.", examples=[1]
+        description="The real set matched against; null if it was deleted since.", examples=[1]
     )
-    real_set_name: str = Field(examples=["lung-window training candidates"])
-    real_set_revision: int = Field(examples=[1])
+    real_set_name: str = Field(
+        description="The set's name at matching time.", examples=[SET_NAME_EXAMPLE]
+    )
+    real_set_revision: int = Field(
+        description="The set's revision at matching time (images added later are not in it).",
+        examples=[1],
+    )
     hash_kind: str = Field(
         description="Fingerprint the batch was matched with (its set's).", examples=["phash"]
     )
-    hash_size: int = Field(examples=[16])
+    hash_size: int = Field(description="Hash side of the set (16: 256 bits).", examples=[16])
     window_center: float | None = Field(
         default=None,
         description="The set's window center when the batch was matched." + WINDOW_NULL_HELP,
@@ -213,10 +277,11 @@ class MatchBatchOut(BaseModel):
     window_width: float | None = Field(
         default=None, description="The set's window width (see window_center).", examples=[1500.0]
     )
-    windows_used: list[WindowUsedOut] = Field(default_factory=list, description=WINDOWS_USED_HELP)
     threshold: int = Field(description="Hamming distance threshold used.", examples=[30])
     threshold_source: Literal["request", "calibrated", "paper_default"] = Field(
-        description="Where the threshold came from.", examples=["calibrated"]
+        description="Where the threshold came from: the request, the set's calibration, or "
+        "the paper's default for a set too small to calibrate.",
+        examples=["calibrated"],
     )
     threshold_reason: str = Field(
         description="Why this threshold, in words.",
@@ -226,240 +291,61 @@ class MatchBatchOut(BaseModel):
             "so a generated image that close is called a copy"
         ],
     )
-    top_k: int = Field(examples=[1])
-    generated_count: int = Field(examples=[500])
+    top_k: int = Field(description="Nearest real images listed per generated image.", examples=[1])
+    generated_count: int = Field(description="Generated images matched.", examples=[500])
     matched_count: int = Field(
         description="Generated images with a source within the threshold.", examples=[12]
     )
     used_count: int = Field(description="Real images with verdict `used`.", examples=[9])
-    created_at: UtcDatetime
-    elapsed_seconds: float = Field(description="Server time spent on the request.")
-    matches: list[MatchOut]
+    created_at: UtcDatetime = _created("the batch")
+    elapsed_seconds: float = Field(description="Server time spent on the request.", examples=[0.84])
+
+
+class MatchBatchOut(MatchBatchSummary):
+    """A match batch: every generated image's source, every real image's verdict."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.MATCH_BATCH]})
+
+    windows_used: list[WindowUsedOut] = Field(default_factory=list, description=WINDOWS_USED_HELP)
+    matches: list[MatchOut] = Field(description="One entry per generated image, in upload order.")
     real_summary_scope: Literal["all", "used", "none"] = Field(
         description="Which real images `real_summary` lists (the request's `real_summary`).",
         examples=["all"],
     )
-    real_summary: list[RealSummaryOut]
-    duplicates: list[DuplicateOut]
-    rejected: list[RejectedOut]
-
-
-class ErrorOut(BaseModel):
-    detail: str | dict = Field(
-        description="Why the request failed.",
-        examples=["real set 42 does not exist"],
+    real_summary: list[RealSummaryOut] = Field(
+        description="Per real image of the set (see `real_summary_scope`), in set order."
     )
+    duplicates: list[DuplicateOut] = Field(
+        description="Uploaded files whose bytes were already in the batch: matched once."
+    )
+    rejected: list[RejectedOut] = Field(description="Uploaded files not used, with reasons.")
 
 
-class HealthOut(BaseModel):
-    status: Literal["ok"] = "ok"
+class Page(BaseModel):
+    """Where a page sits in a list."""
+
+    total: int = Field(description="How many items match the filter, all pages.", examples=[42])
+    offset: int = Field(description="Items skipped (the request's `offset`).", examples=[0])
+    limit: int = Field(description="Page size (the request's `limit`).", examples=[100])
 
 
-class ReadyOut(BaseModel):
-    status: Literal["ready", "not ready"]
-    database: str = Field(description="Database backend.", examples=["sqlite"])
-    schema_revision: str | None = Field(examples=["0001"])
-    head_revision: str | None = Field(examples=["0001"])
-    detail: str | None = None
+class MatchBatchPage(Page):
+    """One page of GET /match."""
 
-
-def _binary_files(description: str) -> dict:
-    return {
-        "type": "array",
-        "items": {"type": "string", "format": "binary"},
-        "description": description,
-    }
-
-
-def _window_fields(description: str) -> dict:
-    """The two optional window fields of a multipart form."""
-    return {
-        "window_center": {
-            "type": "number",
-            "description": description,
-            "example": -600,
-        },
-        "window_width": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "description": "Width of the window (see window_center); send both or neither.",
-            "example": 1500,
-        },
-    }
-
-
-NEW_SET_WINDOW_DOC = (
-    "How DICOM and 16-bit PNG/TIFF images are brought to 8 bits before fingerprinting: "
-    "values at or below center - width/2 become 0, at or above center + width/2 become 255 "
-    "(DICOM: in rescaled values, HU for CT; 16-bit PNG/TIFF: in the stored values). Without "
-    "a window: CT DICOM gets the lung window (center -600, width 1500), other DICOM its own "
-    "WindowCenter/WindowWidth or else its minimum to maximum, and 16-bit PNG/TIFF is "
-    "refused with this hint. 8-bit images are used unchanged. Stored with the set: every "
-    "later upload to it and /match against it uses the same window. Send it before the files."
-)
-SET_WINDOW_DOC = (
-    "Optional: the set's stored window is always used; a different window is refused with a "
-    "422 naming the set's."
-)
-
-HASHES_FILE_DOC = (
-    "Precomputed pHashes instead of images, for pipelines that must not ship pixels: a "
-    "text/CSV file of lines `filename,phash_hex`, the hex exactly as "
-    "`str(imagehash.phash(image, hash_size))` prints it (16 hex digits for hash_size 8, 64 "
-    "for 16); an optional first line `filename,phash`; names may be quoted as CSV. Up to "
-    "2,000,000 lines by default (`MEMAUDIT_MAX_HASHES_PER_REQUEST`). All or nothing: any bad "
-    "line (not hex, wrong length, empty, duplicate or over-long name) gives a 422 listing "
-    "the first bad line numbers, and nothing is stored. Example file:\n\n"
-    "```\nfilename,phash\n"
-    "real_0000.png,c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1\n"
-    "real_0001.png,93c46c3b3e1e61c6a5a55a5a1e1ec3c3b4b44b4bc3c36c6c1b1be4e4d8d82727\n```"
-)
-
-REAL_SET_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {
-                        "name": {
-                            "type": "string",
-                            "maxLength": 200,
-                            "description": "A name for the set.",
-                            "example": "lung-window training candidates",
-                        },
-                        "hash_size": {
-                            "type": "integer",
-                            "enum": [8, 16],
-                            "default": 16,
-                            "description": "pHash side: 16 = 256-bit hashes as the paper's "
-                            "distances imply; 8 = imagehash's 64-bit default.",
-                        },
-                        **_window_fields(NEW_SET_WINDOW_DOC),
-                        "files": _binary_files(
-                            "Real images (PNG, JPEG, BMP, TIFF, DICOM) or .zip archives of them; "
-                            "repeat the field for many files (text fields may come before "
-                            "or after them). Give either `files` or `hashes`."
-                        ),
-                        "hashes": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": HASHES_FILE_DOC,
-                        },
-                    },
-                },
-                "encoding": {
-                    "files": {"contentType": "image/png, application/zip"},
-                    "hashes": {"contentType": "text/csv, text/plain"},
-                },
-            }
-        },
-    }
-}
-
-ADD_IMAGES_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["files"],
-                    "properties": {
-                        "files": _binary_files(
-                            "More real images or .zip archives; same bytes as a stored image "
-                            "are reported as duplicates, not stored twice."
-                        ),
-                        **_window_fields(SET_WINDOW_DOC),
-                    },
-                }
-            }
-        },
-    }
-}
-
-ADD_HASHES_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["hashes"],
-                    "properties": {
-                        "hashes": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": HASHES_FILE_DOC
-                            + "\n\nThe hex length must match the set's hash_size; a name "
-                            "already in the set is a bad line.",
-                        }
-                    },
-                },
-                "encoding": {"hashes": {"contentType": "text/csv, text/plain"}},
-            }
-        },
-    }
-}
-
-REAL_SUMMARY_HELP = (
-    "Which real images `real_summary` lists: `all` (default), only those with verdict `used`, "
-    "or `none`. `used_count` counts them all either way; a set of 1,000,000 hashes makes a "
-    "130 MB answer with `all`."
-)
-
-MATCH_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["real_set_id", "files"],
-                    "properties": {
-                        "real_set_id": {
-                            "type": "integer",
-                            "description": "Id from POST /real-sets.",
-                            "example": 1,
-                        },
-                        "threshold": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "description": "Hamming distance at or below which the nearest "
-                            "real image is the source. Default: the set's calibrated value, "
-                            "or the paper's 50 (256-bit) when the set is too small.",
-                        },
-                        "top_k": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "default": 1,
-                            "description": "Nearest real images listed per generated image.",
-                        },
-                        "real_summary": {
-                            "type": "string",
-                            "enum": ["all", "used", "none"],
-                            "default": "all",
-                            "description": REAL_SUMMARY_HELP,
-                        },
-                        **_window_fields(SET_WINDOW_DOC),
-                        "files": _binary_files(
-                            "Generated images or .zip archives of them (10,000 per request "
-                            "is fine)."
-                        ),
-                    },
-                }
-            }
-        },
-    }
-}
+    items: list[MatchBatchSummary] = Field(description="Batches on this page, newest first.")
 
 
 class ModelOut(BaseModel):
-    name: str = Field(examples=["memaudit-cnn"])
-    version: str = Field(examples=["1"])
-    sha256: str = Field(description="SHA-256 of the artifact file (empty: no artifact).")
+    """A model artifact that produced a classification's scores."""
+
+    name: str = Field(
+        description="Artifact name (models/manifest.json).", examples=["memaudit-cnn"]
+    )
+    version: str = Field(description="Artifact version.", examples=["1"])
+    sha256: str = Field(
+        description="SHA-256 of the artifact file (empty: no artifact).",
+        examples=["7a5088402242e364f3713d65397c118bafdd0b62b74bcd6f0ac283d32a493ec6"],
+    )
     provider: str | None = Field(
         default=None,
         description="onnxruntime execution provider the model really runs on.",
@@ -468,9 +354,13 @@ class ModelOut(BaseModel):
 
 
 class ClassificationResultOut(BaseModel):
-    filename: str = Field(examples=["real_0001.png"])
+    """A real image's membership score."""
+
+    filename: str = Field(description="Real image file name.", examples=["real_0001.png"])
     score: float = Field(description="Higher = more likely used in training.", examples=[3.2])
-    label: Literal["used", "unused"] = Field(examples=["used"])
+    label: Literal["used", "unused"] = Field(
+        description="`used` when the score is at or above the threshold.", examples=["used"]
+    )
     components: dict[str, float] = Field(
         default_factory=dict,
         description="Method-specific evidence behind the score.",
@@ -478,58 +368,181 @@ class ClassificationResultOut(BaseModel):
     )
 
 
-class ClassificationOut(BaseModel):
-    classification_id: int = Field(examples=[1])
+class ClassificationSummary(BaseModel):
+    """A stored classification without its per-image scores (what GET /classify lists)."""
+
+    classification_id: int = Field(
+        description="Id for GET /classify/{classification_id}.", examples=[1]
+    )
     method: str = Field(
         description="The scoring method (GET /models lists them).", examples=["reference"]
     )
-    real_set_id: int | None = Field(examples=[1])
-    batch_id: int | None = Field(examples=[1])
-    models: list[ModelOut]
+    real_set_id: int | None = Field(
+        description="The real set scored; null for uploaded real files or a deleted set.",
+        examples=[1],
+    )
+    real_set_name: str | None = Field(
+        description="That set's name; null when `real_set_id` is.", examples=[SET_NAME_EXAMPLE]
+    )
+    batch_id: int | None = Field(
+        description="The match batch compared with; null for uploaded generated files, a "
+        "method that needs none, or a deleted batch.",
+        examples=[1],
+    )
     threshold: float = Field(description="Scores at or above are labelled used.", examples=[1.0])
-    threshold_reason: str = Field(description="Where the threshold comes from, in words.")
-    real_count: int = Field(examples=[160])
-    generated_count: int = Field(examples=[500])
-    used_count: int = Field(examples=[62])
-    created_at: UtcDatetime
-    elapsed_seconds: float
-    results: list[ClassificationResultOut]
-    rejected: list[RejectedOut]
+    threshold_reason: str = Field(
+        description="Where the threshold comes from, in words.",
+        examples=["the reference auditor's default: one copy-evidence unit"],
+    )
+    real_count: int = Field(description="Real images scored.", examples=[160])
+    generated_count: int = Field(
+        description="Generated images compared with (0 for a method that needs none).",
+        examples=[500],
+    )
+    used_count: int = Field(description="Real images labelled `used`.", examples=[62])
+    created_at: UtcDatetime = _created("the classification")
+    elapsed_seconds: float = Field(description="Server time spent on the request.", examples=[4.7])
 
 
-CLASSIFY_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "method": {
-                            "type": "string",
-                            # The method table's own list: methods registered later show.
-                            "enum": scoring_methods.LIVE_NAMES,
-                            "default": scoring_methods.DEFAULT_METHOD,
-                            "description": "The scoring method; the default is recommended. "
-                            "GET /models describes each and whether it can run now.",
-                        },
-                        "real_set_id": {
-                            "type": "integer",
-                            "description": "Real images: a set registered with POST /real-sets.",
-                            "example": 1,
-                        },
-                        "batch_id": {
-                            "type": "integer",
-                            "description": "Generated images: a batch from POST /match.",
-                            "example": 1,
-                        },
-                        "files": _binary_files("Real images (or zips) instead of real_set_id."),
-                        "generated_files": _binary_files(
-                            "Generated images (or zips) instead of batch_id."
-                        ),
-                    },
-                }
-            }
-        },
-    }
-}
+class ClassificationOut(ClassificationSummary):
+    """Membership scores of every real image."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.CLASSIFICATION]})
+
+    models: list[ModelOut] = Field(
+        description="Model artifacts behind the scores (empty for methods without one)."
+    )
+    results: list[ClassificationResultOut] = Field(
+        description="One entry per real image, in set or upload order."
+    )
+    rejected: list[RejectedOut] = Field(description="Uploaded files not used, with reasons.")
+
+
+class ClassificationPage(Page):
+    """One page of GET /classify."""
+
+    items: list[ClassificationSummary] = Field(
+        description="Classifications on this page, newest first."
+    )
+
+
+class UploadProblem(BaseModel):
+    """422 detail when no uploaded file was usable: which were refused and why."""
+
+    message: str = Field(
+        description="What went wrong, in words.",
+        examples=["none of the uploaded files is a usable generated image"],
+    )
+    rejected: list[RejectedOut] = Field(
+        default_factory=list, description="Files refused, with reasons."
+    )
+    duplicates: list[DuplicateOut] = Field(
+        default_factory=list, description="Files that repeated earlier bytes."
+    )
+
+
+class HashLineError(BaseModel):
+    """A bad line of a `hashes` file."""
+
+    line: int = Field(description="Line number (1 = first line of the file).", examples=[3])
+    error: str = Field(
+        description="What is wrong with it.", examples=["phash is not 64 hex digits"]
+    )
+
+
+class HashLinesProblem(BaseModel):
+    """422 detail for a `hashes` file with bad lines (nothing was stored)."""
+
+    message: str = Field(
+        description="What went wrong and what is expected, in words.",
+        examples=["1 line(s) of 'hashes' are invalid; nothing was stored. ..."],
+    )
+    error_count: int = Field(description="Bad lines in the file, all of them.", examples=[1])
+    errors: list[HashLineError] = Field(description="The first bad lines, in file order.")
+
+
+class ParameterProblem(BaseModel):
+    """One entry of FastAPI's own 422 list (a bad path or query parameter)."""
+
+    loc: list[str | int] = Field(
+        description="Where: `path` or `query`, then the parameter.",
+        examples=[["path", "batch_id"]],
+    )
+    msg: str = Field(description="What is wrong.", examples=["Input should be a valid integer"])
+    type: str = Field(description="Pydantic's error type.", examples=["int_parsing"])
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: `{"detail": ...}`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                examples.BAD_FIELD,
+                examples.NO_USABLE_FILE,
+                examples.BAD_HASH_LINES,
+                examples.BAD_PARAMETER,
+            ]
+        }
+    )
+
+    detail: str | UploadProblem | HashLinesProblem | list[ParameterProblem] = Field(
+        description="Why the request failed: a sentence; an object with `message` and the "
+        "`rejected`/`duplicates` files (no usable file); an object with `errors` (bad "
+        "`hashes` lines); or FastAPI's list for a bad path or query parameter.",
+        examples=["real set 42 does not exist"],
+    )
+
+
+class HealthOut(BaseModel):
+    """The process answers."""
+
+    status: Literal["ok"] = Field(default="ok", description="Always `ok`.")
+
+
+class ReadyOut(BaseModel):
+    """Whether the service can take requests, and if not why."""
+
+    status: Literal["ready", "not ready"] = Field(
+        description="`ready` when the database is reachable and migrated.", examples=["ready"]
+    )
+    database: str = Field(description="Database backend.", examples=["sqlite"])
+    schema_revision: str | None = Field(
+        description="The database's migration revision (null: unreachable or empty).",
+        examples=["0004"],
+    )
+    head_revision: str | None = Field(
+        description="The newest migration this code ships.", examples=["0004"]
+    )
+    detail: str | None = Field(
+        default=None, description="Why not ready (null when ready).", examples=[None]
+    )
+
+
+#: Models whose examples are whole answers. FastAPI writes /openapi.json without nulls
+#: (exclude_none), which leaves these examples without their required null fields
+#: (`"source": null`); :func:`keep_example_nulls` puts them back.
+ANSWER_EXAMPLE_MODELS: tuple[type[BaseModel], ...] = (
+    RealSetCreated,
+    HashesImported,
+    MatchBatchOut,
+    ClassificationOut,
+    ErrorOut,
+)
+
+
+def keep_example_nulls(app: FastAPI) -> None:
+    """Make ``app.openapi()`` publish the answer examples as written, nulls included."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        spec = generate()  # cached by FastAPI after the first call
+        components = spec.get("components", {}).get("schemas", {})
+        for model in ANSWER_EXAMPLE_MODELS:
+            if model.__name__ in components:
+                components[model.__name__]["examples"] = model.model_config["json_schema_extra"][
+                    "examples"
+                ]  # type: ignore[index]
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

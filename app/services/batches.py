@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from app.db.bulk import insert_rows
 from app.db.models import GeneratedImage, MatchBatch, RealSet, RealSummary
@@ -127,44 +127,93 @@ def save_batch(
 
 def load_batch(session: Session, batch_id: int, real_summary: SummaryScope = "all") -> dict:
     """The stored batch in the same shape /match answered with."""
-    batch = session.get(MatchBatch, batch_id)
-    if batch is None:
-        raise BatchNotFound(batch_id)
+    batch = _get_batch(session, batch_id)
     gen_rows = session.scalars(
         select(GeneratedImage)
         .where(GeneratedImage.batch_id == batch_id)
         .order_by(GeneratedImage.position)
     ).all()
-    # Real images with a verdict of used are the distinct sources (names are unique in a
-    # set): counted over the batch's generated images, not over one row per real image.
-    used_count = session.scalar(
-        select(func.count(GeneratedImage.source.distinct())).where(
-            GeneratedImage.batch_id == batch_id, GeneratedImage.source.is_not(None)
-        )
-    )
-    summary: list[dict] = []
-    if real_summary != "none" and batch.real_summary_packed is not None:
-        gen_names = [g.filename for g in gen_rows]
-        summary = unpack_summary(batch.real_summary_packed, gen_names, real_summary == "used")
-    elif real_summary != "none":
-        in_scope = RealSummary.batch_id == batch_id
-        if real_summary == "used":
-            in_scope &= RealSummary.verdict == "used"
-        summary = [
-            summary_row(s.filename, s.matched_count, s.min_distance, s.closest_generated)
-            for s in session.scalars(
-                select(RealSummary).where(in_scope).order_by(RealSummary.position)
-            )
-        ]
+    summary = _real_summary_rows(session, batch, real_summary, [g.filename for g in gen_rows])
     return batch_document(
         batch,
         matches=[
             match_row(g.filename, g.phash, g.source, g.distance, g.candidates) for g in gen_rows
         ],
         real_summary=summary,
-        used_count=used_count,
+        used_count=used_counts(session, [batch_id]).get(batch_id, 0),
         scope=real_summary,
     )
+
+
+def load_real_summary(session: Session, batch_id: int, scope: SummaryScope = "all") -> list[dict]:
+    """A stored batch's per-real-image rows (``real_summary`` of its document) alone."""
+    batch = _get_batch(session, batch_id)
+    names = None
+    if batch.real_summary_packed is not None:  # closest generated images by position
+        names = list(
+            session.scalars(
+                select(GeneratedImage.filename)
+                .where(GeneratedImage.batch_id == batch_id)
+                .order_by(GeneratedImage.position)
+            )
+        )
+    return _real_summary_rows(session, batch, scope, names)
+
+
+def _get_batch(session: Session, batch_id: int) -> MatchBatch:
+    batch = session.get(MatchBatch, batch_id)
+    if batch is None:
+        raise BatchNotFound(batch_id)
+    return batch
+
+
+def _real_summary_rows(
+    session: Session, batch: MatchBatch, scope: SummaryScope, generated_names: list[str] | None
+) -> list[dict]:
+    """Rows in set order, from the packed blob or the summary table."""
+    if scope == "none":
+        return []
+    if batch.real_summary_packed is not None:
+        assert generated_names is not None
+        return unpack_summary(batch.real_summary_packed, generated_names, scope == "used")
+    in_scope = RealSummary.batch_id == batch.id
+    if scope == "used":
+        in_scope &= RealSummary.verdict == "used"
+    return [
+        summary_row(s.filename, s.matched_count, s.min_distance, s.closest_generated)
+        for s in session.scalars(select(RealSummary).where(in_scope).order_by(RealSummary.position))
+    ]
+
+
+def used_counts(session: Session, batch_ids: list[int]) -> dict[int, int]:
+    """Real images with verdict ``used`` per batch: the distinct sources (names are unique
+    in a set), counted over the batches' generated images, not over one row per real image."""
+    if not batch_ids:
+        return {}
+    rows = session.execute(
+        select(GeneratedImage.batch_id, func.count(GeneratedImage.source.distinct()))
+        .where(GeneratedImage.batch_id.in_(batch_ids), GeneratedImage.source.is_not(None))
+        .group_by(GeneratedImage.batch_id)
+    ).all()
+    return {batch_id: count for batch_id, count in rows}
+
+
+def list_batches(
+    session: Session, real_set_id: int | None, offset: int, limit: int
+) -> tuple[int, list[dict]]:
+    """(how many batches match the filter, one page of their summaries, newest first)."""
+    where = [] if real_set_id is None else [MatchBatch.real_set_id == real_set_id]
+    total = session.scalar(select(func.count()).select_from(MatchBatch).where(*where))
+    page = session.scalars(
+        select(MatchBatch)
+        .options(load_only(*SUMMARY_COLUMNS))
+        .where(*where)
+        .order_by(MatchBatch.id.desc())  # ids only grow (never reused): newest first
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    used = used_counts(session, [b.id for b in page])
+    return total or 0, [batch_summary(b, used.get(b.id, 0)) for b in page]
 
 
 def pack_summary(outcome: MatchOutcome) -> bytes:
@@ -213,14 +262,27 @@ def scoped_summary(outcome: MatchOutcome, scope: SummaryScope) -> list[dict]:
     return [] if scope == "none" else outcome.summary_rows(only_used=scope == "used")
 
 
-def batch_document(
-    batch: MatchBatch,
-    matches: list[dict],
-    real_summary: list[dict],
-    *,
-    used_count: int,
-    scope: SummaryScope,
-) -> dict:
+#: Columns a batch summary reads (not the rejected/duplicates lists or the packed summary).
+SUMMARY_COLUMNS = (
+    MatchBatch.id,
+    MatchBatch.real_set_id,
+    MatchBatch.real_set_name,
+    MatchBatch.real_set_revision,
+    MatchBatch.hash_kind,
+    MatchBatch.hash_size,
+    MatchBatch.threshold,
+    MatchBatch.threshold_source,
+    MatchBatch.threshold_reason,
+    MatchBatch.top_k,
+    MatchBatch.generated_count,
+    MatchBatch.matched_count,
+    MatchBatch.created_at,
+    MatchBatch.elapsed_seconds,
+)
+
+
+def batch_summary(batch: MatchBatch, used_count: int) -> dict:
+    """What GET /match lists per batch: everything but the per-image rows and file lists."""
     return {
         "batch_id": batch.id,
         "real_set_id": batch.real_set_id,
@@ -240,6 +302,19 @@ def batch_document(
         "used_count": used_count,
         "created_at": batch.created_at,
         "elapsed_seconds": batch.elapsed_seconds,
+    }
+
+
+def batch_document(
+    batch: MatchBatch,
+    matches: list[dict],
+    real_summary: list[dict],
+    *,
+    used_count: int,
+    scope: SummaryScope,
+) -> dict:
+    return {
+        **batch_summary(batch, used_count),
         "matches": matches,
         "real_summary_scope": scope,
         "real_summary": real_summary,

@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, load_only, sessionmaker
 
 from app.config import Settings
 from app.db.bulk import insert_rows
@@ -385,27 +385,22 @@ def save_classification(
 
 
 def load_classification(session: Session, classification_id: int) -> dict:
-    row = session.get(Classification, classification_id)
-    if row is None:
+    found = session.execute(
+        select(Classification, RealSet.name)
+        .outerjoin(RealSet, RealSet.id == Classification.real_set_id)
+        .where(Classification.id == classification_id)
+    ).first()
+    if found is None:
         raise ClassificationNotFound(classification_id)
+    row, real_set_name = found
     results = session.scalars(
         select(ClassificationResult)
         .where(ClassificationResult.classification_id == classification_id)
         .order_by(ClassificationResult.position)
     ).all()
     return {
-        "classification_id": row.id,
-        "method": row.method,
-        "real_set_id": row.real_set_id,
-        "batch_id": row.batch_id,
+        **classification_summary(row, real_set_name),
         "models": row.models,
-        "threshold": row.threshold,
-        "threshold_reason": row.threshold_reason,
-        "real_count": row.real_count,
-        "generated_count": row.generated_count,
-        "used_count": row.used_count,
-        "created_at": row.created_at,
-        "elapsed_seconds": row.elapsed_seconds,
         "results": [
             {
                 "filename": r.filename,
@@ -417,6 +412,68 @@ def load_classification(session: Session, classification_id: int) -> dict:
         ],
         "rejected": row.rejected,
     }
+
+
+def classification_summary(row: Classification, real_set_name: str | None) -> dict:
+    """What GET /classify lists per classification: everything but the per-image rows."""
+    return {
+        "classification_id": row.id,
+        "method": row.method,
+        "real_set_id": row.real_set_id,
+        "real_set_name": real_set_name,
+        "batch_id": row.batch_id,
+        "threshold": row.threshold,
+        "threshold_reason": row.threshold_reason,
+        "real_count": row.real_count,
+        "generated_count": row.generated_count,
+        "used_count": row.used_count,
+        "created_at": row.created_at,
+        "elapsed_seconds": row.elapsed_seconds,
+    }
+
+
+def list_classifications(
+    session: Session, real_set_id: int | None, batch_id: int | None, offset: int, limit: int
+) -> dict:
+    """One page of stored classifications, newest first, optionally of one real set and/or
+    one match batch; counts and the page come from SQL."""
+    where = []
+    if real_set_id is not None:
+        where.append(Classification.real_set_id == real_set_id)
+    if batch_id is not None:
+        where.append(Classification.batch_id == batch_id)
+    total = session.scalar(select(func.count()).select_from(Classification).where(*where))
+    page = session.execute(
+        select(Classification, RealSet.name)
+        .options(load_only(*SUMMARY_COLUMNS))
+        .outerjoin(RealSet, RealSet.id == Classification.real_set_id)
+        .where(*where)
+        .order_by(Classification.id.desc())  # ids only grow (never reused): newest first
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return {
+        "total": total or 0,
+        "offset": offset,
+        "limit": limit,
+        "items": [classification_summary(row, name) for row, name in page],
+    }
+
+
+#: Columns a classification summary reads (not its models or rejected files).
+SUMMARY_COLUMNS = (
+    Classification.id,
+    Classification.method,
+    Classification.real_set_id,
+    Classification.batch_id,
+    Classification.threshold,
+    Classification.threshold_reason,
+    Classification.real_count,
+    Classification.generated_count,
+    Classification.used_count,
+    Classification.created_at,
+    Classification.elapsed_seconds,
+)
 
 
 def classification_csv(document: dict) -> str:

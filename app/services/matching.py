@@ -110,3 +110,16 @@ def create_batch(
 
 def get_batch(session: Session, batch_id: int, real_summary: batches.SummaryScope) -> dict:
     return batches.load_batch(session, batch_id, real_summary)
+
+
+def get_real_summary(
+    session: Session, batch_id: int, real_summary: batches.SummaryScope
+) -> list[dict]:
+    """A stored batch's per-real-image verdicts alone (for the real-image CSV)."""
+    return batches.load_real_summary(session, batch_id, real_summary)
+
+
+def list_batches(session: Session, real_set_id: int | None, offset: int, limit: int) -> dict:
+    """One page of stored batches, newest first, optionally of one real set."""
+    total, items = batches.list_batches(session, real_set_id, offset, limit)
+    return {"total": total, "offset": offset, "limit": limit, "items": items}

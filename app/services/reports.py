@@ -35,3 +35,22 @@ def batch_csv(document: dict) -> str:
 def batch_text(document: dict) -> str:
     """The paper's lines, one per generated image whatever its name holds."""
     return "".join(one_line(line) + "\n" for line in paper_lines(document["matches"]))
+
+
+def real_summary_csv(rows: list[dict]) -> str:
+    """One row per real image of a batch: how many generated images it sourced, the
+    closest one and its distance, and the verdict."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["real", "matched_count", "min_distance", "closest_generated", "verdict"])
+    for r in rows:
+        writer.writerow(
+            [
+                spreadsheet_cell(r["filename"]),
+                r["matched_count"],
+                "" if r["min_distance"] is None else r["min_distance"],
+                spreadsheet_cell(r["closest_generated"] or ""),
+                r["verdict"],
+            ]
+        )
+    return out.getvalue()

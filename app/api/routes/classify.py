@@ -18,24 +18,15 @@ from app.api.deps import (
     SessionsDep,
     SettingsDep,
 )
-from app.api.forms import MAX_INT, classify_form
-from app.api.responses import csv_download
-from app.api.schemas import CLASSIFY_FORM, ClassificationOut, ErrorOut
+from app.api.forms import MAX_INT, ClassifyForm
+from app.api.responses import csv_download, error_responses
+from app.api.schemas import ClassificationOut, ClassificationPage
 from app.api.uploads import UploadReader, finish_ingest
 from app.services import classification as service
 
 router = APIRouter(prefix="/classify", tags=["membership inference"])
 
-ERRORS = {
-    404: {"model": ErrorOut, "description": "Unknown real set, batch or classification."},
-    409: {
-        "model": ErrorOut,
-        "description": "Stored image bytes are missing, or the set was registered by hash only.",
-    },
-    415: {"model": ErrorOut, "description": "Not multipart/form-data."},
-    422: {"model": ErrorOut, "description": "Invalid field or missing images."},
-    503: {"model": ErrorOut, "description": "The method's model artifact is unavailable."},
-}
+NOT_FOUND = "Unknown real set, batch or classification."
 
 
 @router.post(
@@ -48,9 +39,22 @@ ERRORS = {
     "likely used) and a `label` at the method's default threshold. Stored: "
     "GET /classify/{id} returns it again (`format=csv`, `format=imageclef`).\n\n"
     "```\ncurl -F method=reference -F real_set_id=1 -F batch_id=1 "
-    "http://localhost:8000/classify\n```",
-    openapi_extra=CLASSIFY_FORM,
-    responses=ERRORS,
+    "http://localhost:8000/classify\n```\n\n"
+    "Without files the fields may also be sent as application/x-www-form-urlencoded "
+    "(`curl -d method=reference -d real_set_id=1 -d batch_id=1 ...`).",
+    openapi_extra=ClassifyForm.openapi_extra(also_urlencoded=True),
+    responses=error_responses(
+        400,
+        404,
+        409,
+        413,
+        415,
+        422,
+        503,
+        e409="Stored image bytes are missing, the set was registered by hash only, or the "
+        "set or batch was deleted while scoring.",
+        e404=NOT_FOUND,
+    ),
 )
 async def create_classification(
     request: Request,
@@ -68,7 +72,7 @@ async def create_classification(
     async with UploadReader(
         request, settings, file_fields=tuple(ingests), fields_only_allowed=True
     ) as upload:
-        form = classify_form(await upload.read_files(ingests))
+        form = ClassifyForm.parse(await upload.read_files(ingests)).request()
         real = await finish_ingest(ingests["files"])
         generated = await finish_ingest(ingests["generated_files"])
     return await run_in_threadpool(
@@ -86,18 +90,52 @@ async def create_classification(
 
 
 @router.get(
+    "",
+    response_model=ClassificationPage,
+    summary="List stored classifications, newest first",
+    description="One page of classification summaries (method, counts, threshold and why; no "
+    "per-image scores: GET /classify/{classification_id} has those).\n\n"
+    "```\ncurl 'http://localhost:8000/classify?batch_id=1'\n```",
+    responses=error_responses(422),
+)
+def list_classifications(
+    session: SessionDep,
+    real_set_id: int | None = Query(
+        None, ge=1, le=MAX_INT, description="Only classifications of this real set.", examples=[1]
+    ),
+    batch_id: int | None = Query(
+        None,
+        ge=1,
+        le=MAX_INT,
+        description="Only classifications against this match batch.",
+        examples=[1],
+    ),
+    offset: int = Query(0, ge=0, le=MAX_INT, description="Classifications to skip.", examples=[0]),
+    limit: int = Query(100, ge=1, le=1000, description="Classifications per page.", examples=[100]),
+):
+    return service.list_classifications(session, real_set_id, batch_id, offset, limit)
+
+
+@router.get(
     "/{classification_id}",
     response_model=ClassificationOut,
     summary="A stored classification (JSON, CSV or ImageCLEF submission lines)",
     description="`format=imageclef` gives the task's submission lines `<image id>,<1|0>` "
     "(1 = used).",
     responses={
-        404: ERRORS[404],
+        **error_responses(404, 422, e404=NOT_FOUND),
         200: {
+            "description": "The classification (JSON), or its CSV or ImageCLEF rendering.",
             "content": {
-                "text/csv": {"example": "filename,score,label\nreal_0001.png,3.2,used\n"},
-                "text/plain": {"example": "real_0001,1\nreal_0002,0\n"},
-            }
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": "filename,score,label\nreal_0001.png,3.2,used\n",
+                },
+                "text/plain": {
+                    "schema": {"type": "string"},
+                    "example": "real_0001,1\nreal_0002,0\n",
+                },
+            },
         },
     },
 )

@@ -5,26 +5,21 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import HashCacheDep, IntakeDep, SessionDep, SessionsDep, SettingsDep
-from app.api.forms import MATCH_NEEDS, MAX_INT, match_form
-from app.api.responses import csv_download
-from app.api.schemas import MATCH_FORM, REAL_SUMMARY_HELP, ErrorOut, MatchBatchOut
+from app.api.forms import MAX_INT, REAL_SUMMARY_HELP, MatchForm
+from app.api.responses import csv_download, error_responses
+from app.api.schemas import MatchBatchOut, MatchBatchPage
 from app.api.uploads import UploadReader, finish_ingest
 from app.services import matching
-from app.services.reports import batch_csv, batch_text
+from app.services.reports import batch_csv, batch_text, real_summary_csv
 
 router = APIRouter(prefix="/match", tags=["source matching"])
 
-ERRORS = {
-    404: {"model": ErrorOut, "description": "Unknown real set or batch."},
-    413: {"model": ErrorOut, "description": "A field or the request is over a limit."},
-    415: {"model": ErrorOut, "description": "Not multipart/form-data."},
-    422: {"model": ErrorOut, "description": "Invalid field, or no usable generated image."},
-}
+NOT_FOUND = "Unknown real set or batch."
 
 
 @router.post(
@@ -38,8 +33,8 @@ ERRORS = {
     "`real_summary=used` (or `none`) to list only the used ones. The batch is stored: "
     "GET /match/{batch_id} returns it again.\n\n"
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/match\n```",
-    openapi_extra=MATCH_FORM,
-    responses=ERRORS,
+    openapi_extra=MatchForm.openapi_extra(),
+    responses=error_responses(400, 404, 413, 415, 422, 503, e404=NOT_FOUND),
 )
 async def create_match(
     request: Request,
@@ -49,19 +44,25 @@ async def create_match(
     intake: IntakeDep,
 ):
     started = time.perf_counter()
+    limits = {"max_top_k": settings.max_top_k}
     async with UploadReader(request, settings) as upload:
-        early = match_form(await upload.read_fields(MATCH_NEEDS), settings)
+        early = MatchForm.parse(
+            await upload.read_fields(
+                MatchForm.needed_before_files, optional=MatchForm.optional_before_files
+            ),
+            **limits,
+        )
         ingest = await run_in_threadpool(
             matching.ingest_for, sessions, early.real_set_id, intake, early.window
         )
-        form = match_form(await upload.read_files({"files": ingest}), settings)
+        form = MatchForm.parse(await upload.read_files({"files": ingest}), **limits)
         upload.require_files()
         result = await finish_ingest(ingest)
     return await run_in_threadpool(
         matching.create_batch,
         sessions,
         cache,
-        form,
+        form.request(),
         result,
         settings.min_calibration_images,
         started,
@@ -69,24 +70,60 @@ async def create_match(
 
 
 @router.get(
+    "",
+    response_model=MatchBatchPage,
+    summary="List stored match batches, newest first",
+    description="One page of batch summaries (counts, threshold and where it came from; no "
+    "per-image rows: GET /match/{batch_id} has those).\n\n"
+    "```\ncurl 'http://localhost:8000/match?real_set_id=1&limit=20'\n```",
+    responses=error_responses(422),
+)
+def list_matches(
+    session: SessionDep,
+    real_set_id: int | None = Query(
+        None, ge=1, le=MAX_INT, description="Only batches against this real set.", examples=[1]
+    ),
+    offset: int = Query(0, ge=0, le=MAX_INT, description="Batches to skip.", examples=[0]),
+    limit: int = Query(100, ge=1, le=1000, description="Batches per page.", examples=[100]),
+):
+    return matching.list_batches(session, real_set_id, offset, limit)
+
+
+@router.get(
     "/{batch_id}",
     response_model=MatchBatchOut,
     summary="A stored match batch (JSON, CSV or the paper's text lines)",
     description="`format=json` (default) as POST /match answered; `format=csv` one row per "
-    "generated image; `format=text` the seed paper's lines, e.g. `The source image for "
-    "generated_0478.png is used_0029.png with 52`.",
+    "generated image, or with `part=real` one row per real image of the set (its verdict, "
+    "how many generated images it sourced, the closest one; `real_summary=used` for the used "
+    "ones only); `format=text` the seed paper's lines, e.g. `The source image for "
+    "generated_0478.png is used_0029.png with 52`.\n\n"
+    "```\ncurl -O -J 'http://localhost:8000/match/1?format=csv&part=real'\n```",
     responses={
-        404: ERRORS[404],
+        **error_responses(404, 422, e404=NOT_FOUND),
         200: {
+            "description": "The batch (JSON), or its CSV or text rendering.",
             "content": {
                 "text/csv": {
-                    "example": "generated,source,distance,candidates\n"
-                    "generated_0478.png,used_0029.png,52,used_0029.png:52\n"
+                    "schema": {"type": "string"},
+                    "examples": {
+                        "generated": {
+                            "summary": "part=generated (default)",
+                            "value": "generated,source,distance,candidates\n"
+                            "generated_0478.png,used_0029.png,52,used_0029.png:52\n",
+                        },
+                        "real": {
+                            "summary": "part=real",
+                            "value": "real,matched_count,min_distance,closest_generated,"
+                            "verdict\nused_0029.png,3,34,generated_0480.png,used\n",
+                        },
+                    },
                 },
                 "text/plain": {
-                    "example": "The source image for generated_0478.png is used_0029.png with 52\n"
+                    "schema": {"type": "string"},
+                    "example": "The source image for generated_0478.png is used_0029.png with 52\n",
                 },
-            }
+            },
         },
     },
 )
@@ -94,12 +131,23 @@ def get_match(
     session: SessionDep,
     batch_id: int = Path(ge=1, le=MAX_INT, description="Batch id from POST /match.", examples=[1]),
     format: Literal["json", "csv", "text"] = Query(
-        "json", description="Answer format.", examples=["text"]
+        "json", description="Answer format.", examples=["csv"]
+    ),
+    part: Literal["generated", "real"] = Query(
+        "generated",
+        description="With `format=csv`: one row per generated image (default) or per real "
+        "image of the set.",
+        examples=["real"],
     ),
     real_summary: Literal["all", "used", "none"] = Query(
         "all", description=REAL_SUMMARY_HELP, examples=["used"]
     ),
 ):
+    if part == "real" and format != "csv":
+        raise HTTPException(422, detail="part=real is a CSV export: add format=csv")
+    if part == "real":
+        rows = matching.get_real_summary(session, batch_id, real_summary)
+        return csv_download(real_summary_csv(rows), f"match-{batch_id}-real.csv")
     # CSV and text list the generated images only.
     document = matching.get_batch(session, batch_id, real_summary if format == "json" else "none")
     if format == "csv":

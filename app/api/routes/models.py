@@ -13,7 +13,9 @@ router = APIRouter(prefix="/models", tags=["models"])
 class ScoringMethodOut(BaseModel):
     """One row of GET /models: a method of the table, or a manifest entry it does not know."""
 
-    method: str = Field(examples=["cnn"])
+    method: str = Field(
+        description="The method's name, as POST /classify's `method` takes it.", examples=["cnn"]
+    )
     description: str | None = Field(
         description="What the method does (null: a manifest entry for an unknown method).",
         examples=["the paper's CNN on the real image alone (models/cnn.onnx, onnxruntime)"],
@@ -25,9 +27,15 @@ class ScoringMethodOut(BaseModel):
     )
     available: bool = Field(description="POST /classify can use it now.", examples=[True])
     name: str | None = Field(description="The model artifact, if any.", examples=["memaudit-cnn"])
-    version: str | None = Field(examples=["1"])
-    file: str | None = Field(examples=["cnn.onnx"])
-    sha256: str | None = None
+    version: str | None = Field(description="The artifact's version.", examples=["1"])
+    file: str | None = Field(
+        description="The artifact's file under the models directory.", examples=["cnn.onnx"]
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="SHA-256 the manifest pins the artifact file to (null: no artifact).",
+        examples=["7a5088402242e364f3713d65397c118bafdd0b62b74bcd6f0ac283d32a493ec6"],
+    )
     status: str = Field(
         description="`built-in` (needs no artifact), `loaded`, `refused` (sha256 differs from "
         "the manifest), `missing` (no file, or no manifest entry), `error`.",
@@ -40,9 +48,21 @@ class ScoringMethodOut(BaseModel):
         description="What the model really runs on (onnxruntime's provider for the CNN).",
         examples=["CPUExecutionProvider"],
     )
-    created: str | None = None
-    trained_on: str | None = None
-    metrics: dict = Field(default_factory=dict)
+    created: str | None = Field(
+        default=None,
+        description="When the artifact was built (manifest).",
+        examples=["2026-11-25T19:47:44+00:00"],
+    )
+    trained_on: str | None = Field(
+        default=None,
+        description="What the artifact was trained on (manifest).",
+        examples=["synthetic phantoms (app/training/synthetic.py, seed 0): 80 used, 80 unused"],
+    )
+    metrics: dict = Field(
+        default_factory=dict,
+        description="Metrics recorded with the artifact at build time (manifest).",
+        examples=[{"train_loss": 0.636, "train_accuracy": 0.7375, "epochs": 10}],
+    )
 
 
 @router.get(

@@ -6,19 +6,9 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import HashCacheDep, IntakeDep, SessionDep, SessionsDep, SettingsDep
-from app.api.forms import (
-    MAX_INT,
-    NEW_SET_NEEDS,
-    WINDOW_FIELDS,
-    new_set_form,
-    reject_unknown_fields,
-    window_form,
-)
+from app.api.forms import MAX_INT, AddHashesForm, AddImagesForm, NewSetForm
+from app.api.responses import error_responses
 from app.api.schemas import (
-    ADD_HASHES_FORM,
-    ADD_IMAGES_FORM,
-    REAL_SET_FORM,
-    ErrorOut,
     HashesImported,
     ImageOut,
     RealSetCreated,
@@ -34,15 +24,7 @@ from app.services.ingest import IngestResult
 router = APIRouter(prefix="/real-sets", tags=["real sets"])
 SetId = Path(ge=1, le=MAX_INT, description="Real set id from POST /real-sets.", examples=[1])
 
-ERRORS = {
-    404: {"model": ErrorOut, "description": "Unknown real set."},
-    413: {"model": ErrorOut, "description": "A field or the request is over a limit."},
-    415: {"model": ErrorOut, "description": "Not multipart/form-data."},
-    422: {
-        "model": ErrorOut,
-        "description": "Invalid field, no usable image, or bad `hashes` lines (numbered).",
-    },
-}
+NOT_FOUND = "Unknown real set."
 HASHES_FIELD = "hashes"
 BOTH = "send either image 'files' or a 'hashes' file, not both"
 LATE_WINDOW = (
@@ -88,21 +70,22 @@ def _imported_body(real_set, parsed) -> dict:
     "http://localhost:8000/real-sets\n```\n\n"
     "```\nfilename,phash\n"
     "real_0000.png,c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1\n```",
-    openapi_extra=REAL_SET_FORM,
-    responses=ERRORS,
+    openapi_extra=NewSetForm.openapi_extra(),
+    responses=error_responses(400, 413, 415, 422, 503),
 )
 async def create_real_set(
     request: Request, settings: SettingsDep, sessions: SessionsDep, intake: IntakeDep
 ):
     spooled = {HASHES_FIELD: settings.max_hash_file_bytes}
     async with UploadReader(request, settings, spooled=spooled) as upload:
-        early = await upload.read_fields(NEW_SET_NEEDS, optional=WINDOW_FIELDS)
-        name, hash_size = new_set_form(early)
-        window = window_form(early)
-        ingest = intake.ingest(hash_size, window=window)
-        fields = await upload.read_files({"files": ingest})
-        name, hash_size = new_set_form(fields)
-        if window_form(fields) != window:
+        early = NewSetForm.parse(
+            await upload.read_fields(
+                NewSetForm.needed_before_files, optional=NewSetForm.optional_before_files
+            )
+        )
+        ingest = intake.ingest(early.hash_size, window=early.window)
+        form = NewSetForm.parse(await upload.read_files({"files": ingest}))
+        if form.window != early.window:
             raise HTTPException(422, detail=LATE_WINDOW)
         upload.require_files()
         hashes = upload.spooled_parts.get(HASHES_FIELD)
@@ -112,16 +95,22 @@ async def create_real_set(
             real_set, parsed = await run_in_threadpool(
                 registration.register_hashes,
                 sessions,
-                name,
-                hash_size,
+                form.name,
+                early.hash_size,
                 hashes.spool,
                 settings,
-                window,
+                early.window,
             )
             return _imported_body(real_set, parsed)
         result = await finish_ingest(ingest)
     real_set, images = await run_in_threadpool(
-        registration.register_images, sessions, name, hash_size, result, settings, window
+        registration.register_images,
+        sessions,
+        form.name,
+        early.hash_size,
+        result,
+        settings,
+        early.window,
     )
     return _created_body(real_set, result, images)
 
@@ -135,7 +124,7 @@ def list_real_sets(session: SessionDep):
     "/{real_set_id}",
     response_model=RealSetDetail,
     summary="A real set with one page of its images",
-    responses={404: ERRORS[404]},
+    responses=error_responses(404, 422, e404=NOT_FOUND),
 )
 def get_real_set(
     session: SessionDep,
@@ -161,8 +150,8 @@ def get_real_set(
     dependencies=ADMIN,
     description="Same upload rules as registration. The set's revision increases and its "
     "calibrated threshold is recomputed. Answers with the set and the images added.",
-    openapi_extra=ADD_IMAGES_FORM,
-    responses=ERRORS,
+    openapi_extra=AddImagesForm.openapi_extra(),
+    responses=error_responses(400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND),
 )
 async def add_images(
     request: Request,
@@ -174,12 +163,11 @@ async def add_images(
 ):
     ingest = await run_in_threadpool(registration.ingest_for_set, sessions, real_set_id, intake)
     async with UploadReader(request, settings) as upload:
-        fields = await upload.read_files({"files": ingest})
-        reject_unknown_fields(fields, set(WINDOW_FIELDS))
+        form = AddImagesForm.parse(await upload.read_files({"files": ingest}))
         upload.require_files()
         result = await finish_ingest(ingest)
     real_set, added = await run_in_threadpool(
-        registration.add_images, sessions, cache, real_set_id, result, settings, window_form(fields)
+        registration.add_images, sessions, cache, real_set_id, result, settings, form.window
     )
     return _created_body(real_set, result, added)
 
@@ -195,8 +183,8 @@ async def add_images(
     "already has, gives a 422 naming the first bad lines and nothing is stored. The set's "
     "revision increases and its calibrated threshold is recomputed.\n\n"
     "```\ncurl -F hashes=@more.csv http://localhost:8000/real-sets/1/hashes\n```",
-    openapi_extra=ADD_HASHES_FORM,
-    responses={**ERRORS, 409: {"model": ErrorOut, "description": "Concurrent change; retry."}},
+    openapi_extra=AddHashesForm.openapi_extra(),
+    responses=error_responses(400, 404, 409, 413, 415, 422, e404=NOT_FOUND),
 )
 async def add_hashes(
     request: Request,
@@ -210,7 +198,7 @@ async def add_hashes(
     async with UploadReader(
         request, settings, file_fields=(), spooled=spooled, hint=hint, fields_only_allowed=True
     ) as upload:
-        reject_unknown_fields(await upload.read_files({}), set(), ("hashes",))
+        AddHashesForm.parse(await upload.read_files({}))
         hashes = upload.spooled_parts.get(HASHES_FIELD)
         if hashes is None:
             raise HTTPException(422, detail="no 'hashes' file part")
@@ -226,7 +214,7 @@ async def add_hashes(
     summary="Delete a real set and its hashes",
     dependencies=ADMIN,
     description="Match batches made against it stay readable (their `real_set_id` becomes null).",
-    responses={404: ERRORS[404]},
+    responses=error_responses(404, 422, e404=NOT_FOUND),
 )
 def delete_real_set(sessions: SessionsDep, cache: HashCacheDep, real_set_id: int = SetId):
     registration.delete_set(sessions, cache, real_set_id)
