@@ -156,8 +156,10 @@ def record_artifact(
     file: str,
     trained_on: str,
     metrics: dict,
+    extra: dict | None = None,
 ) -> dict:
-    """Add or replace a manifest entry for an artifact just written to ``models_dir/file``."""
+    """Add or replace a manifest entry for an artifact just written to ``models_dir/file``;
+    ``extra``: further keys of the entry (e.g. the embedding's role and training record)."""
     models_dir = Path(models_dir)
     manifest_path = models_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -171,6 +173,7 @@ def record_artifact(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "trained_on": trained_on,
         "metrics": metrics,
+        **(extra or {}),
     }
     entries.append(entry)
     entries.sort(key=lambda e: e["method"])
