@@ -367,6 +367,7 @@ def train_embedding(
 
     config = config or EmbeddingConfig()
     torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)  # the edits too (OpenCV's results do not depend on it)
     torch.manual_seed(seed)
     model = build_model(config)
     optimizer = torch.optim.AdamW(
