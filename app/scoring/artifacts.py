@@ -91,7 +91,7 @@ class ModelArtifacts:
     def load(self) -> ModelArtifacts:
         manifest_path = self.models_dir / MANIFEST
         if not manifest_path.exists():
-            wanted = [m.name for m in all_methods() if m.uses_artifact]
+            wanted = [m.name for m in all_methods() if m.uses_artifact] + list(AUXILIARY_MODELS)
             log.warning("no model manifest at %s: %s unavailable", manifest_path, wanted)
             return self
         entries = json.loads(manifest_path.read_text()).get("models", [])
