@@ -175,6 +175,8 @@ def shipped() -> EmbeddingModel:
 
 
 def test_shipped_embedding_places_an_edited_copy_nearest_its_original(shipped):
+    assert (REPO_MODELS / "embedding.onnx").stat().st_size < 5 * 2**20
+    assert shipped.dim == 128 and shipped.execution_provider == "CPUExecutionProvider"
     originals = [phantom(300 + i, 256) for i in range(30)]
     copies = [_edited(img, 900 + i) for i, img in enumerate(originals)]
     similarity = shipped.embed(copies) @ shipped.embed(originals).T
