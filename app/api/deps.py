@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.scoring.artifacts import ModelArtifacts
-from app.services.decode_and_hash import HashPool
+from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.intake import ImageIntake, ingest_limits
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
@@ -81,8 +81,13 @@ ModelsDep = Annotated[ModelArtifacts, Depends(get_models)]
 ApiKeysDep = Annotated["ApiKeys", Depends(get_api_keys)]
 
 
-def get_intake(settings: SettingsDep, store: ImageStoreDep, pool: HashPoolDep) -> ImageIntake:
-    return ImageIntake(ingest_limits(settings), store, pool)
+def get_intake(
+    settings: SettingsDep, store: ImageStoreDep, pool: HashPoolDep, models: ModelsDep
+) -> ImageIntake:
+    """Uploads are hashed, thumbnailed and (with a verified embedding) embedded."""
+    path = models.embedding_file()
+    spec = EmbeddingSpec(str(path), settings.use_cuda) if path is not None else None
+    return ImageIntake(ingest_limits(settings), store, pool, spec)
 
 
 IntakeDep = Annotated[ImageIntake, Depends(get_intake)]

@@ -213,6 +213,26 @@ class Candidate(BaseModel):
     distance: int = Field(description="Hamming distance between the pHashes.", examples=[52])
 
 
+class CopyOfOut(BaseModel):
+    """The real image a generated image copies, by the copy-detection embedding."""
+
+    real: str = Field(description="The real image it copies.", examples=["used_0029.png"])
+    similarity: float = Field(
+        description="Cosine similarity of the two images' copy-detection descriptors (1: "
+        "identical); at or above the batch's `copy_threshold`.",
+        examples=[0.93],
+    )
+    phash_distance: int = Field(
+        description="Their pHash Hamming distance, for comparison with the paper's rule "
+        "(edited copies are often far apart by pHash).",
+        examples=[74],
+    )
+    decided_by: Literal["embedding"] = Field(
+        description="The evidence that decided it: the learned copy-detection embedding.",
+        examples=["embedding"],
+    )
+
+
 class MatchOut(BaseModel):
     """A generated image and its most likely real source."""
 
@@ -229,6 +249,13 @@ class MatchOut(BaseModel):
     )
     distance: int = Field(description="Distance to the nearest real image.", examples=[52])
     candidates: list[Candidate] = Field(description="The top_k nearest real images.")
+    copy_of: CopyOfOut | None = Field(
+        default=None,
+        description="The real image this one copies by the strongest evidence memaudit has "
+        "(the copy-detection embedding, calibrated on the set: see the batch's `copy_rule`), "
+        "or null: no copy found, or not decided (the batch's `copy_rule` says why). `source` "
+        "above is the paper's pHash rule, kept as it was.",
+    )
 
 
 class RealSummaryOut(BaseModel):
@@ -297,6 +324,24 @@ class MatchBatchSummary(BaseModel):
         description="Generated images with a source within the threshold.", examples=[12]
     )
     used_count: int = Field(description="Real images with verdict `used`.", examples=[9])
+    copy_threshold: float | None = Field(
+        default=None,
+        description="Embedding similarity at or above which a generated image's most similar "
+        "real image is its `copy_of`; null when copies were not decided (see `copy_rule`).",
+        examples=[0.87],
+    )
+    copy_rule: str | None = Field(
+        default=None,
+        description="How `copy_threshold` was chosen, in words, or why `copy_of` was not "
+        "decided (no embedding loaded, a set registered by hash alone); null for batches "
+        "stored before copies were attributed.",
+        examples=[
+            "calibrated on this set's real-vs-real similarities: at most 5% of its 160 real "
+            "images have another real image with embedding similarity 0.870 or more (median "
+            "nearest-real similarity 0.640), so a generated image that similar to a real "
+            "image is called a copy of it"
+        ],
+    )
     created_at: UtcDatetime = _created("the batch")
     elapsed_seconds: float = Field(description="Server time spent on the request.", examples=[0.84])
 
@@ -304,6 +349,11 @@ class MatchBatchSummary(BaseModel):
 class MatchBatchOut(MatchBatchSummary):
     """A match batch: every generated image's source, every real image's verdict."""
 
+    copied_count: int = Field(
+        default=0,
+        description="Generated images with a `copy_of` (copies by the embedding).",
+        examples=[344],
+    )
     model_config = ConfigDict(json_schema_extra={"examples": [examples.MATCH_BATCH]})
 
     windows_used: list[WindowUsedOut] = Field(default_factory=list, description=WINDOWS_USED_HELP)

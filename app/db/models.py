@@ -100,6 +100,9 @@ class RealImage(Base):
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: 32x32 grayscale (INTER_AREA) computed at upload; candidates for /classify.
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: Copy-detection descriptor computed at upload (float16, unit length); NULL for images
+    #: registered by hash alone, or uploaded while no embedding was loaded.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     real_set: Mapped[RealSet] = relationship(back_populates="images")
@@ -144,6 +147,10 @@ class MatchBatch(Base):
     real_summary_packed: Mapped[bytes | None] = mapped_column(
         LargeBinary, nullable=True, deferred=True
     )
+    #: The copy-detection rule the batch's `copy_of` answers were decided by (the set's
+    #: calibrated similarity threshold and why); NULL without embeddings.
+    copy_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    copy_rule: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class GeneratedImage(Base):
@@ -160,6 +167,11 @@ class GeneratedImage(Base):
     #: Hex fingerprint of the batch's hash_kind (named for pHash, the first kind).
     phash: Mapped[str] = mapped_column(String(64))
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: Copy-detection descriptor computed at upload (float16); see RealImage.embedding.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    #: The real image this one copies by the copy-detection embedding, with the figures
+    #: behind it ({"real", "similarity", "phash_distance", "decided_by"}); None: no copy.
+    copy_of: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     #: Filename of the matched real image, None when the nearest is above the threshold.
     source: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     distance: Mapped[int] = mapped_column(Integer)

@@ -137,6 +137,13 @@ class ModelArtifacts:
         """The verified copy-detection embedding; LookupError saying why when there is none."""
         return self.scorer("embedding")  # type: ignore[return-value]
 
+    def embedding_file(self) -> Path | None:
+        """The verified embedding's file (for processes that load it themselves), or None."""
+        loaded = self.loaded.get("embedding")
+        if loaded is None or loaded.scorer is None:
+            return None
+        return self.models_dir / loaded.entry["file"]
+
     def _absent(self, method: str) -> str:
         return (
             f"no {method} model: {self.models_dir / MANIFEST} has none; "

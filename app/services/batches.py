@@ -14,7 +14,13 @@ from app.db.models import GeneratedImage, MatchBatch, RealSet, RealSummary
 from app.search.calibration import Threshold
 from app.services.errors import NotFound
 from app.services.ingest import HashedImage, IngestResult
-from app.services.source_matching import MatchOutcome, match_row, summary_row, verdict
+from app.services.source_matching import (
+    CopyDecision,
+    MatchOutcome,
+    match_row,
+    summary_row,
+    verdict,
+)
 
 #: Which real images a batch document lists in ``real_summary``: every one, only those
 #: with verdict ``used``, or none (a set of a million hashes makes a 130 MB answer).
@@ -40,6 +46,7 @@ def save_batch(
     ingest: IngestResult,
     outcome: MatchOutcome,
     elapsed_seconds: float,
+    copy_rule: CopyDecision | None = None,
 ) -> MatchBatch:
     packed = pack_summary(outcome) if len(outcome.real_names) > PACK_SUMMARY_ABOVE else None
     batch = MatchBatch(
@@ -61,6 +68,8 @@ def save_batch(
         duplicates=ingest.duplicates_json(),
         elapsed_seconds=elapsed_seconds,
         real_summary_packed=packed,
+        copy_threshold=copy_rule.threshold if copy_rule else None,
+        copy_rule=copy_rule.rule if copy_rule else None,
     )
     session.add(batch)
     session.flush()
@@ -75,9 +84,11 @@ def save_batch(
             "sha256",
             "phash",
             "thumbnail",
+            "embedding",
             "source",
             "distance",
             "candidates",
+            "copy_of",
         ),
         (
             (
@@ -87,9 +98,11 @@ def save_batch(
                 g.sha256,
                 g.phash,
                 g.thumbnail,
+                g.embedding,
                 m["source"],
                 m["distance"],
                 [[c["filename"], c["distance"]] for c in m["candidates"]],
+                m["copy_of"],
             )
             for i, (m, g) in enumerate(zip(outcome.matches, generated, strict=True))
         ),
@@ -137,7 +150,8 @@ def load_batch(session: Session, batch_id: int, real_summary: SummaryScope = "al
     return batch_document(
         batch,
         matches=[
-            match_row(g.filename, g.phash, g.source, g.distance, g.candidates) for g in gen_rows
+            match_row(g.filename, g.phash, g.source, g.distance, g.candidates, g.copy_of)
+            for g in gen_rows
         ],
         real_summary=summary,
         used_count=used_counts(session, [batch_id]).get(batch_id, 0),
@@ -300,6 +314,8 @@ def batch_summary(batch: MatchBatch, used_count: int) -> dict:
         "generated_count": batch.generated_count,
         "matched_count": batch.matched_count,
         "used_count": used_count,
+        "copy_threshold": batch.copy_threshold,
+        "copy_rule": batch.copy_rule,
         "created_at": batch.created_at,
         "elapsed_seconds": batch.elapsed_seconds,
     }
@@ -315,6 +331,7 @@ def batch_document(
 ) -> dict:
     return {
         **batch_summary(batch, used_count),
+        "copied_count": sum(1 for m in matches if m.get("copy_of") is not None),
         "matches": matches,
         "real_summary_scope": scope,
         "real_summary": real_summary,

@@ -19,7 +19,9 @@ import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -28,6 +30,9 @@ from app.imaging.decode import ImageDecodeError, WindowedImage, decode_image
 from app.imaging.features import thumbnail_pixels
 from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
 from app.imaging.windowing import AppliedWindow, Window
+
+if TYPE_CHECKING:
+    from app.scoring.embedding import EmbeddingModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +48,42 @@ class HashedFrame:
     thumbnail: bytes
     window: AppliedWindow
     png: bytes
+    #: Copy-detection descriptor (float16), when an embedding was asked for.
+    embedding: bytes | None = None
 
 
-#: (hex hash, width, height, thumbnail bytes, None, None) for a good 8-bit image,
-#: (None, 0, 0, None, None, frames) for a windowed one (DICOM, 16-bit),
-#: (None, 0, 0, None, reason, None) for a bad one.
-Hashed = tuple[str | None, int, int, bytes | None, str | None, tuple[HashedFrame, ...] | None]
+#: (hex hash, width, height, thumbnail bytes, None, None, embedding) for a good 8-bit image,
+#: (None, 0, 0, None, None, frames, None) for a windowed one (DICOM, 16-bit),
+#: (None, 0, 0, None, reason, None, None) for a bad one. ``embedding``: the copy-detection
+#: descriptor as float16 bytes, or None when no embedding was asked for.
+Hashed = tuple[
+    str | None, int, int, bytes | None, str | None, tuple[HashedFrame, ...] | None, bytes | None
+]
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Which verified embedding artifact the workers load (once per process) and run."""
+
+    path: str
+    want_cuda: bool = False
+
+
+#: Loaded embeddings of this process, by artifact path (a worker keeps its session).
+_EMBEDDERS: dict[str, EmbeddingModel] = {}
+
+
+def _embedder(spec: EmbeddingSpec) -> EmbeddingModel:
+    model = _EMBEDDERS.get(spec.path)
+    if model is None:
+        from app.scoring.base import ModelInfo
+        from app.scoring.embedding import EmbeddingModel
+
+        # One onnxruntime thread: one worker per core already (see _start_worker).
+        info = ModelInfo("embedding", "worker", sha256="")
+        model = EmbeddingModel(Path(spec.path), info, want_cuda=spec.want_cuda, threads=1)
+        _EMBEDDERS[spec.path] = model
+    return model
 
 
 #: Decoded pixels held at once before they are hashed (huge images are hashed sooner).
@@ -61,13 +96,16 @@ def hash_blobs(
     max_pixels: int,
     hash_kind: str = DEFAULT_HASH_KIND,
     window: Window | None = None,
+    embedding: EmbeddingSpec | None = None,
 ) -> list[Hashed]:
     """Decode and fingerprint encoded images with the ``hash_kind`` hasher, and take their
-    thumbnails while the pixels are at hand; runs in a worker (or inline). DICOM and
-    16-bit images are windowed with ``window`` (None: automatic, see app.imaging.dicom)."""
+    thumbnails (and, with ``embedding``, their copy-detection descriptors) while the pixels
+    are at hand; runs in a worker (or inline). DICOM and 16-bit images are windowed with
+    ``window`` (None: automatic, see app.imaging.dicom)."""
     hasher = get_hasher(hash_kind)
     hasher.check_size(hash_size)
-    out: list[Hashed] = [(None, 0, 0, None, None, None)] * len(blobs)
+    embedder = _embedder(embedding) if embedding is not None else None
+    out: list[Hashed] = [(None, 0, 0, None, None, None, None)] * len(blobs)
     #: Index of the blob each held image comes from, and the windowed image it is a frame of.
     good: list[tuple[int, WindowedImage | None, int]] = []
     pixels: list = []
@@ -77,12 +115,19 @@ def hash_blobs(
     def hash_held() -> None:
         if pixels:
             hexes = hasher.hash_hex(pixels, hash_size)
-            for (i, windowed, k), gray, hex_ in zip(good, pixels, hexes, strict=True):
+            vectors: list[bytes | None] = [None] * len(pixels)
+            if embedder is not None:
+                vectors = [v.tobytes() for v in embedder.embed(pixels).astype(np.float16)]
+            for (i, windowed, k), gray, hex_, vector in zip(
+                good, pixels, hexes, vectors, strict=True
+            ):
                 thumb = thumbnail_pixels(gray).tobytes()
                 if windowed is None:
-                    out[i] = (hex_, int(gray.shape[1]), int(gray.shape[0]), thumb, None, None)
+                    w, h = int(gray.shape[1]), int(gray.shape[0])
+                    out[i] = (hex_, w, h, thumb, None, None, vector)
                 else:
-                    frames_of[i].append(_windowed_frame(windowed, k, gray, hex_, thumb))
+                    frame = _windowed_frame(windowed, k, gray, hex_, thumb)
+                    frames_of[i].append(replace(frame, embedding=vector))
         good.clear()
         pixels.clear()
 
@@ -90,7 +135,7 @@ def hash_blobs(
         try:
             decoded = decode_image(data, max_pixels, window)
         except ImageDecodeError as exc:
-            out[i] = (None, 0, 0, None, str(exc), None)
+            out[i] = (None, 0, 0, None, str(exc), None, None)
             continue
         if isinstance(decoded, np.ndarray):
             good.append((i, None, 0))
@@ -107,7 +152,7 @@ def hash_blobs(
             held = 0
     hash_held()
     for i, frames in frames_of.items():
-        out[i] = (None, 0, 0, None, None, tuple(frames))
+        out[i] = (None, 0, 0, None, None, tuple(frames), None)
     return out
 
 
@@ -195,6 +240,7 @@ class HashPool:
         max_pixels: int,
         hash_kind: str = DEFAULT_HASH_KIND,
         window: Window | None = None,
+        embedding: EmbeddingSpec | None = None,
     ) -> Future:
         with self._lock:
             if self._spawner is None:
@@ -216,6 +262,7 @@ class HashPool:
                         max_pixels,
                         hash_kind,
                         window,
+                        embedding,
                     ).result()
                 except BrokenProcessPool:
                     self._discard_locked()

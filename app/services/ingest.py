@@ -17,7 +17,7 @@ from typing import BinaryIO
 from app.imaging.archive import ArchiveError, Member, iter_zip
 from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
 from app.imaging.windowing import AppliedWindow, Window
-from app.services.decode_and_hash import HashedFrame, HashPool, hash_blobs
+from app.services.decode_and_hash import EmbeddingSpec, HashedFrame, HashPool, hash_blobs
 from app.services.filenames import name_problem
 
 #: Images decoded and hashed together in-process (bounds the decoded pixels held at once).
@@ -40,6 +40,8 @@ class HashedImage:
     thumbnail: bytes | None = None
     #: How a DICOM or 16-bit image was brought to 8 bits; None for an 8-bit image.
     window: AppliedWindow | None = None
+    #: Copy-detection descriptor (float16 bytes); None when no embedding is loaded.
+    embedding: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +123,13 @@ class ImageIngest:
         pool: HashPool | None = None,
         hash_kind: str = DEFAULT_HASH_KIND,
         window: Window | None = None,
+        embedding: EmbeddingSpec | None = None,
     ) -> None:
         get_hasher(hash_kind).check_size(hash_size)
         self.hash_size = hash_size
         self.hash_kind = hash_kind
         self.window = window
+        self.embedding = embedding
         self.limits = limits
         self.result = IngestResult()
         self._seen_sha: dict[str, str] = dict(known_sha256 or {})
@@ -237,6 +241,7 @@ class ImageIngest:
                     self.limits.max_pixels,
                     self.hash_kind,
                     self.window,
+                    self.embedding,
                 )
                 self._in_flight.append((chunk, future))
                 self._in_flight_bytes += size
@@ -246,7 +251,12 @@ class ImageIngest:
             chunk = batch[lo : lo + INLINE_CHUNK]
             blobs = [c[2] for c in chunk]
             hashed = hash_blobs(
-                blobs, self.hash_size, self.limits.max_pixels, self.hash_kind, self.window
+                blobs,
+                self.hash_size,
+                self.limits.max_pixels,
+                self.hash_kind,
+                self.window,
+                self.embedding,
             )
             self._record(chunk, hashed)
 
@@ -267,7 +277,7 @@ class ImageIngest:
         self._record(chunk, hashed)
 
     def _record(self, chunk: list[tuple[str, str, bytes]], hashed: list) -> None:
-        for (filename, digest, data), (hex_, width, height, thumb, error, frames) in zip(
+        for (filename, digest, data), (hex_, width, height, thumb, error, frames, vector) in zip(
             chunk, hashed, strict=True
         ):
             self._tentative_sha.discard(digest)
@@ -283,7 +293,9 @@ class ImageIngest:
             self._names.add(filename)
             if self._keep is not None:
                 self._keep(digest, data)
-            self.result.images.append(HashedImage(filename, digest, hex_, width, height, thumb))
+            self.result.images.append(
+                HashedImage(filename, digest, hex_, width, height, thumb, embedding=vector)
+            )
 
     def _record_frames(self, filename: str, frames: tuple[HashedFrame, ...]) -> None:
         """Each windowed image under the SHA-256 of its 8-bit PNG (what is kept)."""
@@ -314,6 +326,7 @@ class ImageIngest:
                     frame.height,
                     frame.thumbnail,
                     frame.window,
+                    frame.embedding,
                 )
             )
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from app.config import Settings
 from app.imaging.hashers import DEFAULT_HASH_KIND
 from app.imaging.windowing import Window
-from app.services.decode_and_hash import HashPool
+from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.ingest import ImageIngest, IngestLimits
 from app.storage import ImageStore
 
@@ -31,6 +31,8 @@ class ImageIntake:
     limits: IngestLimits
     store: ImageStore
     pool: HashPool | None
+    #: The verified copy-detection embedding, computed beside the hash (None: not loaded).
+    embedding: EmbeddingSpec | None = None
 
     def ingest(
         self,
@@ -50,4 +52,5 @@ class ImageIntake:
             known_names=known_names,
             keep=self.store.put,
             pool=self.pool,
+            embedding=self.embedding,
         )

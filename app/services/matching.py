@@ -18,8 +18,24 @@ from app.services import batches, real_sets
 from app.services.errors import InvalidInput
 from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
-from app.services.set_hash_cache import SetHashCache
-from app.services.source_matching import match_sources
+from app.services.real_sets import CalibrationConfig
+from app.services.set_hash_cache import SetHashCache, SetHashes
+from app.services.source_matching import (
+    CopyDecision,
+    MatchOutcome,
+    attribute_copies,
+    match_sources,
+)
+
+NO_EMBEDDING = (
+    "no copy-detection embedding is loaded (models/embedding.onnx; GET /models says why): "
+    "copy_of is not decided, only the paper's pHash source"
+)
+SET_WITHOUT_EMBEDDINGS = (
+    "the set's images have no copy-detection descriptors (registered by hash alone, before "
+    "an embedding was loaded, or over 200,000 images): copy_of is not decided; register the "
+    "images again for it"
+)
 
 
 @dataclass(frozen=True)
@@ -53,10 +69,11 @@ def create_batch(
     cache: SetHashCache,
     request: MatchRequest,
     upload: IngestResult,
-    min_calibration_images: int,
+    calibration: CalibrationConfig,
     started: float,
 ) -> dict:
-    """Match the uploaded images against the set, store the batch, return its document."""
+    """Match the uploaded images against the set (pHash, the paper's rule; and the
+    copy-detection embedding, ``copy_of``), store the batch, return its document."""
     with sessions() as session:  # a window field that came after the files
         real_sets.check_window(real_sets.get_real_set(session, request.real_set_id), request.window)
     if not upload.images:
@@ -76,7 +93,7 @@ def create_batch(
         threshold = resolve_threshold(
             real_set.hash_size,
             real_set.image_count,
-            min_calibration_images,
+            calibration.min_images,
             real_set.calibration if real_set.calibrated_threshold is not None else None,
             request.threshold,
         )
@@ -89,6 +106,7 @@ def create_batch(
             threshold.value,
             request.top_k,
         )
+        copy_rule = decide_copies(outcome, upload, hashes, calibration)
         batch = batches.save_batch(
             session,
             real_set,
@@ -97,6 +115,7 @@ def create_batch(
             upload,
             outcome,
             elapsed_seconds=time.perf_counter() - started,
+            copy_rule=copy_rule,
         )
         session.flush()
         return batches.batch_document(
@@ -123,3 +142,24 @@ def list_batches(session: Session, real_set_id: int | None, offset: int, limit: 
     """One page of stored batches, newest first, optionally of one real set."""
     total, items = batches.list_batches(session, real_set_id, offset, limit)
     return {"total": total, "offset": offset, "limit": limit, "items": items}
+
+
+def decide_copies(
+    outcome: MatchOutcome, upload: IngestResult, hashes: SetHashes, calibration: CalibrationConfig
+) -> CopyDecision:
+    """Fill ``copy_of`` where the embedding can decide it; the rule applied, or why none."""
+    if any(g.embedding is None for g in upload.images):
+        return CopyDecision(None, NO_EMBEDDING)
+    if hashes.embeddings is None:
+        return CopyDecision(None, SET_WITHOUT_EMBEDDINGS)
+    rule = hashes.copy_rule(calibration.quantile, calibration.min_images)
+    if rule is None:
+        return CopyDecision(
+            None,
+            f"the set has fewer than {calibration.min_images} images, too few to calibrate "
+            "the copy-detection threshold on: copy_of is not decided",
+        )
+    attribute_copies(
+        outcome, upload.images, hashes.words, hashes.embeddings, rule, hashes.hash_size
+    )
+    return CopyDecision(rule.threshold, rule.reason())

@@ -108,6 +108,7 @@ def _insert_images(session: Session, real_set_id: int, start: int, images: list[
         "width",
         "height",
         "thumbnail",
+        "embedding",
         "created_at",
     )
     rows = (
@@ -120,6 +121,7 @@ def _insert_images(session: Session, real_set_id: int, start: int, images: list[
             img.width,
             img.height,
             img.thumbnail,
+            img.embedding,
             now,
         )
         for i, img in enumerate(images)

@@ -8,25 +8,44 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import RealImage, RealSet
+from app.search.copies import CopyRule, calibrate_copies, unit_vectors
 from app.services.source_matching import words_from_hex
+
+#: Sets up to this size also keep their copy-detection descriptors in memory (float32,
+#: 512 bytes an image); larger ones are searched by pHash only until an embedding index
+#: exists (their `copy_of` says so).
+MAX_EMBEDDED_SET = 200_000
 
 
 @dataclass(frozen=True)
 class SetHashes:
-    """A set's hashes packed for search, in registration order."""
+    """A set's hashes packed for search, in registration order, and its copy-detection
+    descriptors when every image has one (else None)."""
 
     real_set_id: int
     revision: int
     hash_size: int
     filenames: list[str]
     words: np.ndarray
+    embeddings: np.ndarray | None = None
+    #: Copy rules calibrated on the embeddings, by (quantile, min_images).
+    _rules: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def copy_rule(self, quantile: float, min_images: int) -> CopyRule | None:
+        """The set's copy rule (see app.search.copies), computed once per revision."""
+        if self.embeddings is None:
+            return None
+        key = (quantile, min_images)
+        if key not in self._rules:
+            self._rules[key] = calibrate_copies(self.embeddings, quantile, min_images)
+        return self._rules[key]
 
 
 class SetHashCache:
@@ -51,17 +70,24 @@ class SetHashCache:
                 return cached
         # Streamed in chunks: a million result rows and hex strings at once would double
         # the memory the packed hashes need.
+        with_vectors = real_set.image_count <= MAX_EMBEDDED_SET
+        columns = [RealImage.filename, RealImage.phash]
+        if with_vectors:
+            columns.append(RealImage.embedding)
         result = session.execute(
-            select(RealImage.filename, RealImage.phash)
+            select(*columns)
             .where(RealImage.real_set_id == real_set.id)
             .order_by(RealImage.position)
             .execution_options(yield_per=self.LOAD_CHUNK)
         )
         filenames: list[str] = []
         blocks: list[np.ndarray] = []
+        vectors: list[bytes | None] = []
         for rows in result.partitions():
             filenames.extend(r.filename for r in rows)
             blocks.append(words_from_hex([r.phash for r in rows], real_set.hash_size))
+            if with_vectors:
+                vectors.extend(r.embedding for r in rows)
         words = np.concatenate(blocks) if blocks else words_from_hex([], real_set.hash_size)
         hashes = SetHashes(
             real_set_id=real_set.id,
@@ -69,6 +95,7 @@ class SetHashCache:
             hash_size=real_set.hash_size,
             filenames=filenames,
             words=words,
+            embeddings=unit_vectors(vectors) if with_vectors else None,
         )
         with self._lock:
             self._items[real_set.id] = hashes

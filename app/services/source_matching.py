@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.imaging.phash import hex_to_bytes
+from app.search.copies import CopyRule, nearest_real, unit_vectors
 from app.search.hamming import nearest, pack_words
 from app.services.ingest import HashedImage
 
@@ -37,6 +38,7 @@ def match_row(
     source: str | None,
     distance: int | None,
     candidates: Iterable[Sequence],
+    copy_of: dict | None = None,
 ) -> dict:
     """One generated image's entry of an answer's ``matches``; ``candidates`` are
     (real filename, distance) pairs, nearest first."""
@@ -46,7 +48,26 @@ def match_row(
         "source": source,
         "distance": distance,
         "candidates": [{"filename": name, "distance": int(d)} for name, d in candidates],
+        "copy_of": copy_of,
     }
+
+
+def copy_row(real: str, similarity: float, phash_distance: int) -> dict:
+    """A generated image's ``copy_of``: the real image it copies and the figures behind it."""
+    return {
+        "real": real,
+        "similarity": round(float(similarity), 4),
+        "phash_distance": int(phash_distance),
+        "decided_by": "embedding",
+    }
+
+
+@dataclass(frozen=True)
+class CopyDecision:
+    """The similarity threshold ``copy_of`` was decided at (None: not decided) and why."""
+
+    threshold: float | None
+    rule: str
 
 
 @dataclass
@@ -70,6 +91,10 @@ class MatchOutcome:
     @property
     def used_count(self) -> int:
         return int(np.count_nonzero(self.matched_counts))
+
+    @property
+    def copied_count(self) -> int:
+        return sum(1 for m in self.matches if m.get("copy_of") is not None)
 
     def summary_rows(self, only_used: bool = False) -> list[dict]:
         """Real images' verdicts: ``used`` if some generated image maps to it."""
@@ -130,3 +155,28 @@ def paper_lines(matches: Sequence[dict]) -> list[str]:
         f"The source image for {m['generated']} is {m['source'] or 'None'} with {m['distance']}"
         for m in matches
     ]
+
+
+def attribute_copies(
+    outcome: MatchOutcome,
+    generated: Sequence[HashedImage],
+    real_words: np.ndarray,
+    real_vectors: np.ndarray,
+    rule: CopyRule,
+    hash_size: int,
+) -> None:
+    """Fill each match's ``copy_of`` by the copy-detection embedding: its most similar real
+    image when the similarity reaches ``rule.threshold`` (a generated image without a
+    descriptor keeps None)."""
+    gen_vectors = unit_vectors([g.embedding for g in generated])
+    if gen_vectors is None:
+        return
+    best, similarity = nearest_real(gen_vectors, real_vectors)
+    copies = np.flatnonzero(similarity >= rule.threshold)
+    if not len(copies):
+        return
+    gen_words = words_from_hex([generated[i].phash for i in copies], hash_size)
+    distances = np.bitwise_count(gen_words ^ real_words[best[copies]]).sum(axis=1)
+    for i, distance in zip(copies.tolist(), distances.tolist(), strict=True):
+        real = outcome.real_names[best[i]]
+        outcome.matches[i]["copy_of"] = copy_row(real, similarity[i], distance)

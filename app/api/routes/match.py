@@ -15,6 +15,7 @@ from app.api.responses import csv_download, error_responses
 from app.api.schemas import MatchBatchOut, MatchBatchPage
 from app.api.uploads import UploadReader, finish_ingest
 from app.services import matching
+from app.services.registration import calibration_config
 from app.services.reports import batch_csv, batch_text, real_summary_csv
 
 router = APIRouter(prefix="/match", tags=["source matching"])
@@ -64,7 +65,7 @@ async def create_match(
         cache,
         form.request(),
         result,
-        settings.min_calibration_images,
+        calibration_config(settings),
         started,
     )
 

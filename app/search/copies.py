@@ -1,0 +1,90 @@
+"""Copy attribution by the copy-detection embedding, with a label-free threshold.
+
+Like the pHash threshold (app.search.calibration), the bar is learned from the real set
+itself: two different real images (neighbouring slices of one scan, say) are the most
+similar that images unrelated by copying get. A generated image is called a copy of its
+most similar real image when it is more similar to it than all but ``quantile`` of the
+real images are to their nearest other real image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Real-vs-real queries used at most; beyond this a fixed-seed sample keeps it fast.
+MAX_NULL_QUERIES = 4000
+#: Generated images compared at a time (bounds the similarity block held in memory).
+BLOCK = 2048
+
+
+@dataclass(frozen=True)
+class CopyRule:
+    """The cosine similarity at or above which the nearest real image is called the source."""
+
+    threshold: float
+    quantile: float
+    n_images: int
+    null_percentiles: dict[str, float]
+
+    def reason(self) -> str:
+        median = self.null_percentiles["p50"]
+        return (
+            f"calibrated on this set's real-vs-real similarities: at most {self.quantile:.0%} "
+            f"of its {self.n_images} real images have another real image with embedding "
+            f"similarity {self.threshold:.3f} or more (median nearest-real similarity "
+            f"{median:.3f}), so a generated image that similar to a real image is called a "
+            "copy of it"
+        )
+
+    def as_json(self) -> dict:
+        return {
+            "threshold": self.threshold,
+            "quantile": self.quantile,
+            "n_images": self.n_images,
+            "null_percentiles": self.null_percentiles,
+        }
+
+
+def unit_vectors(blobs: list[bytes | None]) -> np.ndarray | None:
+    """Stored float16 descriptors as float32 rows; None when any is missing."""
+    if not blobs or any(b is None for b in blobs):
+        return None
+    return np.frombuffer(b"".join(blobs), np.float16).reshape(len(blobs), -1).astype(np.float32)
+
+
+def nearest_other_similarity(vectors: np.ndarray) -> np.ndarray:
+    """Each (sampled) real image's cosine similarity to its nearest other real image."""
+    n = len(vectors)
+    picked = np.arange(n)
+    if n > MAX_NULL_QUERIES:
+        picked = np.sort(np.random.default_rng(0).choice(n, MAX_NULL_QUERIES, replace=False))
+    sims = vectors[picked] @ vectors.T
+    sims[np.arange(len(picked)), picked] = -np.inf
+    return sims.max(axis=1)
+
+
+def calibrate_copies(vectors: np.ndarray, quantile: float, min_images: int) -> CopyRule | None:
+    """The set's copy rule; None when it has fewer than ``min_images`` images."""
+    if len(vectors) < max(min_images, 2):
+        return None
+    null = np.sort(nearest_other_similarity(vectors))
+    # The similarity exceeded by at most `quantile` of the real images' nearest neighbours.
+    allowed = int(np.floor(quantile * len(null)))
+    threshold = float(np.nextafter(null[-1 - allowed], np.inf)) if allowed < len(null) else 1.0
+    percentiles = {
+        f"p{p}": round(float(np.percentile(null, p)), 4) for p in (5, 25, 50, 75, 95, 100)
+    }
+    return CopyRule(min(threshold, 1.0), quantile, len(vectors), percentiles)
+
+
+def nearest_real(generated: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per generated vector: the index of the most similar real vector, and the similarity."""
+    best = np.empty(len(generated), np.int64)
+    sim = np.empty(len(generated), np.float32)
+    for lo in range(0, len(generated), BLOCK):
+        block = generated[lo : lo + BLOCK] @ real.T
+        best[lo : lo + BLOCK] = block.argmax(axis=1)
+        sim[lo : lo + BLOCK] = block[np.arange(len(block)), best[lo : lo + BLOCK]]
+    return best, sim
