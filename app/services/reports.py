@@ -17,8 +17,11 @@ def batch_csv(document: dict) -> str:
     """One row per generated image; candidates as `name:distance` joined by `;`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["generated", "source", "distance", "candidates"])
+    writer.writerow(
+        ["generated", "source", "distance", "candidates", "copy_of", "copy_similarity"]
+    )
     for m in document["matches"]:
+        copy = m.get("copy_of") or {}
         writer.writerow(
             [
                 spreadsheet_cell(m["generated"]),
@@ -27,14 +30,23 @@ def batch_csv(document: dict) -> str:
                 spreadsheet_cell(
                     ";".join(f"{c['filename']}:{c['distance']}" for c in m["candidates"])
                 ),
+                spreadsheet_cell(copy.get("real", "")),
+                copy.get("similarity", ""),
             ]
         )
     return out.getvalue()
 
 
 def batch_text(document: dict) -> str:
-    """The paper's lines, one per generated image whatever its name holds."""
-    return "".join(one_line(line) + "\n" for line in paper_lines(document["matches"]))
+    """The paper's lines, one per generated image whatever its name holds, then one line per
+    copy the embedding found."""
+    lines = paper_lines(document["matches"]) + [
+        f"The copy-detection embedding finds {m['generated']} a copy of "
+        f"{m['copy_of']['real']} with similarity {m['copy_of']['similarity']:.3f}"
+        for m in document["matches"]
+        if m.get("copy_of")
+    ]
+    return "".join(one_line(line) + "\n" for line in lines)
 
 
 def real_summary_csv(rows: list[dict]) -> str:

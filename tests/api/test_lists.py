@@ -123,7 +123,9 @@ def test_real_image_csv_lists_every_real_verdict(client, monkeypatch, packed):
         "real_0007.png",
     ]
     generated = client.get(url, params={"format": "csv"}).text  # the default part
-    assert generated.splitlines()[0] == "generated,source,distance,candidates"
+    assert generated.splitlines()[0] == (
+        "generated,source,distance,candidates,copy_of,copy_similarity"
+    )
     refused = client.get(url, params={"part": "real"})
     assert refused.status_code == 422 and "format=csv" in refused.json()["detail"]
     assert client.get("/match/999", params={"format": "csv", "part": "real"}).status_code == 404

@@ -110,8 +110,9 @@ def list_matches(
                     "examples": {
                         "generated": {
                             "summary": "part=generated (default)",
-                            "value": "generated,source,distance,candidates\n"
-                            "generated_0478.png,used_0029.png,52,used_0029.png:52\n",
+                            "value": "generated,source,distance,candidates,copy_of,"
+                            "copy_similarity\ngenerated_0478.png,used_0029.png,52,"
+                            "used_0029.png:52,used_0029.png,0.9412\n",
                         },
                         "real": {
                             "summary": "part=real",
