@@ -71,7 +71,11 @@ def _local_server(data_dir: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'demo.db'}")
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / 'demo.db'}",
+        log_level="WARNING",  # the summary printed at the end is the demo's output
+    )
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -88,8 +92,11 @@ def _local_server(data_dir: Path):
 
 def run_demo(base_url: str, data: dict[str, Path], out: Path, api_key: str | None = None) -> dict:
     """Register, match, classify and fetch both reports; returns what was found."""
+    import logging
+
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=base_url, timeout=600, headers=headers) as client:
 
