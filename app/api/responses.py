@@ -45,9 +45,7 @@ def json_error_responses(*codes: int, **specific: str) -> dict[int | str, dict[s
     return {
         code: {
             "description": response["description"],
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
-            },
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
         }
         for code, response in error_responses(*codes, **specific).items()
     }
