@@ -9,6 +9,10 @@ from app.cli.folders import read_folder
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.model == "embedding":
+        return _train_embedding(args)
+    if not (args.used and args.unused):
+        raise SystemExit(f"memaudit train {args.model}: --used and --unused are required")
     from app.training.artifacts import train_cnn_artifact, train_sift_knn_artifact
 
     _u_names, used = read_folder(Path(args.used))
@@ -26,6 +30,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_embedding(args: argparse.Namespace) -> int:
+    """Self-supervised copy-detection embedding on a folder of real slices (needs PyTorch)."""
+    if not args.data:
+        raise SystemExit("memaudit train embedding: --data is required")
+    from app.training.artifacts import train_embedding_artifact
+
+    out = Path(args.out)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    entry = train_embedding_artifact(
+        Path(args.data),
+        Path(args.exclude_devsets) if args.exclude_devsets else None,
+        out,
+        seed=args.seed,
+        threads=args.threads,
+        minutes=args.minutes,
+        steps=args.steps,
+        checkpoint=checkpoint,
+    )
+    print(f"wrote {out} (sha256 {entry['sha256']}) and updated {out.parent / 'manifest.json'}")
+    return 0
+
+
 def cmd_rebuild_models(args: argparse.Namespace) -> int:
     """Rebuild every default artifact from synthetic phantoms + a simulated generator."""
     from app.training.artifacts import rebuild_default_artifacts
@@ -36,15 +62,39 @@ def cmd_rebuild_models(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a model artifact on a labelled set")
-    train.add_argument(
-        "model", choices=["cnn", "sift-knn"], help="the artifact of method cnn or sift_knn"
+    train = sub.add_parser(
+        "train",
+        help="train a model artifact: cnn / sift-knn on a labelled set, or the "
+        "copy-detection embedding on folders of real slices",
     )
-    train.add_argument("--used", required=True, help="folder of real images used in training")
-    train.add_argument("--unused", required=True, help="folder of real images not used")
+    train.add_argument(
+        "model",
+        choices=["cnn", "sift-knn", "embedding"],
+        help="the artifact of method cnn or sift_knn, or the copy-detection embedding",
+    )
+    train.add_argument("--used", help="cnn/sift-knn: folder of real images used in training")
+    train.add_argument("--unused", help="cnn/sift-knn: folder of real images not used")
     train.add_argument("--generated", help="folder of generated images (sift-knn vocabulary)")
-    train.add_argument("--out", required=True, help="artifact path, e.g. models/cnn.onnx")
+    train.add_argument(
+        "--out",
+        required=True,
+        help="artifact path; its folder's manifest.json gets the entry (only --out "
+        "models/... replaces a shipped model), e.g. build/embedding.onnx",
+    )
     train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--data", help="embedding: folder of folders of real slices (data/ct)")
+    train.add_argument(
+        "--exclude-devsets",
+        help="embedding: folder of dev sets; every image their labels.csv `original` names "
+        "is left out of training",
+    )
+    train.add_argument("--minutes", type=float, help="embedding: stop after this long")
+    train.add_argument("--steps", type=int, help="embedding: the schedule's length (default 2400)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=1, help="embedding: torch threads")
+    train.add_argument(
+        "--checkpoint", help="embedding: resume from / save to this file (every 5 minutes)"
+    )
     train.set_defaults(func=cmd_train)
 
     rebuild = sub.add_parser(

@@ -3,7 +3,9 @@
 An artifact is loaded only if its file's SHA-256 equals the manifest's; otherwise it is
 refused and reported (GET /models) with the reason. Nothing uploaded is ever unpickled.
 Which method an artifact serves, and how its file becomes a scorer, says the method table
-(app.scoring.methods).
+(app.scoring.methods); artifacts that serve other parts of memaudit and are no /classify
+method (the copy-detection embedding) are named in ``AUXILIARY_MODELS`` below, keyed by the
+manifest's ``method`` like the others, and go through the same verification.
 """
 
 from __future__ import annotations
@@ -11,17 +13,52 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app.scoring.base import ArtifactScorer, ModelInfo
 from app.scoring.methods import ScoringMethod, all_methods, get_method, method_names
+
+if TYPE_CHECKING:
+    from app.scoring.embedding import EmbeddingModel
 
 log = logging.getLogger("memaudit.models")
 MANIFEST = "manifest.json"
 #: Status of a method that needs no artifact: it is always available.
 BUILT_IN = "built-in"
+#: GET /models `role` of the method table's rows.
+SCORING_ROLE = "membership scoring method"
+
+
+@dataclass(frozen=True)
+class AuxiliaryModel:
+    """A verified artifact that is not a /classify method: what it is and how it loads."""
+
+    role: str
+    description: str
+    #: (artifact, info, want_cuda=...) -> the loaded model (it has execution_provider and
+    #: load_note, as an ArtifactScorer).
+    load: Callable[..., Any]
+
+
+def _load_embedding(artifact: Path, info: ModelInfo, *, want_cuda: bool) -> EmbeddingModel:
+    from app.scoring.embedding import EmbeddingModel
+
+    return EmbeddingModel(artifact, info, want_cuda=want_cuda)
+
+
+#: Manifest `method` -> artifact that other parts use (not offered by /classify).
+AUXILIARY_MODELS: dict[str, AuxiliaryModel] = {
+    "embedding": AuxiliaryModel(
+        role="copy-detection embedding",
+        description="learned copy-detection descriptor (models/embedding.onnx, onnxruntime): "
+        "an edited copy of an image lies near it by cosine similarity",
+        load=_load_embedding,
+    )
+}
 
 
 def file_sha256(path: Path) -> str:
@@ -38,7 +75,7 @@ class LoadedArtifact:
 
     method: str
     entry: dict
-    scorer: ArtifactScorer | None
+    scorer: ArtifactScorer | None  # or the auxiliary model (e.g. EmbeddingModel)
     status: str  # "loaded" | "refused" | "missing" | "error"
     detail: str | None = None
 
@@ -54,7 +91,7 @@ class ModelArtifacts:
     def load(self) -> ModelArtifacts:
         manifest_path = self.models_dir / MANIFEST
         if not manifest_path.exists():
-            wanted = [m.name for m in all_methods() if m.uses_artifact]
+            wanted = [m.name for m in all_methods() if m.uses_artifact] + list(AUXILIARY_MODELS)
             log.warning("no model manifest at %s: %s unavailable", manifest_path, wanted)
             return self
         entries = json.loads(manifest_path.read_text()).get("models", [])
@@ -66,7 +103,8 @@ class ModelArtifacts:
         method = entry["method"]
         path = self.models_dir / entry["file"]
         try:
-            loader = get_method(method).load_artifact
+            auxiliary = AUXILIARY_MODELS.get(method)
+            loader = auxiliary.load if auxiliary else get_method(method).load_artifact
         except ValueError as exc:
             return LoadedArtifact(method, entry, None, "error", str(exc))
         if loader is None:
@@ -95,6 +133,10 @@ class ModelArtifacts:
             raise LookupError(f"the {method} model is {loaded.status}: {loaded.detail}")
         return loaded.scorer
 
+    def embedding(self) -> EmbeddingModel:
+        """The verified copy-detection embedding; LookupError saying why when there is none."""
+        return self.scorer("embedding")  # type: ignore[return-value]
+
     def _absent(self, method: str) -> str:
         return (
             f"no {method} model: {self.models_dir / MANIFEST} has none; "
@@ -114,8 +156,19 @@ class ModelArtifacts:
             else:
                 status, detail = loaded.status, loaded.detail
             rows.append(self._row(method.name, loaded, status, detail, method))
+        for name, auxiliary in AUXILIARY_MODELS.items():
+            loaded = self.loaded.get(name)
+            if loaded is None:
+                status = "missing"
+                detail = (
+                    f"{self.models_dir / MANIFEST} has no {name} entry: run `memaudit train {name}`"
+                )
+            else:
+                status, detail = loaded.status, loaded.detail
+            row = self._row(name, loaded, status, detail, None)
+            rows.append({**row, "role": auxiliary.role, "description": auxiliary.description})
         for name, loaded in self.loaded.items():
-            if name not in method_names():
+            if name not in method_names() and name not in AUXILIARY_MODELS:
                 rows.append(self._row(name, loaded, loaded.status, loaded.detail, None))
         return rows
 
@@ -131,6 +184,7 @@ class ModelArtifacts:
         scorer = loaded.scorer if loaded else None
         return {
             "method": name,
+            "role": SCORING_ROLE if method else None,
             "description": method.description if method else None,
             "needs_generated": method.needs_generated if method else None,
             "available": status in (BUILT_IN, "loaded"),
@@ -156,8 +210,10 @@ def record_artifact(
     file: str,
     trained_on: str,
     metrics: dict,
+    extra: dict | None = None,
 ) -> dict:
-    """Add or replace a manifest entry for an artifact just written to ``models_dir/file``."""
+    """Add or replace a manifest entry for an artifact just written to ``models_dir/file``;
+    ``extra``: further keys of the entry (e.g. the embedding's role and training record)."""
     models_dir = Path(models_dir)
     manifest_path = models_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -171,6 +227,7 @@ def record_artifact(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "trained_on": trained_on,
         "metrics": metrics,
+        **(extra or {}),
     }
     entries.append(entry)
     entries.sort(key=lambda e: e["method"])

@@ -26,17 +26,24 @@ def cnn_input(images: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def open_session(path: Path, want_cuda: bool) -> tuple[ort.InferenceSession, str, str | None]:
-    """(session, provider it really runs on, why CUDA is not used or None)."""
+def open_session(
+    path: Path, want_cuda: bool, threads: int = 0
+) -> tuple[ort.InferenceSession, str, str | None]:
+    """(session, provider it really runs on, why CUDA is not used or None); ``threads``:
+    onnxruntime's intra-op threads on CPU (0 = its default, one per core)."""
     # A service holding patient data sends nothing anywhere (onnxruntime's telemetry is on
     # by default in some builds, and may keep a device id in the home folder).
     ort.disable_telemetry_events()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
     available = ort.get_available_providers()
     why = None
     if want_cuda and "CUDAExecutionProvider" in available:
         try:
             session = ort.InferenceSession(
-                str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+                str(path),
+                options,
+                providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
             )
             actual = session.get_providers()[0]
             if actual == "CUDAExecutionProvider":
@@ -46,7 +53,7 @@ def open_session(path: Path, want_cuda: bool) -> tuple[ort.InferenceSession, str
             why = f"CUDA session failed: {exc}"[:300]
     elif want_cuda:
         why = "this onnxruntime build has no CUDA execution provider"
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session, session.get_providers()[0], why
 
 

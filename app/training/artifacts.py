@@ -13,6 +13,7 @@ from app.scoring.artifacts import record_artifact
 #: The default artifacts `memaudit rebuild-models` writes (the manifest names them too).
 CNN_FILE = "cnn.onnx"
 SIFT_KNN_FILE = "sift_knn.joblib"
+EMBEDDING_FILE = "embedding.onnx"
 
 
 def _log(message: str) -> None:
@@ -81,3 +82,64 @@ def rebuild_default_artifacts(models_dir: Path, seed: int = 0, epochs: int = 10)
     train_cnn_artifact(used, unused, models_dir, CNN_FILE, trained_on, epochs)
     train_sift_knn_artifact(used, unused, generated, models_dir, SIFT_KNN_FILE, trained_on)
     return [models_dir / CNN_FILE, models_dir / SIFT_KNN_FILE]
+
+
+def train_embedding_artifact(
+    data_root: Path,
+    devsets_root: Path | None,
+    out: Path,
+    *,
+    seed: int = 0,
+    threads: int = 1,
+    minutes: float | None = None,
+    steps: int | None = None,
+    checkpoint: Path | None = None,
+) -> dict:
+    """Train the copy-detection embedding on ``data_root``'s folders minus every dev-set real
+    image, export it to ``out`` and record it in ``out``'s folder's manifest."""
+    from app.training.embedding import (
+        AUGMENTATIONS,
+        EmbeddingConfig,
+        devset_originals,
+        load_training_data,
+        train_embedding,
+    )
+
+    excluded = devset_originals(devsets_root) if devsets_root else set()
+    config = EmbeddingConfig() if steps is None else EmbeddingConfig(steps=steps)
+    data = load_training_data(data_root, excluded, config.neighbours, log=_log)
+    metrics = train_embedding(
+        data,
+        out,
+        config=config,
+        seed=seed,
+        threads=threads,
+        minutes=minutes,
+        checkpoint=checkpoint,
+        log=_log,
+    )
+    used = [name for name, folder in data.summary["folders"].items() if folder["images"]]
+    trained_on = (
+        f"{data.summary['images']} real CT slices under {data_root} "
+        f"({', '.join(used)}), minus the {len(excluded)} slices in the real/ "
+        f"folders of {devsets_root or 'no dev sets'}; self-supervised (no labels)"
+    )
+    training = {
+        "data": data.summary,
+        "excluded_devsets": str(devsets_root) if devsets_root else None,
+        "excluded_images": len(excluded),
+        "augmentations": list(AUGMENTATIONS),
+        "objective": "InfoNCE between two edited views of a slice (other slices of the batch "
+        "negatives, half of them near slices of the same scan or nearest by pixels) "
+        "+ KoLeo entropy",
+    }
+    return record_artifact(
+        out.parent,
+        method="embedding",
+        name="memaudit-copy-embedding",
+        version="1",
+        file=out.name,
+        trained_on=trained_on,
+        metrics=metrics,
+        extra={"role": "copy-detection embedding", "training": training},
+    )

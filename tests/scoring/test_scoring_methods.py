@@ -170,6 +170,7 @@ def test_models_lists_missing_artifacts_and_unknown_manifest_entries(tmp_path):
         "phash": "built-in",
         "cnn": "missing",
         "sift_knn": "missing",
+        "embedding": "missing",  # the copy-detection embedding (not a /classify method)
     }
     entry = {"method": "retired", "name": "old", "version": 1, "file": "old.bin", "sha256": ""}
     (models / "manifest.json").write_text(json.dumps({"models": [entry]}))

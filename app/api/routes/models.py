@@ -16,6 +16,13 @@ class ScoringMethodOut(BaseModel):
     method: str = Field(
         description="The method's name, as POST /classify's `method` takes it.", examples=["cnn"]
     )
+    role: str | None = Field(
+        default=None,
+        description="`membership scoring method` (a /classify method), `copy-detection "
+        "embedding` (a verified model other parts use; not a /classify method), or null "
+        "(a manifest entry memaudit does not know).",
+        examples=["membership scoring method"],
+    )
     description: str | None = Field(
         description="What the method does (null: a manifest entry for an unknown method).",
         examples=["the paper's CNN on the real image alone (models/cnn.onnx, onnxruntime)"],
@@ -25,7 +32,10 @@ class ScoringMethodOut(BaseModel):
         "generated_files).",
         examples=[False],
     )
-    available: bool = Field(description="POST /classify can use it now.", examples=[True])
+    available: bool = Field(
+        description="Loaded and usable now (for a scoring method: POST /classify can use it).",
+        examples=[True],
+    )
     name: str | None = Field(description="The model artifact, if any.", examples=["memaudit-cnn"])
     version: str | None = Field(description="The artifact's version.", examples=["1"])
     file: str | None = Field(
