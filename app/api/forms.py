@@ -96,6 +96,8 @@ def _message(error: dict, fields: dict[str, str]) -> str:
             return f"{name} must be a number, got {raw!r}"
         case "finite_number":
             return f"{name} must be finite"
+        case "greater_than" if ctx.get("gt") == 0:
+            return f"{name} must be positive, got {raw}"
         case "greater_than_equal":
             return f"{name} must be at least {ctx['ge']}, got {raw}"
         case "less_than_equal":

@@ -38,6 +38,19 @@ def error_responses(*codes: int, **specific: str) -> dict[int | str, dict[str, A
     }
 
 
+def json_error_responses(*codes: int, **specific: str) -> dict[int | str, dict[str, Any]]:
+    """:func:`error_responses` for a route whose own answer is not JSON (an HTML page):
+    FastAPI would document a ``model`` under the route's media type, so the JSON error
+    body is given as content of its own (ErrorOut, which the other routes register)."""
+    return {
+        code: {
+            "description": response["description"],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        for code, response in error_responses(*codes, **specific).items()
+    }
+
+
 def csv_download(text: str, filename: str) -> Response:
     """A CSV answer that browsers save as ``filename``."""
     return Response(

@@ -118,9 +118,10 @@ def train_embedding_artifact(
         checkpoint=checkpoint,
         log=_log,
     )
+    used = [name for name, folder in data.summary["folders"].items() if folder["images"]]
     trained_on = (
         f"{data.summary['images']} real CT slices under {data_root} "
-        f"({', '.join(data.summary['folders'])}), minus the {len(excluded)} slices in the real/ "
+        f"({', '.join(used)}), minus the {len(excluded)} slices in the real/ "
         f"folders of {devsets_root or 'no dev sets'}; self-supervised (no labels)"
     )
     training = {

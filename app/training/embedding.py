@@ -374,6 +374,8 @@ def train_embedding(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     step, seconds, recent = 0, 0.0, []
+    #: [first step, schedule length] of each segment: a resumed run may lengthen the schedule.
+    schedule = [[0, config.steps]]
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
         same = {k: v for k, v in state["config"].items() if k != "steps"}
@@ -384,6 +386,9 @@ def train_embedding(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, seconds = state["step"], state["seconds"]
+        schedule = state.get("schedule", [[0, state["config"]["steps"]]])
+        if schedule[-1][1] != config.steps:
+            schedule.append([step, config.steps])
         log(f"embedding: resumed at step {step} ({seconds / 60:.1f} min trained)")
     last_step = min(max_steps or config.steps, config.steps)
     started = time.monotonic()
@@ -413,11 +418,13 @@ def train_embedding(
                 f"koleo {mean[2]:.3f}), {elapsed / 60:.1f} min"
             )
         if checkpoint is not None and time.monotonic() - last_save > 300:
-            _save_checkpoint(checkpoint, model, optimizer, config, seed, step, seconds, started)
+            _save_checkpoint(
+                checkpoint, model, optimizer, config, seed, step, seconds, started, schedule
+            )
             last_save = time.monotonic()
     seconds += time.monotonic() - started
     if checkpoint is not None:
-        _save_checkpoint(checkpoint, model, optimizer, config, seed, step, seconds, None)
+        _save_checkpoint(checkpoint, model, optimizer, config, seed, step, seconds, None, schedule)
     model.eval()
     parity = export_onnx(model, out, config)
     tail = np.mean(recent[-100:], axis=0) if recent else [float("nan")] * 3
@@ -425,6 +432,9 @@ def train_embedding(
     return {
         "steps": step,
         "schedule_steps": config.steps,
+        "schedule_segments": [
+            {"from_step": first, "cosine_steps": length} for first, length in schedule
+        ],
         "train_minutes": round(seconds / 60, 1),
         "torch_threads": threads,
         "seed": seed,
@@ -436,7 +446,9 @@ def train_embedding(
     }
 
 
-def _save_checkpoint(path, model, optimizer, config, seed, step, seconds, started) -> None:
+def _save_checkpoint(
+    path, model, optimizer, config, seed, step, seconds, started, schedule
+) -> None:
     import torch
 
     total = seconds + (time.monotonic() - started if started is not None else 0.0)
@@ -450,6 +462,7 @@ def _save_checkpoint(path, model, optimizer, config, seed, step, seconds, starte
             "seed": seed,
             "step": step,
             "seconds": total,
+            "schedule": schedule,
         },
         tmp,
     )

@@ -213,6 +213,7 @@ def test_image_environment_from_scratch_serves_against_postgres(tmp_path, postgr
             "phash": "built-in",
             "cnn": "loaded",
             "sift_knn": "loaded",
+            "embedding": "loaded",  # the copy-detection embedding
         }
         cnn = next(m for m in models if m["method"] == "cnn")
         assert cnn["execution_provider"] == "CPUExecutionProvider"

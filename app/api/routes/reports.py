@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import HashCacheDep, ImageStoreDep, SessionsDep, SettingsDep
 from app.api.forms import MAX_INT
-from app.api.schemas import ErrorOut
+from app.api.responses import json_error_responses
 from app.api.uploads import UploadReader
 from app.services import audit_report
 
@@ -26,13 +26,27 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
-PAGE = {"content": {"text/html": {"example": "<!DOCTYPE html><html lang='en'>…</html>"}}}
-ERRORS = {
-    404: {"model": ErrorOut, "description": "Unknown batch or classification."},
-    413: {"model": ErrorOut, "description": "The labels file is over its limit."},
-    415: {"model": ErrorOut, "description": "Not multipart/form-data (POST)."},
-    422: {"model": ErrorOut, "description": "No labels file, or one that cannot be read."},
+PAGE = {
+    "description": "The report: one self-contained HTML page.",
+    "content": {
+        "text/html": {
+            "schema": {"type": "string"},
+            "example": "<!DOCTYPE html><html lang='en'>…</html>",
+        }
+    },
 }
+NOT_FOUND = "Unknown batch or classification."
+GET_ERRORS = json_error_responses(404, 422, e404=NOT_FOUND)
+POST_ERRORS = json_error_responses(
+    400,
+    404,
+    413,
+    415,
+    422,
+    e404=NOT_FOUND,
+    e413="The labels file is over its limit.",
+    e422="No labels file, one that cannot be read, or a bad path or query parameter.",
+)
 #: The POST form, for the OpenAPI document (one file part).
 LABELS_FORM = {
     "requestBody": {
@@ -93,7 +107,7 @@ CLASSIFICATION_ID = Path(ge=1, le=MAX_INT, description="Id from POST /classify."
     response_class=HTMLResponse,
     summary="Audit report of a match batch (HTML page)",
     description=REPORT_HELP,
-    responses={200: PAGE, 404: ERRORS[404]},
+    responses={200: PAGE, **GET_ERRORS},
 )
 def get_match_report(
     sessions: SessionsDep,
@@ -119,7 +133,7 @@ def get_match_report(
     "the nearest-generated distance.\n\n```\ncurl -F labels=@labels.csv "
     "http://localhost:8000/match/1/report > report.html\n```",
     openapi_extra=LABELS_FORM,
-    responses={200: PAGE, **ERRORS},
+    responses={200: PAGE, **POST_ERRORS},
 )
 async def post_match_report(
     request: Request,
@@ -149,7 +163,7 @@ async def post_match_report(
     response_class=HTMLResponse,
     summary="Audit report of a classification (HTML page)",
     description=REPORT_HELP,
-    responses={200: PAGE, 404: ERRORS[404]},
+    responses={200: PAGE, **GET_ERRORS},
 )
 def get_classification_report(
     sessions: SessionsDep,
@@ -178,7 +192,7 @@ def get_classification_report(
     "scores.\n\n```\ncurl -F labels=@labels.csv http://localhost:8000/classify/1/report "
     "> report.html\n```",
     openapi_extra=LABELS_FORM,
-    responses={200: PAGE, **ERRORS},
+    responses={200: PAGE, **POST_ERRORS},
 )
 async def post_classification_report(
     request: Request,

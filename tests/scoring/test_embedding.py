@@ -24,10 +24,10 @@ from app.training.embedding import (
     train_embedding,
 )
 from app.training.synthetic import perturbed_copy, phantom
+from tests.helpers import REPO_MODELS
 
 torch = pytest.importorskip("torch")
 
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 #: A network small enough to train a few steps in a second.
 TINY = EmbeddingConfig(
     side=48, dim=16, widths=(8, 16, 16, 32), spatial_channels=4, batch_slices=8, steps=3
