@@ -72,7 +72,9 @@ def main() -> int:
     devset = Path(
         sys.argv[1] if len(sys.argv) > 1 else ROOT.parent / "shared/data/devsets/lung-window"
     )
-    out = Path(sys.argv[2] if len(sys.argv) > 2 else f"/tmp/memaudit-report-{devset.name}")
+    out = Path(
+        sys.argv[2] if len(sys.argv) > 2 else f"/tmp/memaudit-report-{devset.name}"
+    ).resolve()
     out.mkdir(parents=True, exist_ok=True)
     labels_csv = (devset / "labels.csv").read_bytes()
     labels = parse_labels(labels_csv)

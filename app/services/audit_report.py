@@ -270,16 +270,29 @@ def hamming(a: StoredImage | None, b: StoredImage | None) -> int | None:
     return (int(a.phash, 16) ^ int(b.phash, 16)).bit_count()
 
 
+def verdict_of(match: dict) -> str:
+    """A gallery card's verdict, naming the evidence that decided it."""
+    if match.get("copy_of"):
+        return "copy: by the copy-detection embedding"
+    if match["source"] is not None:
+        return "copy: within the pHash threshold"
+    return "not a copy: above the threshold"
+
+
 def copy_figures(match: dict) -> list[tuple[str, str]]:
-    """Figures a later copy detector adds to a match (``copy_of``: inliers, embedding
-    similarity ...), shown when present."""
+    """The figures behind a ``copy_of`` (the embedding similarity; inliers or other evidence a
+    later detector adds), beyond the names and the pHash distance shown already."""
     extra = match.get("copy_of")
     if not isinstance(extra, dict):
         return []
+    shown = {"real", "phash_distance", "decided_by"}
     return [
-        (str(k).replace("_", " "), fmt(v) if isinstance(v, (int, float)) else str(v))
+        (
+            "embedding similarity" if k == "similarity" else str(k).replace("_", " "),
+            fmt(v) if isinstance(v, (int, float)) else str(v),
+        )
         for k, v in extra.items()
-        if v is not None and not isinstance(v, (dict, list))
+        if k not in shown and v is not None and not isinstance(v, (dict, list))
     ]
 
 
@@ -312,7 +325,7 @@ def match_report(
             batch_id,
             [m["generated"] for m in shown],
         )
-        real_names = [m["candidates"][0]["filename"] for m in shown if m["candidates"]]
+        real_names = [name for m in shown if (name := claimed_real(m)) is not None]
         real = (
             stored_images(session, RealImage, RealImage.real_set_id, real_set.id, real_names)
             if real_set is not None
@@ -324,14 +337,16 @@ def match_report(
     previews = Previews(store, max_pixels)
     pairs = []
     for m in shown:
-        nearest = m["candidates"][0]["filename"] if m["candidates"] else None
+        nearest = claimed_real(m)
         gen_ref, real_ref = generated.get(m["generated"]), real.get(nearest)
-        figures = [("distance", f"{m['distance']} bits")]
+        copy_of = m.get("copy_of")
+        distance = copy_of["phash_distance"] if copy_of else m["distance"]
+        figures = [("pHash distance" if copy_of else "distance", f"{distance} bits")]
         ncc = thumbnail_ncc(gen_ref, real_ref)
         if ncc is not None:
             figures.append(("thumbnail NCC", fmt(ncc)))
         if null is not None and len(null):
-            figures.append(("real-vs-real this close", pct(float((null <= m["distance"]).mean()))))
+            figures.append(("real-vs-real this close", pct(float((null <= distance).mean()))))
         figures += copy_figures(m)
         pairs.append(
             EvidencePair(
@@ -339,8 +354,8 @@ def match_report(
                 previews.of(gen_ref, "not in the batch"),
                 nearest,
                 previews.of(real_ref, missing_real),
-                "copy" if m["source"] is not None else "not a copy: above the threshold",
-                m["source"] is not None,
+                verdict_of(m),
+                is_copy(m),
                 figures,
             )
         )
@@ -396,23 +411,45 @@ def match_null(
     return null, note.strip()
 
 
+def claimed_real(match: dict) -> str | None:
+    """The real image a generated image is shown beside: the one it copies by the strongest
+    evidence (``copy_of``, the embedding), else its nearest by pHash."""
+    if match.get("copy_of"):
+        return match["copy_of"]["real"]
+    return match["candidates"][0]["filename"] if match["candidates"] else None
+
+
+def is_copy(match: dict) -> bool:
+    """Called a copy by the embedding (``copy_of``) or by the paper's pHash rule."""
+    return match.get("copy_of") is not None or match["source"] is not None
+
+
 def pick_pairs(matches: list[dict]) -> list[dict]:
-    """The gallery: copies closest first, then the closest generated images that were not
-    called copies (near misses: where a reader checks the threshold)."""
-    copies = sorted((m for m in matches if m["source"] is not None), key=lambda m: m["distance"])
+    """The gallery: copies (by the embedding, most similar first, then by pHash alone,
+    closest first), then the closest generated images that were not called copies (near
+    misses: where a reader checks the threshold)."""
+    copies = sorted(
+        (m for m in matches if is_copy(m)),
+        key=lambda m: (
+            m.get("copy_of") is None,
+            -(m["copy_of"]["similarity"] if m.get("copy_of") else 0.0),
+            m["distance"],
+        ),
+    )
     misses = sorted(
-        (m for m in matches if m["source"] is None and m["distance"] is not None),
+        (m for m in matches if not is_copy(m) and m["distance"] is not None),
         key=lambda m: m["distance"],
     )
     return copies[:MAX_PAIRS] + misses[:MAX_NEAR_MISSES]
 
 
 def pairs_note(matches: list[dict], shown: list[dict]) -> str:
-    copies = sum(1 for m in matches if m["source"] is not None)
-    shown_copies = sum(1 for m in shown if m["source"] is not None)
+    copies = sum(1 for m in matches if is_copy(m))
+    shown_copies = sum(1 for m in shown if is_copy(m))
     misses = len(shown) - shown_copies
     note = (
-        f"{shown_copies} of {copies} copies, closest first"
+        f"{shown_copies} of {copies} copies (by the copy-detection embedding, most similar "
+        "first, then by pHash alone, closest first)"
         if copies
         else "No generated image is within the threshold of a real image."
     )

@@ -17,9 +17,7 @@ def batch_csv(document: dict) -> str:
     """One row per generated image; candidates as `name:distance` joined by `;`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        ["generated", "source", "distance", "candidates", "copy_of", "copy_similarity"]
-    )
+    writer.writerow(["generated", "source", "distance", "candidates", "copy_of", "copy_similarity"])
     for m in document["matches"]:
         copy = m.get("copy_of") or {}
         writer.writerow(
