@@ -618,10 +618,12 @@ def render_match_report(view: MatchReportView) -> str:
             f"{len(doc.get('duplicates') or [])} were duplicates of others; they are not "
             "counted.</p>"
         )
+    copied = doc.get("copied_count") or 0
     figures = key_figures(
         [
             ("generated images", doc["generated_count"], False),
-            ("called copies", doc["matched_count"], doc["matched_count"] > 0),
+            ("copies by the embedding", copied, copied > 0),
+            ("called copies by pHash", doc["matched_count"], doc["matched_count"] > 0),
             ("real images used", used, used > 0),
             ("real images unused", len(real_rows) - used, False),
             ("threshold (bits)", threshold, False),
@@ -636,14 +638,15 @@ def render_match_report(view: MatchReportView) -> str:
         f"<h1>{esc(title)}</h1>",
         f"<p class='meta'>Source matching · real {esc(set_words)}, revision "
         f"{doc['real_set_revision']} · top {doc['top_k']} candidates kept</p>",
-        f"<section id='summary'><h2>Summary</h2>{figures}{summary}{reason}"
+        f"<section id='summary'><h2>Summary</h2>{figures}{copies_html(doc)}{summary}{reason}"
         f"{how_sure_html(view)}</section>",
         distribution_html(view),
     ]
     if view.evaluation is not None:
         body.append(evaluation_html(view.evaluation, "each real image's verdict (used/unused)"))
     body.append(
-        "<section id='gallery'><h2>Evidence: generated image | its nearest real image</h2>"
+        "<section id='gallery'><h2>Evidence: generated image | the real image it copies "
+        "(or its nearest)</h2>"
         f"<p class='note'>{esc(view.pairs_note)}</p>"
         f"{gallery_html(view.pairs, 'generated', 'real')}</section>"
     )
@@ -651,6 +654,26 @@ def render_match_report(view: MatchReportView) -> str:
     body.append(labels_form_html(view.labels_form))
     body.append(footer_html(doc))
     return page(title, "\n".join(body))
+
+
+def copies_html(doc: dict) -> str:
+    """The copy-detection embedding's verdicts in words: how many copies, of how many real
+    images, at which similarity and why that bar (or why none was decided)."""
+    rule = doc.get("copy_rule")
+    if not rule:
+        return ""
+    if doc.get("copy_threshold") is None:
+        return f"<p class='note'><strong>Copies by the embedding:</strong> {esc(rule)}.</p>"
+    copied = [m for m in doc["matches"] if m.get("copy_of")]
+    sources = len({m["copy_of"]["real"] for m in copied})
+    return (
+        f"<p><strong>{plural(len(copied), 'generated image')} copy "
+        f"{plural(sources, 'real image')} by the copy-detection embedding</strong> (descriptor "
+        f"similarity {fmt(doc['copy_threshold'])} or more; edited copies the pHash rule "
+        "below misses are found here).</p>"
+        f"<p class='reason'><strong>Copy bar {fmt(doc['copy_threshold'])}, calibrated on the "
+        f"real set:</strong> {esc(rule)}.</p>"
+    )
 
 
 def how_sure_html(view: MatchReportView) -> str:
