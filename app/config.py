@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024,
         ge=1,
         description="Encoded image bytes one request holds while they wait to be hashed (and "
-        "as much again in the hash workers): memory per request is bounded in bytes.",
+        "up to twice that in the hash workers): memory per request is bounded in bytes.",
     )
     max_hashes_per_request: int = Field(
         default=2_000_000,

@@ -15,8 +15,9 @@ import numpy as np
 
 #: Real-vs-real queries used at most; beyond this a fixed-seed sample keeps it fast.
 MAX_NULL_QUERIES = 4000
-#: Generated images compared at a time (bounds the similarity block held in memory).
-BLOCK = 2048
+#: Similarities held at once (float32): queries are compared with every real image in
+#: blocks of rows this size allows (2048 rows for a 200-image set, 40 for 200,000).
+BLOCK_SIMILARITIES = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,18 @@ def nearest_other_similarity(vectors: np.ndarray) -> np.ndarray:
     picked = np.arange(n)
     if n > MAX_NULL_QUERIES:
         picked = np.sort(np.random.default_rng(0).choice(n, MAX_NULL_QUERIES, replace=False))
-    sims = vectors[picked] @ vectors.T
-    sims[np.arange(len(picked)), picked] = -np.inf
-    return sims.max(axis=1)
+    out = np.empty(len(picked), np.float32)
+    rows = _block_rows(n)
+    for lo in range(0, len(picked), rows):
+        chunk = picked[lo : lo + rows]
+        sims = vectors[chunk] @ vectors.T
+        sims[np.arange(len(chunk)), chunk] = -np.inf
+        out[lo : lo + len(chunk)] = sims.max(axis=1)
+    return out
+
+
+def _block_rows(references: int) -> int:
+    return max(1, BLOCK_SIMILARITIES // max(references, 1))
 
 
 def calibrate_copies(vectors: np.ndarray, quantile: float, min_images: int) -> CopyRule | None:
@@ -83,8 +93,9 @@ def nearest_real(generated: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, n
     """Per generated vector: the index of the most similar real vector, and the similarity."""
     best = np.empty(len(generated), np.int64)
     sim = np.empty(len(generated), np.float32)
-    for lo in range(0, len(generated), BLOCK):
-        block = generated[lo : lo + BLOCK] @ real.T
-        best[lo : lo + BLOCK] = block.argmax(axis=1)
-        sim[lo : lo + BLOCK] = block[np.arange(len(block)), best[lo : lo + BLOCK]]
+    rows = _block_rows(len(real))
+    for lo in range(0, len(generated), rows):
+        block = generated[lo : lo + rows] @ real.T
+        best[lo : lo + rows] = block.argmax(axis=1)
+        sim[lo : lo + rows] = block[np.arange(len(block)), best[lo : lo + rows]]
     return best, sim

@@ -104,7 +104,10 @@ def hash_blobs(
     ``window`` (None: automatic, see app.imaging.dicom)."""
     hasher = get_hasher(hash_kind)
     hasher.check_size(hash_size)
-    embedder = _embedder(embedding) if embedding is not None else None
+    try:
+        embedder = _embedder(embedding) if embedding is not None else None
+    except Exception as exc:
+        raise HashingFailed(f"the copy-detection embedding cannot be loaded: {exc}") from None
     out: list[Hashed] = [(None, 0, 0, None, None, None, None)] * len(blobs)
     #: Index of the blob each held image comes from, and the windowed image it is a frame of.
     good: list[tuple[int, WindowedImage | None, int]] = []
@@ -117,7 +120,11 @@ def hash_blobs(
             hexes = hasher.hash_hex(pixels, hash_size)
             vectors: list[bytes | None] = [None] * len(pixels)
             if embedder is not None:
-                vectors = [v.tobytes() for v in embedder.embed(pixels).astype(np.float16)]
+                try:
+                    embedded = embedder.embed(pixels)
+                except Exception as exc:  # onnxruntime: a replaced or broken artifact
+                    raise HashingFailed(f"the copy-detection embedding failed: {exc}") from None
+                vectors = [v.tobytes() for v in embedded.astype(np.float16)]
             for (i, windowed, k), gray, hex_, vector in zip(
                 good, pixels, hexes, vectors, strict=True
             ):

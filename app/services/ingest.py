@@ -93,7 +93,7 @@ class IngestLimits:
     max_files: int
     max_pixels: int
     batch_size: int = 256
-    #: Encoded bytes waiting to be hashed, and again bytes in the workers' hands: memory per
+    #: Encoded bytes waiting to be hashed (and up to twice this in the workers): memory per
     #: request is bounded by bytes, not only by file count (256 zip members of 49 MB of
     #: zeros each once held 12 GB).
     max_pending_bytes: int = 64 * 1024 * 1024

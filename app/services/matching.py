@@ -38,6 +38,12 @@ SET_WITHOUT_EMBEDDINGS = (
 )
 
 
+OTHER_EMBEDDING = (
+    "the set's descriptors come from another copy-detection embedding than the loaded one "
+    "(a different size): copy_of is not decided; register the images again for it"
+)
+
+
 @dataclass(frozen=True)
 class MatchRequest:
     real_set_id: int
@@ -85,6 +91,11 @@ def create_batch(
                 "duplicates": upload.duplicates_json(),
             },
         )
+    with sessions() as session:
+        # Load the set's hashes and calibrate its copy bar (the slow part, once per
+        # revision) before the write transaction, which on SQLite holds the write lock.
+        warm = cache.get(session, real_sets.get_real_set(session, request.real_set_id))
+        warm.copy_rule(calibration.quantile, calibration.min_images)
     with transaction(sessions) as session:
         real_set = real_sets.get_real_set(session, request.real_set_id)
         bits = real_set.hash_size * real_set.hash_size
@@ -152,6 +163,8 @@ def decide_copies(
         return CopyDecision(None, NO_EMBEDDING)
     if hashes.embeddings is None:
         return CopyDecision(None, SET_WITHOUT_EMBEDDINGS)
+    if len(upload.images[0].embedding or b"") != 2 * hashes.embeddings.shape[1]:
+        return CopyDecision(None, OTHER_EMBEDDING)
     rule = hashes.copy_rule(calibration.quantile, calibration.min_images)
     if rule is None:
         return CopyDecision(

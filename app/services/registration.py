@@ -87,12 +87,17 @@ def register_hashes(
 
 
 def ingest_for_set(
-    sessions: sessionmaker[Session], real_set_id: int, intake: ImageIntake
+    sessions: sessionmaker[Session],
+    real_set_id: int,
+    intake: ImageIntake,
+    window: Window | None = None,
 ) -> ImageIngest:
     """The ingest of images added to a set: its hash size and window, its images already
-    known (so re-uploads are duplicates and name clashes rejections)."""
+    known (so re-uploads are duplicates and name clashes rejections); a request ``window``
+    other than the set's is refused before anything is hashed or stored."""
     with sessions() as session:
         real_set = real_sets.get_real_set(session, real_set_id)
+        real_sets.check_window(real_set, window)
         known_sha, known_names = real_sets.known_images(session, real_set_id)
     return intake.ingest(
         real_set.hash_size,

@@ -161,8 +161,13 @@ async def add_images(
     intake: IntakeDep,
     real_set_id: int = SetId,
 ):
-    ingest = await run_in_threadpool(registration.ingest_for_set, sessions, real_set_id, intake)
     async with UploadReader(request, settings) as upload:
+        early = AddImagesForm.parse(
+            await upload.read_fields(frozenset(), optional=AddImagesForm.optional_before_files)
+        )
+        ingest = await run_in_threadpool(
+            registration.ingest_for_set, sessions, real_set_id, intake, early.window
+        )
         form = AddImagesForm.parse(await upload.read_files({"files": ingest}))
         upload.require_files()
         result = await finish_ingest(ingest)
