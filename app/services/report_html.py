@@ -642,18 +642,44 @@ def render_match_report(view: MatchReportView) -> str:
         f"{how_sure_html(view)}</section>",
         distribution_html(view),
     ]
-    if view.evaluation is not None:
-        body.append(evaluation_html(view.evaluation, "each real image's verdict (used/unused)"))
-    body.append(
-        "<section id='gallery'><h2>Evidence: generated image | the real image it copies "
-        "(or its nearest)</h2>"
-        f"<p class='note'>{esc(view.pairs_note)}</p>"
-        f"{gallery_html(view.pairs, 'generated', 'real')}</section>"
+    return report_page(
+        title,
+        body,
+        evaluation_html(view.evaluation, "each real image's verdict (used/unused)")
+        if view.evaluation is not None
+        else "",
+        "generated image | the real image it copies (or its nearest)",
+        view.pairs_note,
+        gallery_html(view.pairs, "generated", "real"),
+        match_table_html(view),
+        view.labels_form,
+        doc,
     )
-    body.append(match_table_html(view))
-    body.append(labels_form_html(view.labels_form))
-    body.append(footer_html(doc))
-    return page(title, "\n".join(body))
+
+
+def report_page(
+    title: str,
+    head: list[str],
+    evaluation: str,
+    gallery_title: str,
+    gallery_note: str,
+    gallery: str,
+    table: str,
+    labels_form: bool,
+    doc: dict,
+) -> str:
+    """Both reports after their summary and distribution: the metrics (with labels), the
+    evidence gallery, the per-real table, the labels form and the footer."""
+    body = [
+        *head,
+        evaluation,
+        f"<section id='gallery'><h2>Evidence: {esc(gallery_title)}</h2>"
+        f"<p class='note'>{esc(gallery_note)}</p>{gallery}</section>",
+        table,
+        labels_form_html(labels_form),
+        footer_html(doc),
+    ]
+    return page(title, "\n".join(part for part in body if part))
 
 
 def copies_html(doc: dict) -> str:
@@ -816,17 +842,19 @@ def render_classification_report(view: ClassificationReportView) -> str:
         f"<section id='summary'><h2>Summary</h2>{figures}{summary}{reason}</section>",
         score_distribution_html(view),
     ]
-    if view.evaluation is not None:
-        body.append(evaluation_html(view.evaluation, "each real image's label (used/unused)"))
-    body.append(
-        "<section id='gallery'><h2>Evidence: real image | its closest generated image</h2>"
-        f"<p class='note'>{esc(view.batch_note)} {esc(view.pairs_note)}</p>"
-        f"{gallery_html(view.pairs, 'real', 'generated')}</section>"
+    return report_page(
+        title,
+        body,
+        evaluation_html(view.evaluation, "each real image's label (used/unused)")
+        if view.evaluation is not None
+        else "",
+        "real image | its closest generated image",
+        f"{view.batch_note} {view.pairs_note}",
+        gallery_html(view.pairs, "real", "generated"),
+        classification_table_html(view),
+        view.labels_form,
+        doc,
     )
-    body.append(classification_table_html(view))
-    body.append(labels_form_html(view.labels_form))
-    body.append(footer_html(doc))
-    return page(title, "\n".join(body))
 
 
 def score_distribution_html(view: ClassificationReportView) -> str:

@@ -7,6 +7,10 @@ no script, and are served with a Content-Security-Policy that would block any.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +19,7 @@ from app.api.deps import HashCacheDep, ImageStoreDep, SessionsDep, SettingsDep
 from app.api.forms import MAX_INT
 from app.api.responses import json_error_responses
 from app.api.uploads import UploadReader
+from app.config import Settings
 from app.services import audit_report
 
 match_router = APIRouter(prefix="/match", tags=["source matching"])
@@ -85,6 +90,21 @@ def html_page(text: str) -> HTMLResponse:
     return HTMLResponse(text, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
 
+async def rendered(
+    build: Callable[..., str],
+    *args: Any,
+    settings: Settings,
+    form: bool,
+    labels: bytes | None = None,
+) -> HTMLResponse:
+    """A report page built off the event loop by ``build`` (the GET and POST routes of both
+    reports differ only in the builder and whether labels were uploaded)."""
+    text = await run_in_threadpool(
+        partial(build, *args, max_pixels=settings.max_image_pixels, labels=labels, labels_form=form)
+    )
+    return html_page(text)
+
+
 async def read_labels(request: Request, settings: SettingsDep) -> bytes:
     """The ``labels`` file part of a multipart body, read whole (bounded)."""
     spooled = {LABELS_FIELD: audit_report.MAX_LABELS_BYTES}
@@ -109,7 +129,7 @@ CLASSIFICATION_ID = Path(ge=1, le=MAX_INT, description="Id from POST /classify."
     description=REPORT_HELP,
     responses={200: PAGE, **GET_ERRORS},
 )
-def get_match_report(
+async def get_match_report(
     sessions: SessionsDep,
     cache: HashCacheDep,
     store: ImageStoreDep,
@@ -117,10 +137,8 @@ def get_match_report(
     batch_id: int = BATCH_ID,
     form: bool = Query(True, description=FORM_HELP),
 ):
-    return html_page(
-        audit_report.match_report(
-            sessions, cache, store, batch_id, max_pixels=settings.max_image_pixels, labels_form=form
-        )
+    return await rendered(
+        audit_report.match_report, sessions, cache, store, batch_id, settings=settings, form=form
     )
 
 
@@ -145,17 +163,16 @@ async def post_match_report(
     form: bool = Query(True, description=FORM_HELP),
 ):
     labels = await read_labels(request, settings)
-    text = await run_in_threadpool(
+    return await rendered(
         audit_report.match_report,
         sessions,
         cache,
         store,
         batch_id,
-        max_pixels=settings.max_image_pixels,
+        settings=settings,
+        form=form,
         labels=labels,
-        labels_form=form,
     )
-    return html_page(text)
 
 
 @classify_router.get(
@@ -165,21 +182,20 @@ async def post_match_report(
     description=REPORT_HELP,
     responses={200: PAGE, **GET_ERRORS},
 )
-def get_classification_report(
+async def get_classification_report(
     sessions: SessionsDep,
     store: ImageStoreDep,
     settings: SettingsDep,
     classification_id: int = CLASSIFICATION_ID,
     form: bool = Query(True, description=FORM_HELP),
 ):
-    return html_page(
-        audit_report.classification_report(
-            sessions,
-            store,
-            classification_id,
-            max_pixels=settings.max_image_pixels,
-            labels_form=form,
-        )
+    return await rendered(
+        audit_report.classification_report,
+        sessions,
+        store,
+        classification_id,
+        settings=settings,
+        form=form,
     )
 
 
@@ -203,13 +219,12 @@ async def post_classification_report(
     form: bool = Query(True, description=FORM_HELP),
 ):
     labels = await read_labels(request, settings)
-    text = await run_in_threadpool(
+    return await rendered(
         audit_report.classification_report,
         sessions,
         store,
         classification_id,
-        max_pixels=settings.max_image_pixels,
+        settings=settings,
+        form=form,
         labels=labels,
-        labels_form=form,
     )
-    return html_page(text)
