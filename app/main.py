@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import register_error_handlers
-from app.api.routes import classify, health, match, models, real_sets, reports
+from app.api.metrics import RequestMetrics
+from app.api.routes import classify, health, match, metrics, models, real_sets, reports
 from app.api.routes.docs import add_offline_docs
 from app.api.schemas import keep_example_nulls
 from app.api.security import DOCS, PROTECTED, ApiKeys, document_access, is_loopback, load_api_keys
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Features derived from the stored images live beside them (shared the same way).
         app.state.feature_store = FeatureStore(settings.effective_image_store_dir / "features")
         app.state.models = ModelArtifacts(settings.models_dir, settings.use_cuda).load()
+        app.state.models.publish_metrics()
         workers = settings.effective_hash_workers
         app.state.hash_pool = HashPool(workers) if workers > 0 else None
         log.info(
@@ -111,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     register_error_handlers(app)
     keep_example_nulls(app)
+    app.add_middleware(RequestMetrics)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -122,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_offline_docs(app, dependencies=DOCS)
     app.include_router(health.router)  # probes: never a key
     for router in (
+        metrics.router,
         real_sets.router,
         match.router,
         classify.router,

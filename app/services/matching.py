@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import metrics
 from app.db.session import transaction
 from app.imaging.windowing import Window
 from app.search.calibration import resolve_threshold
@@ -109,6 +110,7 @@ def create_batch(
             request.threshold,
         )
         hashes = cache.get(session, real_set)
+        searched = time.perf_counter()
         outcome = match_sources(
             hashes.filenames,
             hashes.words,
@@ -117,7 +119,10 @@ def create_batch(
             threshold.value,
             request.top_k,
         )
+        attributed = time.perf_counter()
+        metrics.SEARCH_SECONDS.labels("phash").observe(attributed - searched)
         copy_rule = decide_copies(outcome, upload, hashes, calibration)
+        metrics.SEARCH_SECONDS.labels("copy_of").observe(time.perf_counter() - attributed)
         batch = batches.save_batch(
             session,
             real_set,
