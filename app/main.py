@@ -10,7 +10,16 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import register_error_handlers
 from app.api.metrics import RequestMetrics
-from app.api.routes import classify, health, match, metrics, models, real_sets, reports
+from app.api.routes import (
+    classify,
+    filter,
+    health,
+    match,
+    metrics,
+    models,
+    real_sets,
+    reports,
+)
 from app.api.routes.docs import add_offline_docs
 from app.api.schemas import keep_example_nulls
 from app.api.security import DOCS, PROTECTED, ApiKeys, document_access, is_loopback, load_api_keys
@@ -128,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.router,
         real_sets.router,
         match.router,
+        filter.router,
         classify.router,
         models.router,
         reports.match_router,

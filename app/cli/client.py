@@ -1,10 +1,11 @@
-"""`memaudit client`: the API from another host, for pipelines (register, match, classify,
-report), with uploads streamed from disk and exit codes a CI job can branch on.
+"""`memaudit client`: the API from another host, for pipelines (register, match, filter,
+classify, report), with uploads streamed from disk and exit codes a CI job can branch on.
 
 Exit codes: 0 done and nothing found; 3 the audit found something (`match`: a generated image
-copies a real one, by `copy_of` or the pHash rule; `classify`: a real image labelled used —
-choose with --fail-on); 4 the server refused the request (4xx: its reason is printed); 5 the
-server could not be reached or failed (5xx, network); 2 bad command line (argparse).
+copies a real one, by `copy_of` or the pHash rule; `filter`: an image is withheld;
+`classify`: a real image labelled used — choose with --fail-on); 4 the server refused the
+request (4xx: its reason is printed); 5 the server could not be reached or failed (5xx,
+network); 2 bad command line (argparse).
 """
 
 from __future__ import annotations
@@ -191,6 +192,45 @@ def cmd_match(args: argparse.Namespace) -> int:
     return EXIT_FOUND if found else 0
 
 
+def cmd_filter(args: argparse.Namespace) -> int:
+    """The release gate: withheld images listed with their reasons, the rest saved to --out."""
+    api = Api(args.server, args.api_key)
+    fields = {"real_set_id": str(args.set)}
+    doc = api.upload("/filter", fields, [("files", p) for p in upload_files(args.paths)])
+    summary = (
+        f"batch {doc['batch_id']}: {doc['released_count']} of {doc['generated_count']} "
+        f"generated images may be released, {doc['withheld_count']} withheld"
+    )
+    _print(doc, args, summary)
+    if not args.json:
+        for image in doc["images"]:
+            if image["decision"] == "withhold":
+                print(f"withhold {image['generated']}: {'; '.join(image['reasons'])}")
+    if args.out:
+        _download(api, f"/filter/{doc['batch_id']}/released", Path(args.out))
+        print(f"wrote {args.out} ({doc['released_count']} images and the manifest)")
+    return EXIT_FOUND if doc["withheld_count"] else 0
+
+
+def _download(api: Api, path: str, out: Path) -> None:
+    """Stream a binary answer to ``out`` (a partial file is removed on failure)."""
+    import httpx
+
+    url = api.server + path
+    try:
+        with httpx.stream("GET", url, headers=api.headers, timeout=300) as response:
+            if response.status_code != 200:
+                code = EXIT_REFUSED if response.status_code < 500 else EXIT_UNREACHABLE
+                text = response.read()[:500].decode(errors="replace")
+                raise ClientError(code, f"GET {path} answered {response.status_code}: {text}")
+            with out.open("wb") as fh:
+                for chunk in response.iter_bytes(CHUNK):
+                    fh.write(chunk)
+    except httpx.HTTPError as exc:
+        out.unlink(missing_ok=True)
+        raise ClientError(EXIT_UNREACHABLE, f"cannot reach {url}: {exc}") from None
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     api = Api(args.server, args.api_key)
     fields = {"method": args.method, "real_set_id": str(args.set), "batch_id": str(args.batch)}
@@ -268,6 +308,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "copy_of was decided, a pHash source is within the threshold (matches); never",
     )
     match.set_defaults(func=cmd_match)
+
+    gate = commands.add_parser(
+        "filter", help="the release gate: which generated images may leave; exit 3 if any withheld"
+    )
+    gate.add_argument("paths", nargs="+", type=Path, help="images, zips or folders")
+    gate.add_argument("--set", type=int, required=True, help="the real set's id")
+    gate.add_argument("--out", help="save a zip of the released images (and the manifest) here")
+    gate.set_defaults(func=cmd_filter)
 
     classify = commands.add_parser("classify", help="which real images trained the generator")
     classify.add_argument("--set", type=int, required=True, help="the real set's id")

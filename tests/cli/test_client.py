@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from app.cli import main as cli_main
 from app.cli.client import EXIT_FOUND, EXIT_REFUSED, EXIT_UNREACHABLE
+from app.services.release import MANIFEST_NAME
 from app.training.synthetic import perturbed_copy
 from tests.browser import served_app
 from tests.imagegen import phantom, png
@@ -73,6 +75,31 @@ def test_register_match_classify_report_with_exit_codes(server, folders, capsys,
     code = client(server, "--json", "classify", "--set", "1", "--batch", "1")
     doc = json.loads(capsys.readouterr().out)
     assert code == (EXIT_FOUND if doc["used_count"] else 0)
+
+    # The release gate: copies withheld (exit 3), the rest saved as a zip.
+    released = tmp_path / "released.zip"
+    code = client(
+        server,
+        "filter",
+        str(folders["copies"]),
+        str(folders["novel"]),
+        "--set",
+        "1",
+        "--out",
+        str(released),
+    )
+    out = capsys.readouterr().out
+    assert code == EXIT_FOUND
+    for i in range(6):
+        assert f"withhold copy_{i}.png: copy of real_{i:03d}.png by the embedding" in out
+    with zipfile.ZipFile(released) as archive:
+        names = set(archive.namelist())
+    assert MANIFEST_NAME in names and not any(n.startswith("copy_") for n in names)
+    assert {f"novel_{i}.png" for i in range(6)} - names == {
+        line.split()[1].rstrip(":")
+        for line in out.splitlines()
+        if line.startswith("withhold novel")
+    }
 
     report = tmp_path / "report.html"
     assert client(server, "report", "--match", "1", "--out", str(report)) == 0

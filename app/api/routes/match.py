@@ -44,6 +44,17 @@ async def create_match(
     cache: HashCacheDep,
     intake: IntakeDep,
 ):
+    return await run_match(request, settings, sessions, cache, intake)
+
+
+async def run_match(
+    request: Request,
+    settings: SettingsDep,
+    sessions: SessionsDep,
+    cache: HashCacheDep,
+    intake: IntakeDep,
+) -> dict:
+    """Read a MatchForm upload, hash it and store the batch (POST /match and POST /filter)."""
     started = time.perf_counter()
     limits = {"max_top_k": settings.max_top_k}
     async with UploadReader(request, settings) as upload:
