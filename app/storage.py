@@ -68,6 +68,15 @@ def _scan(folder: Path, prefix: str, suffix: str) -> list[StoredFile]:
     return found
 
 
+def _remove(path: Path, sha256: str) -> StoredFile | None:
+    try:
+        info = path.stat()
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return StoredFile(path, sha256, info.st_mtime, info.st_size)
+
+
 def _write_atomically(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX)
@@ -97,14 +106,9 @@ class ImageStore:
             pass
         _write_atomically(target, data)
 
-    def remove(self, sha256: str) -> Path | None:
-        """Delete the file of ``sha256``; its path, or None when there was none."""
-        path = self.path(sha256)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return None
-        return path
+    def remove(self, sha256: str) -> StoredFile | None:
+        """Delete the file of ``sha256``; what it was, or None when there was none."""
+        return _remove(self.path(sha256), sha256)
 
     def files(self, prefix: str) -> list[StoredFile]:
         """The files (and partial writes) of digests starting with ``prefix`` (2 hex)."""
@@ -155,17 +159,10 @@ class FeatureStore:
         except FileNotFoundError:
             return []
 
-    def remove(self, sha256: str) -> list[Path]:
-        """Delete the features of ``sha256`` of every kind; the paths deleted."""
-        removed = []
-        for kind in self.kinds():
-            path = self._path(kind, sha256)
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            removed.append(path)
-        return removed
+    def remove(self, sha256: str) -> list[StoredFile]:
+        """Delete the features of ``sha256`` of every kind; what was deleted."""
+        removed = (_remove(self._path(kind, sha256), sha256) for kind in self.kinds())
+        return [found for found in removed if found is not None]
 
     def files(self, prefix: str) -> list[StoredFile]:
         """Feature files (and partial writes) of every kind for digests starting ``prefix``."""

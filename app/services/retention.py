@@ -167,11 +167,13 @@ class ImageRetention:
         removed = Removed()
         image = self.store.remove(digest)
         if image is not None:
-            removed.paths.append(image)
+            removed.paths.append(image.path)
             removed.images += 1
-        features = self.features.remove(digest)
-        removed.paths += features
-        removed.features += len(features)
+            removed.bytes += image.size
+        for feature in self.features.remove(digest):
+            removed.paths.append(feature.path)
+            removed.features += 1
+            removed.bytes += feature.size
         return removed
 
     def sweep(
