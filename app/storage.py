@@ -159,9 +159,11 @@ class FeatureStore:
         except FileNotFoundError:
             return []
 
-    def remove(self, sha256: str) -> list[StoredFile]:
-        """Delete the features of ``sha256`` of every kind; what was deleted."""
-        removed = (_remove(self._path(kind, sha256), sha256) for kind in self.kinds())
+    def remove(self, sha256: str, kinds: list[str] | None = None) -> list[StoredFile]:
+        """Delete the features of ``sha256`` of every kind (``kinds``: those listed once for
+        many removals); what was deleted."""
+        kinds = self.kinds() if kinds is None else kinds
+        removed = (_remove(self._path(kind, sha256), sha256) for kind in kinds)
         return [found for found in removed if found is not None]
 
     def files(self, prefix: str) -> list[StoredFile]:

@@ -155,22 +155,23 @@ class ImageRetention:
             with self._sessions() as session:  # most uploads: all referenced, no write lock
                 if not set(chunk) - referenced(session, chunk):
                     continue
+            kinds = self.features.kinds()
             with transaction(self._sessions) as session:
                 lock_store(session, shared=False)
                 with self._lock:
                     unheld = [d for d in chunk if d not in self._held]
                     for digest in set(unheld) - referenced(session, unheld):
-                        removed.add(self._remove(digest))
+                        removed.add(self._remove(digest, kinds))
         return removed
 
-    def _remove(self, digest: str) -> Removed:
+    def _remove(self, digest: str, feature_kinds: list[str]) -> Removed:
         removed = Removed()
         image = self.store.remove(digest)
         if image is not None:
             removed.paths.append(image.path)
             removed.images += 1
             removed.bytes += image.size
-        for feature in self.features.remove(digest):
+        for feature in self.features.remove(digest, feature_kinds):
             removed.paths.append(feature.path)
             removed.features += 1
             removed.bytes += feature.size
