@@ -18,7 +18,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.forms import MAX_INT, REAL_SUMMARY_HELP, MatchForm
-from app.api.responses import csv_download, error_responses
+from app.api.responses import REMOVED_MEANWHILE, csv_download, error_responses
 from app.api.schemas import MatchBatchOut, MatchBatchPage
 from app.api.security import ADMIN
 from app.api.uploads import UploadReader, finish_ingest
@@ -44,7 +44,9 @@ NOT_FOUND = "Unknown real set or batch."
     "GET /match/{batch_id} returns it again.\n\n"
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/match\n```",
     openapi_extra=MatchForm.openapi_extra(),
-    responses=error_responses(400, 404, 413, 415, 422, 503, e404=NOT_FOUND),
+    responses=error_responses(
+        400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE
+    ),
 )
 async def create_match(
     request: Request,

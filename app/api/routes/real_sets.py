@@ -14,7 +14,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.forms import MAX_INT, AddHashesForm, AddImagesForm, NewSetForm
-from app.api.responses import error_responses
+from app.api.responses import REMOVED_MEANWHILE, error_responses
 from app.api.schemas import (
     HashesImported,
     ImageOut,
@@ -78,7 +78,7 @@ def _imported_body(real_set, parsed) -> dict:
     "```\nfilename,phash\n"
     "real_0000.png,c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1\n```",
     openapi_extra=NewSetForm.openapi_extra(),
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 409, 413, 415, 422, 503, e409=REMOVED_MEANWHILE),
 )
 async def create_real_set(
     request: Request, settings: SettingsDep, sessions: SessionsDep, intake: IntakeDep
