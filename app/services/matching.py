@@ -20,6 +20,7 @@ from app.services.errors import InvalidInput
 from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
 from app.services.real_sets import CalibrationConfig
+from app.services.retention import HeldImages, ImageRetention
 from app.services.set_hash_cache import SetHashCache, SetHashes
 from app.services.source_matching import (
     CopyDecision,
@@ -78,9 +79,11 @@ def create_batch(
     upload: IngestResult,
     calibration: CalibrationConfig,
     started: float,
+    held: HeldImages | None = None,
 ) -> dict:
     """Match the uploaded images against the set (pHash, the paper's rule; and the
-    copy-detection embedding, ``copy_of``), store the batch, return its document."""
+    copy-detection embedding, ``copy_of``), store the batch, return its document
+    (``held``: the request's hold on the uploaded bytes)."""
     with sessions() as session:  # a window field that came after the files
         real_sets.check_window(real_sets.get_real_set(session, request.real_set_id), request.window)
     if not upload.images:
@@ -134,6 +137,8 @@ def create_batch(
             copy_rule=copy_rule,
         )
         session.flush()
+        if held is not None:
+            held.require_stored(session, (g.sha256 for g in upload.images))
         return batches.batch_document(
             batch,
             outcome.matches,
@@ -145,6 +150,14 @@ def create_batch(
 
 def get_batch(session: Session, batch_id: int, real_summary: batches.SummaryScope) -> dict:
     return batches.load_batch(session, batch_id, real_summary)
+
+
+def delete_batch(sessions: sessionmaker[Session], retention: ImageRetention, batch_id: int) -> None:
+    """Delete a stored batch, then (once committed) the stored bytes of its generated
+    images that no set or other batch holds."""
+    with transaction(sessions) as session:
+        digests = batches.delete_batch(session, batch_id)
+    retention.remove_unreferenced(digests)
 
 
 def get_real_summary(
