@@ -37,7 +37,7 @@ def test_filter_withholds_copies_and_zips_only_the_released(client):
         assert copy["decision"] == "withhold", copy
         assert copy["copy_of"]["real"] == f"real_{i:03d}.png"
         assert any(f"copy of real_{i:03d}.png by the embedding" in r for r in copy["reasons"])
-    for name, image in decisions.items():  # every decision follows from the evidence shown
+    for image in decisions.values():  # every decision follows from the evidence shown
         evidence = bool(image["copy_of"]) or bool(image["source"])
         assert (image["decision"] == "withhold") == evidence, image
         assert bool(image["reasons"]) == evidence

@@ -17,7 +17,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.forms import MAX_INT, MatchForm
-from app.api.responses import csv_download, error_responses
+from app.api.responses import REMOVED_MEANWHILE, csv_download, error_responses
 from app.api.routes.match import run_match
 from app.api.schemas import ReleaseOut
 from app.services import matching, release
@@ -42,7 +42,9 @@ ZIP_IN_MEMORY = 16 * 1024 * 1024
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/filter\n"
     "curl -o released.zip http://localhost:8000/filter/1/released\n```",
     openapi_extra=MatchForm.openapi_extra(),
-    responses=error_responses(400, 404, 413, 415, 422, 503, e404=NOT_FOUND),
+    responses=error_responses(
+        400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE
+    ),
 )
 async def create_filter(
     request: Request,
