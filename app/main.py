@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import register_error_handlers
+from app.api.frontdoor import BodyLimits, BodyTimeoutMiddleware
 from app.api.routes import classify, health, match, models, real_sets, reports
 from app.api.routes.docs import add_offline_docs
 from app.api.schemas import keep_example_nulls
@@ -119,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=CORS_HEADERS,
             expose_headers=["Content-Disposition", "Retry-After"],
         )
+    # Outermost of the app's own middleware: a stalled body is cut off whatever route reads it.
+    app.add_middleware(BodyTimeoutMiddleware, limits=BodyLimits.from_settings(settings))
     add_offline_docs(app, dependencies=DOCS)
     app.include_router(health.router)  # probes: never a key
     for router in (
