@@ -19,6 +19,7 @@ from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelArtifacts
 from app.scoring.methods import all_methods
+from app.services.byte_budget import ByteBudget
 from app.services.decode_and_hash import HashPool
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.models = ModelArtifacts(settings.models_dir, settings.use_cuda).load()
         workers = settings.effective_hash_workers
         app.state.hash_pool = HashPool(workers) if workers > 0 else None
+        app.state.upload_budget = ByteBudget(settings.max_process_pending_bytes)
         log.info(
             "memaudit ready: database %s",
             engine.url.render_as_string(hide_password=True),

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.scoring.artifacts import ModelArtifacts
+from app.services.byte_budget import ByteBudget
 from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.intake import ImageIntake, ingest_limits
 from app.services.set_hash_cache import SetHashCache
@@ -52,6 +53,11 @@ def get_hash_pool(request: Request) -> HashPool | None:
     return request.app.state.hash_pool
 
 
+def get_upload_budget(request: Request) -> ByteBudget | None:
+    """The process's budget of image bytes waiting to be hashed (None outside the app)."""
+    return request.app.state.upload_budget
+
+
 def get_models(request: Request) -> ModelArtifacts:
     return request.app.state.models
 
@@ -82,12 +88,16 @@ ApiKeysDep = Annotated["ApiKeys", Depends(get_api_keys)]
 
 
 def get_intake(
-    settings: SettingsDep, store: ImageStoreDep, pool: HashPoolDep, models: ModelsDep
+    request: Request,
+    settings: SettingsDep,
+    store: ImageStoreDep,
+    pool: HashPoolDep,
+    models: ModelsDep,
 ) -> ImageIntake:
     """Uploads are hashed, thumbnailed and (with a verified embedding) embedded."""
     path = models.embedding_file()
     spec = EmbeddingSpec(str(path), settings.use_cuda) if path is not None else None
-    return ImageIntake(ingest_limits(settings), store, pool, spec)
+    return ImageIntake(ingest_limits(settings), store, pool, spec, get_upload_budget(request))
 
 
 IntakeDep = Annotated[ImageIntake, Depends(get_intake)]

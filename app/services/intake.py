@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from app.config import Settings
 from app.imaging.hashers import DEFAULT_HASH_KIND
 from app.imaging.windowing import Window
+from app.services.byte_budget import ByteBudget
 from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.ingest import ImageIngest, IngestLimits
 from app.storage import ImageStore
@@ -20,6 +21,7 @@ def ingest_limits(settings: Settings) -> IngestLimits:
         max_pixels=settings.max_image_pixels,
         batch_size=settings.hash_batch_size,
         max_pending_bytes=settings.max_pending_bytes,
+        max_listed_rejections=settings.max_listed_rejections,
     )
 
 
@@ -33,6 +35,8 @@ class ImageIntake:
     pool: HashPool | None
     #: The verified copy-detection embedding, computed beside the hash (None: not loaded).
     embedding: EmbeddingSpec | None = None
+    #: The process-wide budget of bytes waiting to be hashed (None: per-request bounds only).
+    budget: ByteBudget | None = None
 
     def ingest(
         self,
@@ -53,4 +57,5 @@ class ImageIntake:
             keep=self.store.put,
             pool=self.pool,
             embedding=self.embedding,
+            budget=self.budget,
         )
