@@ -236,11 +236,13 @@ class UploadReader:
         await run_in_threadpool(ingest.make_room)
         assert ingest.budget is not None
         wait_s = self._settings.upload_budget_wait_s
-        if not await ingest.budget.wait_for_room(wait_s):
+        if await ingest.budget.wait_for_room(wait_s):
+            ingest.let_through()
+        else:
             raise Busy(
                 f"the server is busy: uploads in progress hold its budget of "
                 f"{ingest.budget.limit} image bytes (MEMAUDIT_MAX_PROCESS_PENDING_BYTES) and "
-                f"none was freed within {wait_s:g} s; retry later; nothing was stored"
+                f"its turn did not come within {wait_s:g} s; retry later; nothing was stored"
             )
 
 

@@ -8,6 +8,10 @@ others have been hashed. Waiting rather than refusing at once keeps bursts of or
 uploads succeeding; the wait is bounded (``upload_budget_wait_s``), after which the upload is
 answered 503 with Retry-After. An upload that holds nothing never waits on one that waits,
 so waits cannot form a cycle; one file larger than the whole budget is let through alone.
+
+Waiters are served first come, first served: while any upload waits, others join the line
+when they next check (holding nothing), so a busy process cannot starve a waiting upload; an
+upload let through goes on until the process is over its budget again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 
 
 class ByteBudget:
@@ -24,8 +29,9 @@ class ByteBudget:
         self.limit = limit
         self._used = 0
         self._lock = threading.Lock()
-        #: Event-loop waiters, woken (thread-safely) whenever bytes are given back.
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        #: Waiting uploads in arrival order, woken (thread-safely) whenever bytes are given
+        #: back or the line moves.
+        self._line: deque[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = deque()
 
     @property
     def used(self) -> int:
@@ -34,6 +40,11 @@ class ByteBudget:
     @property
     def over(self) -> bool:
         return self._used > self.limit
+
+    @property
+    def has_line(self) -> bool:
+        """Some upload is waiting for room (a newcomer should queue behind it)."""
+        return bool(self._line)
 
     def take(self, size: int) -> None:
         """Count ``size`` bytes as held (never blocks: the bytes are already in memory)."""
@@ -45,22 +56,26 @@ class ByteBudget:
             return
         with self._lock:
             self._used -= size
-            waiters = list(self._waiters)
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            waiters = list(self._line)
         for loop, event in waiters:
             loop.call_soon_threadsafe(event.set)
 
     async def wait_for_room(self, timeout_s: float) -> bool:
-        """Wait until the process is within its budget; False if it still is not after
-        ``timeout_s``. Call it holding nothing (see the module docstring)."""
-        if not self.over:
+        """Wait in line until the process is within its budget; False if this upload's turn
+        has not come after ``timeout_s``. Call it holding nothing (module docstring)."""
+        if not self.over and not self._line:
             return True
         event = asyncio.Event()
         waiter = (asyncio.get_running_loop(), event)
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            self._waiters.add(waiter)
+            self._line.append(waiter)
         try:
-            while self.over:
+            while not (self._line[0] is waiter and not self.over):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -68,8 +83,9 @@ class ByteBudget:
                 try:
                     await asyncio.wait_for(event.wait(), left)
                 except TimeoutError:
-                    return not self.over
+                    return self._line[0] is waiter and not self.over
             return True
         finally:
             with self._lock:
-                self._waiters.discard(waiter)
+                self._line.remove(waiter)
+            self._wake_all()  # the next in line may go now

@@ -178,6 +178,7 @@ class ImageIngest:
         self.budget = budget
         #: Bytes this ingest counts in ``budget`` (queued or being hashed).
         self._held = 0
+        self._let_through = False
         #: Chunks handed to worker processes, oldest first: (candidates, future).
         self._in_flight: deque[tuple[list[tuple[str, str, bytes]], Future]] = deque()
         #: Bytes and names of files handed to the decoders whose result is not in yet.
@@ -194,14 +195,21 @@ class ImageIngest:
 
     @property
     def over_budget(self) -> bool:
-        """The process holds more than its budget: hash what this upload holds
-        (:meth:`make_room`), then wait for room before taking more."""
-        return self.budget is not None and self.budget.over
+        """The process holds more than its budget, or (unless this upload was just let
+        through) others wait for room: hash what this upload holds (:meth:`make_room`), then
+        wait in line before taking more."""
+        budget = self.budget
+        return budget is not None and (budget.over or (not self._let_through and budget.has_line))
 
     def make_room(self) -> None:
         """Hash everything this upload holds and wait for the results, so it holds nothing."""
+        self._let_through = False
         self.flush()
         self._drain()
+
+    def let_through(self) -> None:
+        """Its turn came (after waiting): go on until the process is over its budget again."""
+        self._let_through = True
 
     def release(self) -> None:
         """Give back whatever this upload still counts in the budget (idempotent)."""

@@ -7,6 +7,7 @@ open forever. Timeouts are set small here; the defaults are in app.config.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -105,10 +106,8 @@ def _send_and_read_status(host: str, port: int, data: bytes, timeout: float = 10
     """Send ``data`` (the server may close before it has all of it); the status line."""
     with socket.create_connection((host, port)) as conn:
         conn.settimeout(timeout)
-        try:
+        with contextlib.suppress(OSError):  # refused mid-send: the answer is already here
             conn.sendall(data)
-        except OSError:
-            pass  # refused mid-send: the answer is already in our receive buffer
         return _status_line(conn)
 
 
