@@ -38,7 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bench_database, load_average, memaudit_server
+from bench.common import ROOT, bench_database, load_average, memaudit_server
 
 REFERENCE = {
     "sqlite": "43.7 req/s, p95 2.85 s, 0 5xx, 6 unreported rows",
@@ -227,9 +227,9 @@ def report(database: str, shared: Shared, wall: float, rows: dict[str, int], loa
     print(f"   load average after: {load_average()}")
 
 
-def run_one(database: str, clients: int, seconds: float) -> None:
+def run_one(database: str, clients: int, seconds: float, tree: Path) -> None:
     def measure(env: dict[str, str]) -> None:
-        with memaudit_server(env) as (_server, base):
+        with memaudit_server(env, tree) as (_server, base):
             load = load_average()
             shared, wall = asyncio.run(drive(base, clients, seconds))
             rows = check_rows(base, shared)
@@ -247,10 +247,13 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--tree", type=Path, default=ROOT, help="memaudit source tree to serve (default: this one)"
+    )
     args = parser.parse_args()
-    print(f"{args.clients} clients, {args.seconds:g} s per database")
+    print(f"{args.clients} clients, {args.seconds:g} s per database, serving {args.tree}")
     for database in ("sqlite", "postgres") if args.db == "both" else (args.db,):
-        run_one(database, args.clients, args.seconds)
+        run_one(database, args.clients, args.seconds, args.tree)
 
 
 if __name__ == "__main__":
