@@ -23,6 +23,7 @@ class Embedder(Protocol):
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
 
+
 #: Images decoded at once when thumbnails have to be computed from pixels.
 _THUMBNAIL_CHUNK = 256
 

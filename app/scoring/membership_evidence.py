@@ -34,11 +34,11 @@ def top_k_mean(similarity: np.ndarray, k: int, axis: int) -> np.ndarray:
 
 def real_crowding(real: np.ndarray, k: int = HUBNESS_NEIGHBOURS) -> np.ndarray:
     """Per real row: mean similarity to its k nearest other real rows (CSLS's rho_real)."""
-    among = real @ real.T
-    np.fill_diagonal(among, -np.inf)
     if len(real) < 2:
         return np.zeros(len(real), np.float32)
-    return top_k_mean(among, k, axis=1)
+    among = real @ real.T
+    np.fill_diagonal(among, -np.inf)
+    return top_k_mean(among, min(k, len(real) - 1), axis=1)  # never the -inf diagonal
 
 
 def soft_votes(similarity: np.ndarray, temperature: float) -> np.ndarray:

@@ -150,12 +150,15 @@ class ReferenceScorer:
         }
         evidence_order = real_top  # by thumbnail correlation without an embedding
         if real_vec is not None:
-            # Copy-detection embedding: best similarity against each real image's nearest
-            # other real image (the set's own null).
-            k = min(cfg.generated_per_real, len(generated))
+            # Copy-detection embedding against the set's own null, each real image's nearest
+            # other real image: a best of n-1. The batch's best of m > n-1 would beat it by
+            # chance alone, so the rank whose order statistic matches is compared: the
+            # ceil(m / (n-1))-th most similar generated image.
+            rank = rank_matching_null(len(generated), len(real))
+            k = min(max(cfg.generated_per_real, rank), len(generated))
             evidence_order, best_sims = top_generated(real_vec, gen_vec, k, cfg.block_entries)
             embedding_bar = Bar.of(nearest_other(real_vec), quantile)
-            components["embedding_evidence"] = embedding_bar.scale(best_sims[:, 0])
+            components["embedding_evidence"] = embedding_bar.scale(best_sims[:, rank - 1])
             components["best_similarity"] = best_sims[:, 0].astype(np.float64)
         scores = np.max([components[k] for k in _DECIDING if k in components], axis=0)
         evidence = self._evidence(
@@ -169,9 +172,11 @@ class ReferenceScorer:
             f"{cfg.min_inlier_margin}, at most {cfg.copy_cap} per generated image, reach "
             f"{cfg.copy_evidence})"
             + (
-                f"; or its most similar generated image by the copy-detection embedding is "
-                f"more similar than the real images' nearest other real image at that "
-                f"quantile (bar {embedding_bar.bar:.3f}, null median {embedding_bar.median:.3f})"
+                f"; or its {_ordinal(rank)} most similar generated image by the copy-detection "
+                f"embedding (the rank that makes a batch of {len(generated)} comparable with "
+                f"the {len(real) - 1} other real images) is more similar than the real images' "
+                f"nearest other real image at that quantile (bar {embedding_bar.bar:.3f}, null "
+                f"median {embedding_bar.median:.3f})"
                 if real_vec is not None
                 else f"; the embedding evidence is left out: {embedding_note}"
             )
@@ -352,6 +357,19 @@ class ReferenceScorer:
         return copies
 
 
+def rank_matching_null(generated: int, real: int) -> int:
+    """The rank among ``generated`` draws whose order statistic matches the best of the
+    ``real - 1`` draws of the real-vs-real null: ceil(generated / (real - 1)), at least 1."""
+    return max(1, -(-generated // max(real - 1, 1)))
+
+
+def _ordinal(rank: int) -> str:
+    if rank == 1:
+        return "single"  # "its single most similar generated image"
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(rank % 10 if rank % 100 not in (11, 12, 13) else 0)
+    return f"{rank}{suffix or 'th'}"
+
+
 #: Components that decide the score (the others are figures shown beside them).
 _DECIDING = ("copy_evidence", "vote_evidence", "embedding_evidence")
 
@@ -367,4 +385,3 @@ class VerifiedCopies:
     inliers: dict[tuple[int, int], int] = field(default_factory=dict)
     #: real -> {generated: credit} for the generated images whose margin credited it.
     credited: dict[int, dict[int, int]] = field(default_factory=dict)
-
