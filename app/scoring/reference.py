@@ -239,9 +239,8 @@ class ReferenceScorer:
             picked.append(chosen[: cfg.evidence_per_real])
         hasher = get_hasher("phash")
         gen_ids = sorted({j for row in picked for j in row})
-        gen_bits = dict(
-            zip(gen_ids, hasher.hash_bits([generated[j] for j in gen_ids], cfg.evidence_hash_size))
-        )
+        gen_hashes = hasher.hash_bits([generated[j] for j in gen_ids], cfg.evidence_hash_size)
+        gen_bits = dict(zip(gen_ids, gen_hashes, strict=True))
         real_bits = hasher.hash_bits([real[i] for i in range(len(real))], cfg.evidence_hash_size)
         evidence = []
         for i, row in enumerate(picked):

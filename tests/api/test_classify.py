@@ -7,7 +7,6 @@ import io
 import shutil
 
 import pytest
-
 from fastapi.testclient import TestClient
 
 from app.config import Settings
