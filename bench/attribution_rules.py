@@ -17,6 +17,10 @@ Every rule is calibrated label-free, from what a user has (the registered real i
 Per rule: copies given the true source / a wrong one, novel images given one, and the share of
 the two negative controls of bench/negative_controls.py (outside, reverse) given one. Also the
 cost of SIFT per image and per verified pair on this machine. Embeddings are as stored (float16).
+
+``--variants sift-256-300,sift-128-300,orb-256-500`` compares instead rule (b) alone for
+cheaper keypoints (app.imaging.features.CopyVerifier: detector-side-features), each with its
+ms per image and per verified pair on this machine, beside today's bar.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from negative_controls import outside_batch, outside_pool  # noqa: E402
 
-from app.imaging.features import sift_keypoints, verified_inliers  # noqa: E402
+from app.imaging.features import CopyVerifier, sift_keypoints, verified_inliers  # noqa: E402
 from app.scoring.artifacts import ModelArtifacts  # noqa: E402
 from app.training.embedding import generator_edit  # noqa: E402
 
@@ -132,11 +136,70 @@ def rr_inliers(reals: np.ndarray, keypoints: list, members: np.ndarray) -> np.nd
     )
 
 
+def parse_variant(text: str) -> CopyVerifier:
+    detector, side, features = text.split("-")
+    return CopyVerifier(detector, int(side), int(features))
+
+
+def compare_variants(
+    variants: list[CopyVerifier], reals, generated, outside, images, truth, unused
+):
+    """Rule (b) per keypoint variant: figures and cost (``images``: real, generated, outside)."""
+    real_images, generated_images, outside_images = images
+    copies = truth >= 0
+    nearest, _s1, _ = top2(generated, reals)
+    out_nearest, _, _ = top2(outside, reals)
+    rev_nearest, _, _ = top2(generated, reals[unused])
+    for verifier in variants:
+        started = time.perf_counter()
+        real_kp = [verifier.keypoints(g) for g in real_images]
+        generated_kp = [verifier.keypoints(g) for g in generated_images]
+        image_ms = 1000 * (time.perf_counter() - started) / (len(real_kp) + len(generated_kp))
+        outside_kp = [verifier.keypoints(g) for g in outside_images]
+
+        def bar(members: np.ndarray, real_kp=real_kp, verifier=verifier) -> int:
+            pairs = reals[members] @ reals[members].T
+            np.fill_diagonal(pairs, -np.inf)
+            return max(
+                verifier.inliers(real_kp[i], real_kp[members[j]])
+                for i, j in zip(members, pairs.argmax(1), strict=True)
+            )
+
+        everyone_bar, unused_bar = bar(np.arange(len(reals))), bar(unused)
+        started = time.perf_counter()
+        inliers = np.array(
+            [verifier.inliers(k, real_kp[j]) for k, j in zip(generated_kp, nearest, strict=True)]
+        )
+        pair_ms = 1000 * (time.perf_counter() - started) / len(generated_kp)
+        outside_in = np.array(
+            [verifier.inliers(k, real_kp[j]) for k, j in zip(outside_kp, out_nearest, strict=True)]
+        )
+        reverse_in = np.array(
+            [
+                verifier.inliers(k, real_kp[unused[j]])
+                for k, j in zip(generated_kp, rev_nearest, strict=True)
+            ]
+        )
+        given = inliers > everyone_bar
+        right = int((given & copies & (nearest == truth)).sum())
+        wrong = int((given & copies & (nearest != truth)).sum())
+        novel = int((given & ~copies).sum())
+        print(
+            f"  {verifier.kind:<24} bar {everyone_bar:>3} ({unused_bar:>3} reverse) "
+            f"right {right}/{copies.sum()} ({right / copies.sum():.1%}), wrong {wrong}, "
+            f"novel given {novel}/{(~copies).sum()} ({novel / (~copies).sum():.1%}) | outside "
+            f"{(outside_in > everyone_bar).mean():.1%} | reverse "
+            f"{(reverse_in > unused_bar).mean():.1%} | {image_ms:.1f} ms/image, "
+            f"{pair_ms:.2f} ms/pair"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("devsets", nargs="?", default=str(ROOT.parent / "shared/data/devsets"))
     parser.add_argument("--sets", default="lung-window,iq-othnccd")
     parser.add_argument("--probes", type=int, default=8)
+    parser.add_argument("--variants", default="", help="e.g. sift-128-300,orb-256-500")
     args = parser.parse_args()
     model = ModelArtifacts(ROOT / "models", want_cuda=False).load().embedding()
 
@@ -161,6 +224,18 @@ def main() -> int:
                 outside_pool(labels, Path(args.devsets).parent / "ct"), 400, 7, Path(tmp) / "o"
             )
             outside_images = read(sorted((Path(tmp) / "o").glob("*.png")))
+        if args.variants:
+            print(f"{name}:")
+            compare_variants(
+                [parse_variant(v) for v in args.variants.split(",")],
+                embed(real_images),
+                embed(generated_images),
+                embed(outside_images),
+                (real_images, generated_images, outside_images),
+                truth,
+                unused,
+            )
+            continue
         rng = np.random.default_rng(0)
         halves = [cv2.resize(g, (128, 128), interpolation=cv2.INTER_AREA) for g in real_images]
         probe_source = np.tile(np.arange(len(halves)), args.probes)

@@ -17,7 +17,17 @@ def batch_csv(document: dict) -> str:
     """One row per generated image; candidates as `name:distance` joined by `;`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["generated", "source", "distance", "candidates", "copy_of", "copy_similarity"])
+    writer.writerow(
+        [
+            "generated",
+            "source",
+            "distance",
+            "candidates",
+            "copy_of",
+            "copy_similarity",
+            "copy_verified_inliers",
+        ]
+    )
     for m in document["matches"]:
         copy = m.get("copy_of") or {}
         writer.writerow(
@@ -30,6 +40,7 @@ def batch_csv(document: dict) -> str:
                 ),
                 spreadsheet_cell(copy.get("real", "")),
                 copy.get("similarity", ""),
+                "" if copy.get("verified_inliers") is None else copy["verified_inliers"],
             ]
         )
     return out.getvalue()
@@ -41,10 +52,16 @@ def batch_text(document: dict) -> str:
     lines = paper_lines(document["matches"]) + [
         f"The copy-detection embedding finds {m['generated']} a copy of "
         f"{m['copy_of']['real']} with similarity {m['copy_of']['similarity']:.3f}"
+        + _verified_words(m["copy_of"])
         for m in document["matches"]
         if m.get("copy_of")
     ]
     return "".join(one_line(line) + "\n" for line in lines)
+
+
+def _verified_words(copy: dict) -> str:
+    inliers = copy.get("verified_inliers")
+    return "" if inliers is None else f", verified by {inliers} matching keypoints"
 
 
 def real_summary_csv(rows: list[dict]) -> str:

@@ -9,12 +9,21 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import HashCacheDep, IntakeDep, SessionDep, SessionsDep, SettingsDep
+from app.api.deps import (
+    FeatureStoreDep,
+    HashCacheDep,
+    ImageStoreDep,
+    IntakeDep,
+    SessionDep,
+    SessionsDep,
+    SettingsDep,
+)
 from app.api.forms import MAX_INT, REAL_SUMMARY_HELP, MatchForm
 from app.api.responses import csv_download, error_responses
 from app.api.schemas import MatchBatchOut, MatchBatchPage
 from app.api.uploads import UploadReader, finish_ingest
 from app.services import matching
+from app.services.copy_verification import VerifyConfig
 from app.services.registration import calibration_config
 from app.services.reports import batch_csv, batch_text, real_summary_csv
 
@@ -31,7 +40,9 @@ NOT_FOUND = "Unknown real set or batch."
     "real set. Each is pHashed and mapped to its nearest real image by Hamming distance; "
     "`source` is null when the nearest is above the threshold. `real_summary` gives each real "
     "image's verdict (`used` if some generated image maps to it); against a large set pass "
-    "`real_summary=used` (or `none`) to list only the used ones. The batch is stored: "
+    "`real_summary=used` (or `none`) to list only the used ones. `copy_of` names the real image "
+    "a generated image copies by the copy-detection embedding, verified geometrically (SIFT + "
+    "RANSAC) when `verify` allows; `copy_rule` says how it was decided. The batch is stored: "
     "GET /match/{batch_id} returns it again.\n\n"
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/match\n```",
     openapi_extra=MatchForm.openapi_extra(),
@@ -43,6 +54,8 @@ async def create_match(
     sessions: SessionsDep,
     cache: HashCacheDep,
     intake: IntakeDep,
+    images: ImageStoreDep,
+    features: FeatureStoreDep,
 ):
     started = time.perf_counter()
     limits = {"max_top_k": settings.max_top_k}
@@ -67,6 +80,7 @@ async def create_match(
         result,
         calibration_config(settings),
         started,
+        VerifyConfig.of(settings, images, features),
     )
 
 
@@ -111,8 +125,8 @@ def list_matches(
                         "generated": {
                             "summary": "part=generated (default)",
                             "value": "generated,source,distance,candidates,copy_of,"
-                            "copy_similarity\ngenerated_0478.png,used_0029.png,52,"
-                            "used_0029.png:52,used_0029.png,0.9412\n",
+                            "copy_similarity,copy_verified_inliers\ngenerated_0478.png,"
+                            "used_0029.png,52,used_0029.png:52,used_0029.png,0.9412,41\n",
                         },
                         "real": {
                             "summary": "part=real",
