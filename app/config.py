@@ -32,6 +32,19 @@ class Settings(BaseSettings):
         description="Where uploaded image bytes are kept (content-addressed); "
         "default <data_dir>/images. Replicas of the API must share it.",
     )
+    gc_min_age_seconds: float = Field(
+        default=600,
+        ge=0,
+        description="Sweeps (at start, periodic, `memaudit gc`) remove unreferenced image "
+        "files and partial writes left alone this long (younger ones may belong to an upload "
+        "still running in another process).",
+    )
+    gc_interval_seconds: float = Field(
+        default=3600,
+        ge=0,
+        description="The server sweeps the image store at start and then this often (0: at "
+        "start only).",
+    )
     auto_migrate: bool = Field(
         default=True, description="Run `alembic upgrade head` when the service starts."
     )
@@ -160,6 +173,11 @@ class Settings(BaseSettings):
     @property
     def effective_image_store_dir(self) -> Path:
         return self.image_store_dir or self.data_dir / "images"
+
+    @property
+    def effective_feature_store_dir(self) -> Path:
+        """Features derived from the stored images live beside them (shared the same way)."""
+        return self.effective_image_store_dir / "features"
 
     @property
     def effective_database_url(self) -> str:

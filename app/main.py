@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import register_error_handlers
-from app.api.routes import classify, health, match, models, real_sets, reports
+from app.api.metrics import RequestMetrics
+from app.api.routes import (
+    classify,
+    filter,
+    health,
+    match,
+    metrics,
+    models,
+    real_sets,
+    reports,
+)
 from app.api.routes.docs import add_offline_docs
 from app.api.schemas import keep_example_nulls
 from app.api.security import DOCS, PROTECTED, ApiKeys, document_access, is_loopback, load_api_keys
@@ -19,6 +31,7 @@ from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelArtifacts
 from app.scoring.methods import all_methods
 from app.services.decode_and_hash import HashPool
+from app.services.retention import ImageRetention, sweep_periodically
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
 
@@ -84,18 +97,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = make_session_factory(engine)
         app.state.hash_cache = SetHashCache()
         app.state.image_store = ImageStore(settings.effective_image_store_dir)
-        # Features derived from the stored images live beside them (shared the same way).
-        app.state.feature_store = FeatureStore(settings.effective_image_store_dir / "features")
+        app.state.feature_store = FeatureStore(settings.effective_feature_store_dir)
+        app.state.retention = ImageRetention(
+            app.state.image_store, app.state.feature_store, app.state.sessions
+        )
         app.state.models = ModelArtifacts(settings.models_dir, settings.use_cuda).load()
+        app.state.models.publish_metrics()
         workers = settings.effective_hash_workers
         app.state.hash_pool = HashPool(workers) if workers > 0 else None
         log.info(
             "memaudit ready: database %s",
             engine.url.render_as_string(hide_password=True),
         )
+        # What a crash left in the image store goes now, off the event loop, while serving.
+        stop_sweeps = threading.Event()
+        sweeps = asyncio.create_task(
+            sweep_periodically(
+                app.state.retention,
+                settings.gc_min_age_seconds,
+                settings.gc_interval_seconds,
+                stop_sweeps,
+            )
+        )
         try:
             yield
         finally:
+            stop_sweeps.set()  # a sweep running ends after its current shard folder
+            sweeps.cancel()
+            await asyncio.gather(sweeps, return_exceptions=True)
             if app.state.hash_pool is not None:
                 app.state.hash_pool.shutdown()
             engine.dispose()
@@ -111,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     register_error_handlers(app)
     keep_example_nulls(app)
+    app.add_middleware(RequestMetrics)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -122,8 +152,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_offline_docs(app, dependencies=DOCS)
     app.include_router(health.router)  # probes: never a key
     for router in (
+        metrics.router,
         real_sets.router,
         match.router,
+        filter.router,
         classify.router,
         models.router,
         reports.match_router,

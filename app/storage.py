@@ -3,7 +3,8 @@
 Files are named by their SHA-256, so the same image uploaded twice is stored once, writes
 are atomic (temp file + rename), and a failed database transaction leaves at worst an
 unreferenced file, never a wrong one. Scoring methods that need pixels read images back
-from here instead of asking the user to upload them again.
+from here instead of asking the user to upload them again. Which files may go, and when,
+is decided by app.services.retention (a file lives while a database row names it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +24,62 @@ def _check_digest(sha256: str) -> None:
         raise ValueError("not a sha256 hex digest")
 
 
+#: Prefix of a file being written (renamed into place when complete; a crash leaves it).
+PARTIAL_PREFIX = ".tmp-"
+HEX = frozenset("0123456789abcdef")
+
+
+def digest_prefixes() -> Iterator[str]:
+    """The 256 two-character folders both stores shard files into."""
+    return (f"{i:02x}" for i in range(256))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One file found in a store: its image's SHA-256 (None: a partial write), its age."""
+
+    path: Path
+    sha256: str | None
+    mtime: float
+    size: int
+
+
+def _scan(folder: Path, prefix: str, suffix: str) -> list[StoredFile]:
+    """The files of one shard folder: complete ones by digest, partial writes, nothing else."""
+    found: list[StoredFile] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        name = entry.name
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        if name.startswith(PARTIAL_PREFIX):
+            found.append(StoredFile(Path(entry.path), None, info.st_mtime, info.st_size))
+            continue
+        rest = name.removesuffix(suffix) if suffix else name
+        if (not suffix or name.endswith(suffix)) and len(rest) == 62 and set(rest) <= HEX:
+            found.append(StoredFile(Path(entry.path), prefix + rest, info.st_mtime, info.st_size))
+    return found
+
+
+def _remove(path: Path, sha256: str) -> StoredFile | None:
+    try:
+        info = path.stat()
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return StoredFile(path, sha256, info.st_mtime, info.st_size)
+
+
 def _write_atomically(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -43,9 +99,20 @@ class ImageStore:
 
     def put(self, sha256: str, data: bytes) -> None:
         target = self.path(sha256)
-        if target.exists():
+        try:  # stored already: mark it in use again (sweeps only remove files left alone)
+            os.utime(target)
             return
+        except FileNotFoundError:
+            pass
         _write_atomically(target, data)
+
+    def remove(self, sha256: str) -> StoredFile | None:
+        """Delete the file of ``sha256``; what it was, or None when there was none."""
+        return _remove(self.path(sha256), sha256)
+
+    def files(self, prefix: str) -> list[StoredFile]:
+        """The files (and partial writes) of digests starting with ``prefix`` (2 hex)."""
+        return _scan(self.root / prefix, prefix, "")
 
     def get(self, sha256: str) -> bytes:
         try:
@@ -85,3 +152,24 @@ class FeatureStore:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         _write_atomically(self._path(kind, sha256), buffer.getvalue())
+
+    def kinds(self) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(self.root) if e.is_dir())
+        except FileNotFoundError:
+            return []
+
+    def remove(self, sha256: str, kinds: list[str] | None = None) -> list[StoredFile]:
+        """Delete the features of ``sha256`` of every kind (``kinds``: those listed once for
+        many removals); what was deleted."""
+        kinds = self.kinds() if kinds is None else kinds
+        removed = (_remove(self._path(kind, sha256), sha256) for kind in kinds)
+        return [found for found in removed if found is not None]
+
+    def files(self, prefix: str) -> list[StoredFile]:
+        """Feature files (and partial writes) of every kind for digests starting ``prefix``."""
+        return [
+            found
+            for kind in self.kinds()
+            for found in _scan(self.root / kind / prefix, prefix, ".npz")
+        ]

@@ -50,11 +50,14 @@ def require_browser() -> None:
 
 
 @contextmanager
-def served_app(data_dir: Path) -> Iterator[str]:
-    """A real uvicorn server for a fresh app (SQLite under ``data_dir``) on a free loopback
-    port, in a thread; yields its URL."""
+def served_app(data_dir: Path, **overrides) -> Iterator[str]:
+    """A real uvicorn server for a fresh app (SQLite under ``data_dir``; ``overrides``: other
+    settings) on a free loopback port, in a thread; yields its URL."""
     settings = Settings(
-        data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'memaudit.db'}", hash_workers=0
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / 'memaudit.db'}",
+        hash_workers=0,
+        **overrides,
     )
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -6,17 +6,21 @@ replace any of them with ``app.dependency_overrides``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Annotated
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.scoring.artifacts import ModelArtifacts
+from app.services.copy_verification import VerifyConfig
 from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.intake import ImageIntake, ingest_limits
+from app.services.retention import ImageRetention
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
 
@@ -48,6 +52,10 @@ def get_feature_store(request: Request) -> FeatureStore:
     return request.app.state.feature_store
 
 
+def get_retention(request: Request) -> ImageRetention:
+    return request.app.state.retention
+
+
 def get_hash_pool(request: Request) -> HashPool | None:
     return request.app.state.hash_pool
 
@@ -76,18 +84,38 @@ SessionDep = Annotated[Session, Depends(get_session)]
 HashCacheDep = Annotated[SetHashCache, Depends(get_hash_cache)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 FeatureStoreDep = Annotated[FeatureStore, Depends(get_feature_store)]
+RetentionDep = Annotated[ImageRetention, Depends(get_retention)]
 HashPoolDep = Annotated[HashPool | None, Depends(get_hash_pool)]
 ModelsDep = Annotated[ModelArtifacts, Depends(get_models)]
 ApiKeysDep = Annotated["ApiKeys", Depends(get_api_keys)]
 
 
-def get_intake(
-    settings: SettingsDep, store: ImageStoreDep, pool: HashPoolDep, models: ModelsDep
-) -> ImageIntake:
-    """Uploads are hashed, thumbnailed and (with a verified embedding) embedded."""
+async def get_intake(
+    settings: SettingsDep, retention: RetentionDep, pool: HashPoolDep, models: ModelsDep
+) -> AsyncIterator[ImageIntake]:
+    """Uploads are hashed, thumbnailed and (with a verified embedding) embedded; what the
+    request stores is held until the route returns or fails, then whatever no row took is
+    removed (a failed request, a disconnect, /classify's scored uploads leave no bytes)."""
     path = models.embedding_file()
     spec = EmbeddingSpec(str(path), settings.use_cuda) if path is not None else None
-    return ImageIntake(ingest_limits(settings), store, pool, spec)
+    held = retention.hold()
+    try:
+        yield ImageIntake(ingest_limits(settings), retention.store, pool, spec, held)
+    finally:
+        with anyio.CancelScope(shield=True):  # also when the request is cancelled
+            await run_in_threadpool(held.release)
 
 
-IntakeDep = Annotated[ImageIntake, Depends(get_intake)]
+#: Ends with the route function ("function" scope), before the answer is sent: a client that
+#: got its answer finds the store already cleaned.
+IntakeDep = Annotated[ImageIntake, Depends(get_intake, scope="function")]
+
+
+def get_copy_verify(
+    settings: SettingsDep, images: ImageStoreDep, features: FeatureStoreDep
+) -> VerifyConfig:
+    """Where /match's copy verification finds pixels and cached keypoints, and its budget."""
+    return VerifyConfig.of(settings, images, features)
+
+
+CopyVerifyDep = Annotated[VerifyConfig, Depends(get_copy_verify)]

@@ -26,6 +26,13 @@ ERROR_MEANINGS: dict[int, str] = {
 }
 
 
+#: The 409 of an upload whose stored bytes another process removed before it committed.
+REMOVED_MEANWHILE = (
+    "Image bytes this upload stored were removed meanwhile by another process (memaudit gc, "
+    "a DELETE on another replica); nothing was stored: send the request again."
+)
+
+
 def error_responses(*codes: int, **specific: str) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route answering with these error codes; ``specific`` overrides a
     code's meaning (keys like ``e404``)."""

@@ -268,6 +268,45 @@ class MatchOut(BaseModel):
     )
 
 
+class ReleaseImageOut(BaseModel):
+    """One generated image's release decision and the evidence behind it."""
+
+    generated: str = Field(
+        description="Generated image file name.", examples=["generated_0478.png"]
+    )
+    decision: Literal["release", "withhold"] = Field(
+        description="`withhold` when some evidence calls it a copy of a real image.",
+        examples=["withhold"],
+    )
+    reasons: list[str] = Field(
+        description="Why it is withheld (empty when released).",
+        examples=[["copy of used_0029.png by the embedding (similarity 0.941)"]],
+    )
+    copy_of: CopyOfOut | None = Field(description="As in /match.")
+    source: str | None = Field(description="As in /match: the pHash source, or null.")
+    distance: int = Field(description="pHash distance to the nearest real image.", examples=[52])
+
+
+class ReleaseOut(BaseModel):
+    """The release gate's answer for a batch."""
+
+    batch_id: int = Field(
+        description="The stored batch (GET /match/{batch_id} and its report show the evidence).",
+        examples=[1],
+    )
+    real_set_id: int | None = Field(description="The real set it was checked against.")
+    real_set_name: str = Field(description="The set's name when the batch was made.")
+    rule: str = Field(description="The rule, in words.")
+    threshold: int = Field(description="The pHash threshold used.", examples=[29])
+    copy_threshold: float | None = Field(description="As in /match.")
+    copy_rule: str | None = Field(description="As in /match.")
+    generated_count: int = Field(description="Generated images decided.", examples=[500])
+    released_count: int = Field(description="Images that may be released.", examples=[150])
+    withheld_count: int = Field(description="Images withheld.", examples=[350])
+    images: list[ReleaseImageOut] = Field(description="One decision per generated image.")
+    rejected: list[RejectedOut] = Field(description="Uploaded files not decided, with reasons.")
+
+
 class RealSummaryOut(BaseModel):
     """A real image's verdict in a batch."""
 

@@ -52,13 +52,55 @@ def _train_embedding(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Where the shipped artifacts live: a rebuild replaces them only when asked to.
+SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
 def cmd_rebuild_models(args: argparse.Namespace) -> int:
-    """Rebuild every default artifact from synthetic phantoms + a simulated generator."""
+    """Rebuild the paper's two artifacts from synthetic phantoms into ``--out`` (build/models by
+    default), then compare each with the shipped one: same sha256, or what differs and which
+    package versions differ from the ones the shipped artifact was built with."""
+    import json
+
     from app.training.artifacts import rebuild_default_artifacts
 
-    written = rebuild_default_artifacts(Path(args.out), seed=args.seed, epochs=args.epochs)
-    print(f"rebuilt {' and '.join(str(p) for p in written)}")
-    return 0
+    out = Path(args.out)
+    if out.resolve() == SHIPPED_MODELS and not args.replace:
+        raise SystemExit(
+            f"memaudit rebuild-models: {out} holds the shipped artifacts; pass --replace to "
+            "overwrite them, or --out another folder (default build/models)"
+        )
+    entries = rebuild_default_artifacts(out, seed=args.seed, epochs=args.epochs)
+    shipped_manifest = SHIPPED_MODELS / "manifest.json"
+    shipped = {}
+    if shipped_manifest.exists() and out.resolve() != SHIPPED_MODELS:
+        shipped = {e["method"]: e for e in json.loads(shipped_manifest.read_text())["models"]}
+    differs = 0
+    for entry in entries:
+        line = f"{out / entry['file']}: sha256 {entry['sha256'][:16]}…"
+        reference = shipped.get(entry["method"])
+        if reference is None:
+            print(line)
+            continue
+        if reference["sha256"] == entry["sha256"]:
+            print(f"{line} identical to the shipped {reference['file']}")
+            continue
+        differs += 1
+        versions = {
+            package: (was, entry.get("built_with", {}).get(package))
+            for package, was in reference.get("built_with", {}).items()
+            if was != entry.get("built_with", {}).get(package)
+        }
+        why = (
+            ", ".join(f"{p} {a} -> {b}" for p, (a, b) in versions.items())
+            if versions
+            else "no recorded package version differs"
+        )
+        print(
+            f"{line} DIFFERS from the shipped {reference['file']} "
+            f"(metrics {reference.get('metrics')} -> {entry.get('metrics')}; {why})"
+        )
+    return 1 if differs and args.check else 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -98,9 +140,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(func=cmd_train)
 
     rebuild = sub.add_parser(
-        "rebuild-models", help="rebuild the default artifacts from synthetic data"
+        "rebuild-models",
+        help="rebuild the paper's CNN and SIFT+KNN artifacts from synthetic phantoms and "
+        "compare them with the shipped ones",
     )
-    rebuild.add_argument("--out", default="models")
+    rebuild.add_argument(
+        "--out", default="build/models", help="folder for the artifacts and their manifest"
+    )
+    rebuild.add_argument(
+        "--replace", action="store_true", help="allow --out models (overwrite the shipped ones)"
+    )
+    rebuild.add_argument(
+        "--check", action="store_true", help="exit 1 when a rebuilt artifact differs from models/"
+    )
     rebuild.add_argument("--seed", type=int, default=0)
     rebuild.add_argument("--epochs", type=int, default=10)
     rebuild.set_defaults(func=cmd_rebuild_models)

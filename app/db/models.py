@@ -84,6 +84,8 @@ class RealImage(Base):
         UniqueConstraint("real_set_id", "sha256", name="uq_real_images_set_sha256"),
         UniqueConstraint("real_set_id", "filename", name="uq_real_images_set_filename"),
         UniqueConstraint("real_set_id", "position", name="uq_real_images_set_position"),
+        #: Which rows refer to a stored file (app.services.retention); migration 0007.
+        Index("ix_real_images_sha256", "sha256"),
         NEVER_REUSE_IDS,
     )
 
@@ -157,7 +159,10 @@ class GeneratedImage(Base):
     """A generated image of a batch, its hash and its nearest real images."""
 
     __tablename__ = "generated_images"
-    __table_args__ = (Index("ix_generated_images_batch_position", "batch_id", "position"),)
+    __table_args__ = (
+        Index("ix_generated_images_batch_position", "batch_id", "position"),
+        Index("ix_generated_images_sha256", "sha256"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("match_batches.id", ondelete="CASCADE"))

@@ -144,6 +144,14 @@ class ModelArtifacts:
             return None
         return self.models_dir / loaded.entry["file"]
 
+    def publish_metrics(self) -> None:
+        """memaudit_model_loaded: one series per manifest entry, its status and provider."""
+        from app import metrics
+
+        for method, loaded in self.loaded.items():
+            provider = getattr(loaded.scorer, "execution_provider", None) or "none"
+            metrics.MODEL_LOADED.labels(method, loaded.status, provider).set(1)
+
     def _absent(self, method: str) -> str:
         return (
             f"no {method} model: {self.models_dir / MANIFEST} has none; "

@@ -6,7 +6,7 @@ import io
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, load_only
 
 from app.db.bulk import insert_rows
@@ -179,6 +179,21 @@ def _get_batch(session: Session, batch_id: int) -> MatchBatch:
     if batch is None:
         raise BatchNotFound(batch_id)
     return batch
+
+
+def delete_batch(session: Session, batch_id: int) -> list[str]:
+    """Delete the batch, its generated images and per-real-image results; the SHA-256 of
+    its images' stored bytes. Classifications made against it stay (``batch_id`` null)."""
+    _get_batch(session, batch_id)
+    digests = list(
+        session.scalars(
+            select(GeneratedImage.sha256).where(GeneratedImage.batch_id == batch_id).distinct()
+        )
+    )
+    session.execute(delete(GeneratedImage).where(GeneratedImage.batch_id == batch_id))
+    session.execute(delete(RealSummary).where(RealSummary.batch_id == batch_id))
+    session.execute(delete(MatchBatch).where(MatchBatch.id == batch_id))
+    return digests
 
 
 def _real_summary_rows(

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only, sessionmaker
 
@@ -42,6 +42,7 @@ from app.services import batches, real_sets
 from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.services.filenames import one_line, spreadsheet_cell
 from app.services.ingest import HashedImage, IngestResult
+from app.services.retention import HeldImages
 from app.storage import FeatureStore, ImageStore
 
 log = logging.getLogger("memaudit.classify")
@@ -164,9 +165,12 @@ def classify(
     features: FeatureStore,
     settings: Settings,
     started: float,
+    held: HeldImages | None = None,
 ) -> dict:
     """Score the real images (a set's or uploaded) against the generated ones (a batch's or
-    uploaded) with the request's method; store and return the classification."""
+    uploaded) with the request's method; store and return the classification. ``held``:
+    the request's hold, which keeps a set's or batch's bytes while they are scored (the
+    uploaded ones are only scored: no row keeps them, they go when the request ends)."""
     if request.real_set_id is not None and real_upload.images:
         raise InvalidInput("send either real_set_id or real 'files', not both")
     if request.batch_id is not None and generated_upload is not None:
@@ -192,6 +196,8 @@ def classify(
                 "rejected": generated_upload.rejected_json() if generated_upload else [],
             },
         )
+    if held is not None:  # a DELETE meanwhile leaves them until scored (checked below)
+        held.hold(ref.sha256 for ref in (*real, *generated) if ref.sha256 is not None)
     real_px = StoredImages(images, real, settings.max_image_pixels, features)
     gen_px = StoredImages(images, generated, settings.max_image_pixels, features)
     log.info("classify %s: %d real, %d generated", request.method, len(real), len(generated))
@@ -412,6 +418,20 @@ def load_classification(session: Session, classification_id: int) -> dict:
         ],
         "rejected": row.rejected,
     }
+
+
+def delete_classification(sessions: sessionmaker[Session], classification_id: int) -> None:
+    """Delete a stored classification and its per-image scores. It keeps no image bytes of
+    its own: uploaded images were removed when its request ended."""
+    with transaction(sessions) as session:
+        if session.get(Classification, classification_id) is None:
+            raise ClassificationNotFound(classification_id)
+        session.execute(
+            delete(ClassificationResult).where(
+                ClassificationResult.classification_id == classification_id
+            )
+        )
+        session.execute(delete(Classification).where(Classification.id == classification_id))
 
 
 def classification_summary(row: Classification, real_set_name: str | None) -> dict:

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
+from app import metrics
 from app.imaging.archive import ArchiveError, Member, iter_zip
 from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
 from app.imaging.windowing import AppliedWindow, Window
@@ -334,4 +335,8 @@ class ImageIngest:
         if self._pending:
             self.flush()
         self._drain()
+        images = self.result.images
+        metrics.IMAGES_HASHED.labels(self.hash_kind).inc(len(images))
+        metrics.IMAGES_EMBEDDED.inc(sum(image.embedding is not None for image in images))
+        metrics.FILES_REJECTED.inc(len(self.result.rejected))
         return self.result

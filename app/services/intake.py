@@ -10,6 +10,7 @@ from app.imaging.hashers import DEFAULT_HASH_KIND
 from app.imaging.windowing import Window
 from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.ingest import ImageIngest, IngestLimits
+from app.services.retention import HeldImages
 from app.storage import ImageStore
 
 
@@ -26,13 +27,17 @@ def ingest_limits(settings: Settings) -> IngestLimits:
 @dataclass(frozen=True)
 class ImageIntake:
     """Makes the :class:`ImageIngest` of one upload: every accepted image is hashed (by the
-    worker pool when there is one) and its bytes kept in the image store."""
+    worker pool when there is one) and its bytes kept in the image store (through ``held``,
+    the request's hold, when given: app.services.retention)."""
 
     limits: IngestLimits
     store: ImageStore
     pool: HashPool | None
     #: The verified copy-detection embedding, computed beside the hash (None: not loaded).
     embedding: EmbeddingSpec | None = None
+    #: The request's hold on what it stores; released (and what no row took removed) when
+    #: the request ends.
+    held: HeldImages | None = None
 
     def ingest(
         self,
@@ -50,7 +55,7 @@ class ImageIntake:
             window=window,
             known_sha256=known_sha256,
             known_names=known_names,
-            keep=self.store.put,
+            keep=self.held.put if self.held is not None else self.store.put,
             pool=self.pool,
             embedding=self.embedding,
         )

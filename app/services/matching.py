@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import metrics
 from app.db.models import RealSet
 from app.db.session import transaction
 from app.imaging.windowing import Window
@@ -32,6 +33,7 @@ from app.services.errors import InvalidInput
 from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
 from app.services.real_sets import CalibrationConfig
+from app.services.retention import HeldImages, ImageRetention
 from app.services.set_hash_cache import SetHashCache, SetHashes
 from app.services.source_matching import (
     CopyDecision,
@@ -103,11 +105,13 @@ def create_batch(
     upload: IngestResult,
     calibration: CalibrationConfig,
     started: float,
+    held: HeldImages | None = None,
     verify: VerifyConfig | None = None,
 ) -> dict:
     """Match the uploaded images against the set (pHash, the paper's rule; and the
     copy-detection embedding, ``copy_of``, verified geometrically when ``verify`` allows),
-    store the batch, return its document."""
+    store the batch, return its document (``held``: the request's hold on the uploaded
+    bytes)."""
     with sessions() as session:  # a window field that came after the files
         real_sets.check_window(real_sets.get_real_set(session, request.real_set_id), request.window)
     if not upload.images:
@@ -125,9 +129,13 @@ def create_batch(
         warm_set = real_sets.get_real_set(session, request.real_set_id)
         warm = cache.get(session, warm_set)
         warm.copy_rule(calibration.quantile, calibration.min_images)
+        verifying = time.perf_counter()
         plan = plan_verification(
             session, warm_set, warm, upload, request.verify, calibration, verify
         )
+        if plan.verification is not None:
+            spent = time.perf_counter() - verifying
+            metrics.SEARCH_SECONDS.labels("copy_verification").observe(spent)
     with transaction(sessions) as session:
         real_set = real_sets.get_real_set(session, request.real_set_id)
         bits = real_set.hash_size * real_set.hash_size
@@ -141,6 +149,7 @@ def create_batch(
             request.threshold,
         )
         hashes = cache.get(session, real_set)
+        searched = time.perf_counter()
         outcome = match_sources(
             hashes.filenames,
             hashes.words,
@@ -149,7 +158,10 @@ def create_batch(
             threshold.value,
             request.top_k,
         )
+        attributed = time.perf_counter()
+        metrics.SEARCH_SECONDS.labels("phash").observe(attributed - searched)
         copy_rule = decide_copies(outcome, upload, hashes, calibration, plan)
+        metrics.SEARCH_SECONDS.labels("copy_of").observe(time.perf_counter() - attributed)
         if plan.new_bar is not None and real_set.revision == warm.revision:
             real_sets.keep_copy_verification(real_set, plan.new_bar.as_json())
         batch = batches.save_batch(
@@ -163,6 +175,8 @@ def create_batch(
             copy_rule=copy_rule,
         )
         session.flush()
+        if held is not None:
+            held.require_stored(session, (g.sha256 for g in upload.images))
         return batches.batch_document(
             batch,
             outcome.matches,
@@ -174,6 +188,14 @@ def create_batch(
 
 def get_batch(session: Session, batch_id: int, real_summary: batches.SummaryScope) -> dict:
     return batches.load_batch(session, batch_id, real_summary)
+
+
+def delete_batch(sessions: sessionmaker[Session], retention: ImageRetention, batch_id: int) -> None:
+    """Delete a stored batch, then (once committed) the stored bytes of its generated
+    images that no set or other batch holds."""
+    with transaction(sessions) as session:
+        digests = batches.delete_batch(session, batch_id)
+    retention.remove_unreferenced(digests)
 
 
 def get_real_summary(

@@ -238,7 +238,17 @@ def append_rows(
     return real_set
 
 
-def delete_real_set(session: Session, real_set_id: int) -> None:
-    get_real_set(session, real_set_id)
+def delete_real_set(session: Session, real_set_id: int) -> list[str]:
+    """Delete the set and its images; the SHA-256 of the images' stored bytes (read under
+    the set's lock, so an append committing meanwhile is in them)."""
+    get_real_set(session, real_set_id, for_update=True)
+    digests = list(
+        session.scalars(
+            select(RealImage.sha256)
+            .where(RealImage.real_set_id == real_set_id, RealImage.sha256.is_not(None))
+            .distinct()
+        )
+    )
     session.execute(delete(RealImage).where(RealImage.real_set_id == real_set_id))
     session.execute(delete(RealSet).where(RealSet.id == real_set_id))
+    return digests

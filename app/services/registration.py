@@ -19,6 +19,7 @@ from app.services import hash_import, real_sets
 from app.services.errors import Conflict, InvalidInput
 from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
+from app.services.retention import HeldImages, ImageRetention
 from app.services.set_hash_cache import SetHashCache
 
 CONCURRENT_ADD = "the set changed while uploading (concurrent add); retry"
@@ -49,15 +50,18 @@ def register_images(
     upload: IngestResult,
     settings: Settings,
     window: Window | None = None,
+    held: HeldImages | None = None,
 ) -> tuple[RealSet, list[RealImage]]:
-    """A new set of the uploaded images (windowed with ``window``, stored with the set);
-    returns it with its images."""
+    """A new set of the uploaded images (windowed with ``window``, stored with the set;
+    ``held``: the request's hold on their bytes); returns it with its images."""
     if not upload.images:
         raise no_usable_images(upload)
     with transaction(sessions) as session:
         real_set = real_sets.create_real_set(
             session, name, hash_size, upload.images, calibration_config(settings), window=window
         )
+        if held is not None:
+            held.require_stored(session, (i.sha256 for i in upload.images))
         return real_set, real_sets.list_images(session, real_set.id, 0, len(upload.images))
 
 
@@ -115,9 +119,10 @@ def add_images(
     upload: IngestResult,
     settings: Settings,
     window: Window | None = None,
+    held: HeldImages | None = None,
 ) -> tuple[RealSet, list[RealImage]]:
-    """Append the uploaded images (``window``: the request's, refused unless the set's);
-    returns the set and the images added."""
+    """Append the uploaded images (``window``: the request's, refused unless the set's;
+    ``held``: the request's hold on their bytes); returns the set and the images added."""
     try:
         with transaction(sessions) as session:
             real_set = real_sets.get_real_set(session, real_set_id, for_update=True)
@@ -131,6 +136,8 @@ def add_images(
                 session, real_set, upload.images, calibration_config(settings)
             )
             added = real_sets.list_images(session, real_set_id, start, len(upload.images))
+            if held is not None:
+                held.require_stored(session, (i.sha256 for i in upload.images))
     except IntegrityError:
         raise Conflict(CONCURRENT_ADD) from None
     cache.forget(real_set_id)
@@ -160,7 +167,16 @@ def add_hashes(
     return real_set, parsed
 
 
-def delete_set(sessions: sessionmaker[Session], cache: SetHashCache, real_set_id: int) -> None:
+def delete_set(
+    sessions: sessionmaker[Session],
+    cache: SetHashCache,
+    retention: ImageRetention,
+    real_set_id: int,
+) -> None:
+    """Delete the set's rows (hashes, thumbnails, embeddings), then, once that is committed,
+    the stored bytes of its images that no other set or batch holds. Batches and
+    classifications made against it stay, with ``real_set_id`` null."""
     with transaction(sessions) as session:
-        real_sets.delete_real_set(session, real_set_id)
+        digests = real_sets.delete_real_set(session, real_set_id)
     cache.forget(real_set_id)
+    retention.remove_unreferenced(digests)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,45 @@ SIFT_KNN_FILE = "sift_knn.joblib"
 EMBEDDING_FILE = "embedding.onnx"
 
 
+#: Packages whose versions decide the bytes of a rebuilt artifact (recorded in its entry).
+BUILD_PACKAGES = ("torch", "onnx", "numpy", "scipy", "opencv-python-headless", "scikit-learn")
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def build_environment() -> dict[str, str | None]:
+    """Versions of the packages that decide a rebuilt artifact's bytes (None: not installed)."""
+    versions: dict[str, str | None] = {}
+    for package in BUILD_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """One thread for torch, OpenCV and the BLAS/OpenMP pools, and torch's deterministic
+    kernels: float sums then run in one order, so a rebuild does not depend on the core count."""
+    import cv2
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        cv2.setNumThreads(cv_threads)
 
 
 def train_cnn_artifact(
@@ -43,6 +82,7 @@ def train_cnn_artifact(
         file=file,
         trained_on=trained_on,
         metrics=metrics,
+        extra={"built_with": build_environment()},
     )
 
 
@@ -67,21 +107,30 @@ def train_sift_knn_artifact(
         file=file,
         trained_on=trained_on,
         metrics=metrics,
+        extra={"built_with": build_environment()},
     )
 
 
-def rebuild_default_artifacts(models_dir: Path, seed: int = 0, epochs: int = 10) -> list[Path]:
-    """Every default artifact from synthetic phantoms + a simulated generator."""
+def rebuild_default_artifacts(
+    models_dir: Path, seed: int = 0, epochs: int = 10, devset_sizes: dict[str, int] | None = None
+) -> list[dict]:
+    """Every default artifact from synthetic phantoms + a simulated generator, single-threaded
+    so the bytes depend only on the seed and the BUILD_PACKAGES versions (recorded in each
+    entry's ``built_with``); returns the manifest entries written. ``devset_sizes``: counts
+    for app.training.synthetic.synthetic_devset (tests rebuild tiny ones)."""
     from app.training.synthetic import synthetic_devset
 
-    used, unused, generated = synthetic_devset(seed=seed)
-    trained_on = (
-        f"synthetic phantoms (app/training/synthetic.py, seed {seed}): "
-        f"{len(used)} used, {len(unused)} unused, {len(generated)} simulated generated"
-    )
-    train_cnn_artifact(used, unused, models_dir, CNN_FILE, trained_on, epochs)
-    train_sift_knn_artifact(used, unused, generated, models_dir, SIFT_KNN_FILE, trained_on)
-    return [models_dir / CNN_FILE, models_dir / SIFT_KNN_FILE]
+    with single_threaded():
+        used, unused, generated = synthetic_devset(seed=seed, **(devset_sizes or {}))
+        trained_on = (
+            f"synthetic phantoms (app/training/synthetic.py, seed {seed}): "
+            f"{len(used)} used, {len(unused)} unused, {len(generated)} simulated generated"
+        )
+        cnn = train_cnn_artifact(used, unused, models_dir, CNN_FILE, trained_on, epochs)
+        sift_knn = train_sift_knn_artifact(
+            used, unused, generated, models_dir, SIFT_KNN_FILE, trained_on
+        )
+    return [cnn, sift_knn]
 
 
 def train_embedding_artifact(
@@ -141,5 +190,9 @@ def train_embedding_artifact(
         file=out.name,
         trained_on=trained_on,
         metrics=metrics,
-        extra={"role": "copy-detection embedding", "training": training},
+        extra={
+            "role": "copy-detection embedding",
+            "training": training,
+            "built_with": build_environment(),
+        },
     )

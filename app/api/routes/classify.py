@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -21,10 +21,12 @@ from app.api.deps import (
 from app.api.forms import MAX_INT, ClassifyForm
 from app.api.responses import csv_download, error_responses
 from app.api.schemas import ClassificationOut, ClassificationPage
+from app.api.security import ADMIN
 from app.api.uploads import UploadReader, finish_ingest
 from app.services import classification as service
 
 router = APIRouter(prefix="/classify", tags=["membership inference"])
+ClassificationId = Path(ge=1, le=MAX_INT, description="Id from POST /classify.", examples=[1])
 
 NOT_FOUND = "Unknown real set, batch or classification."
 
@@ -86,6 +88,7 @@ async def create_classification(
         features=features,
         settings=settings,
         started=started,
+        held=intake.held,
     )
 
 
@@ -141,9 +144,7 @@ def list_classifications(
 )
 def get_classification(
     session: SessionDep,
-    classification_id: int = Path(
-        ge=1, le=MAX_INT, description="Id from POST /classify.", examples=[1]
-    ),
+    classification_id: int = ClassificationId,
     format: Literal["json", "csv", "imageclef"] = Query(
         "json", description="Answer format.", examples=["imageclef"]
     ),
@@ -156,3 +157,18 @@ def get_classification(
     if format == "imageclef":
         return PlainTextResponse(service.classification_imageclef(document))
     return document
+
+
+@router.delete(
+    "/{classification_id}",
+    status_code=204,
+    summary="Delete a stored classification",
+    dependencies=ADMIN,
+    description="Deletes the classification and its per-image scores. It holds no image "
+    "bytes: files uploaded to POST /classify are only scored and are removed from the image "
+    "store when that request ends (unless a real set or match batch holds the same bytes).",
+    responses=error_responses(404, 422, e404="Unknown classification."),
+)
+def delete_classification(sessions: SessionsDep, classification_id: int = ClassificationId):
+    service.delete_classification(sessions, classification_id)
+    return Response(status_code=204)

@@ -5,29 +5,30 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
-    FeatureStoreDep,
+    CopyVerifyDep,
     HashCacheDep,
-    ImageStoreDep,
     IntakeDep,
+    RetentionDep,
     SessionDep,
     SessionsDep,
     SettingsDep,
 )
 from app.api.forms import MAX_INT, REAL_SUMMARY_HELP, MatchForm
-from app.api.responses import csv_download, error_responses
+from app.api.responses import REMOVED_MEANWHILE, csv_download, error_responses
 from app.api.schemas import MatchBatchOut, MatchBatchPage
+from app.api.security import ADMIN
 from app.api.uploads import UploadReader, finish_ingest
 from app.services import matching
-from app.services.copy_verification import VerifyConfig
 from app.services.registration import calibration_config
 from app.services.reports import batch_csv, batch_text, real_summary_csv
 
 router = APIRouter(prefix="/match", tags=["source matching"])
+BatchId = Path(ge=1, le=MAX_INT, description="Batch id from POST /match.", examples=[1])
 
 NOT_FOUND = "Unknown real set or batch."
 
@@ -46,7 +47,9 @@ NOT_FOUND = "Unknown real set or batch."
     "GET /match/{batch_id} returns it again.\n\n"
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/match\n```",
     openapi_extra=MatchForm.openapi_extra(),
-    responses=error_responses(400, 404, 413, 415, 422, 503, e404=NOT_FOUND),
+    responses=error_responses(
+        400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE
+    ),
 )
 async def create_match(
     request: Request,
@@ -54,9 +57,20 @@ async def create_match(
     sessions: SessionsDep,
     cache: HashCacheDep,
     intake: IntakeDep,
-    images: ImageStoreDep,
-    features: FeatureStoreDep,
+    verify: CopyVerifyDep,
 ):
+    return await run_match(request, settings, sessions, cache, intake, verify)
+
+
+async def run_match(
+    request: Request,
+    settings: SettingsDep,
+    sessions: SessionsDep,
+    cache: HashCacheDep,
+    intake: IntakeDep,
+    verify: CopyVerifyDep,
+) -> dict:
+    """Read a MatchForm upload, hash it and store the batch (POST /match and POST /filter)."""
     started = time.perf_counter()
     limits = {"max_top_k": settings.max_top_k}
     async with UploadReader(request, settings) as upload:
@@ -80,7 +94,8 @@ async def create_match(
         result,
         calibration_config(settings),
         started,
-        VerifyConfig.of(settings, images, features),
+        intake.held,
+        verify,
     )
 
 
@@ -145,7 +160,7 @@ def list_matches(
 )
 def get_match(
     session: SessionDep,
-    batch_id: int = Path(ge=1, le=MAX_INT, description="Batch id from POST /match.", examples=[1]),
+    batch_id: int = BatchId,
     format: Literal["json", "csv", "text"] = Query(
         "json", description="Answer format.", examples=["csv"]
     ),
@@ -171,3 +186,19 @@ def get_match(
     if format == "text":
         return PlainTextResponse(batch_text(document))
     return document
+
+
+@router.delete(
+    "/{batch_id}",
+    status_code=204,
+    summary="Delete a match batch and its stored generated images",
+    dependencies=ADMIN,
+    description="Deletes the batch's rows (generated images' hashes, thumbnails, embeddings, "
+    "matches, per-real-image results) and then the stored bytes of its generated images, "
+    "except bytes a real set or another batch also holds. Classifications made against it "
+    "stay readable (their `batch_id` becomes null).",
+    responses=error_responses(404, 422, e404="Unknown batch."),
+)
+def delete_match(sessions: SessionsDep, retention: RetentionDep, batch_id: int = BatchId):
+    matching.delete_batch(sessions, retention, batch_id)
+    return Response(status_code=204)

@@ -5,9 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import HashCacheDep, IntakeDep, SessionDep, SessionsDep, SettingsDep
+from app.api.deps import (
+    HashCacheDep,
+    IntakeDep,
+    RetentionDep,
+    SessionDep,
+    SessionsDep,
+    SettingsDep,
+)
 from app.api.forms import MAX_INT, AddHashesForm, AddImagesForm, NewSetForm
-from app.api.responses import error_responses
+from app.api.responses import REMOVED_MEANWHILE, error_responses
 from app.api.schemas import (
     HashesImported,
     ImageOut,
@@ -71,7 +78,7 @@ def _imported_body(real_set, parsed) -> dict:
     "```\nfilename,phash\n"
     "real_0000.png,c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1\n```",
     openapi_extra=NewSetForm.openapi_extra(),
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 409, 413, 415, 422, 503, e409=REMOVED_MEANWHILE),
 )
 async def create_real_set(
     request: Request, settings: SettingsDep, sessions: SessionsDep, intake: IntakeDep
@@ -111,6 +118,7 @@ async def create_real_set(
         result,
         settings,
         early.window,
+        intake.held,
     )
     return _created_body(real_set, result, images)
 
@@ -172,7 +180,14 @@ async def add_images(
         upload.require_files()
         result = await finish_ingest(ingest)
     real_set, added = await run_in_threadpool(
-        registration.add_images, sessions, cache, real_set_id, result, settings, form.window
+        registration.add_images,
+        sessions,
+        cache,
+        real_set_id,
+        result,
+        settings,
+        form.window,
+        intake.held,
     )
     return _created_body(real_set, result, added)
 
@@ -216,11 +231,16 @@ async def add_hashes(
 @router.delete(
     "/{real_set_id}",
     status_code=204,
-    summary="Delete a real set and its hashes",
+    summary="Delete a real set, its hashes and its stored images",
     dependencies=ADMIN,
-    description="Match batches made against it stay readable (their `real_set_id` becomes null).",
+    description="Deletes the set's rows (hashes, thumbnails, embeddings) and then the stored "
+    "bytes of its images, except bytes another set or a match batch also holds. Match "
+    "batches and classifications made against it stay readable (their `real_set_id` "
+    "becomes null; they keep image names and scores, no pixels of the set).",
     responses=error_responses(404, 422, e404=NOT_FOUND),
 )
-def delete_real_set(sessions: SessionsDep, cache: HashCacheDep, real_set_id: int = SetId):
-    registration.delete_set(sessions, cache, real_set_id)
+def delete_real_set(
+    sessions: SessionsDep, cache: HashCacheDep, retention: RetentionDep, real_set_id: int = SetId
+):
+    registration.delete_set(sessions, cache, retention, real_set_id)
     return Response(status_code=204)

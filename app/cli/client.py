@@ -1,0 +1,338 @@
+"""`memaudit client`: the API from another host, for pipelines (register, match, filter,
+classify, report), with uploads streamed from disk and exit codes a CI job can branch on.
+
+Exit codes: 0 done and nothing found; 3 the audit found something (`match`: a generated image
+copies a real one, by `copy_of` or the pHash rule; `filter`: an image is withheld;
+`classify`: a real image labelled used — choose with --fail-on); 4 the server refused the
+request (4xx: its reason is printed); 5 the server could not be reached or failed (5xx,
+network); 2 bad command line (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from app.cli.folders import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES
+
+EXIT_FOUND = 3
+EXIT_REFUSED = 4
+EXIT_UNREACHABLE = 5
+#: Bytes read from disk per chunk of a streamed upload.
+CHUNK = 1024 * 1024
+#: Seconds the client waits for an answer after its upload (a large audit takes minutes).
+ANSWER_TIMEOUT = 3600.0
+
+
+class ClientError(SystemExit):
+    """Ends the command with a message on stderr and one of the exit codes above."""
+
+    def __init__(self, code: int, message: str) -> None:
+        print(f"memaudit client: {message}", file=sys.stderr)
+        super().__init__(code)
+
+
+def upload_files(paths: Sequence[Path]) -> list[Path]:
+    """Images and zips named, or found under the folders named (recursively), sorted."""
+    suffixes = IMAGE_SUFFIXES | ARCHIVE_SUFFIXES | {".dcm"}
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            )
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ClientError(2, f"{path} does not exist")
+    if not out:
+        raise ClientError(2, "no image or zip files among " + ", ".join(map(str, paths)))
+    return out
+
+
+class MultipartStream:
+    """A multipart/form-data body generated while it is sent (files read in 1 MiB chunks, so
+    a 10 GB upload needs 1 MiB here), reporting progress on stderr when it is a terminal."""
+
+    def __init__(self, fields: dict[str, str], files: Sequence[tuple[str, Path]]) -> None:
+        self.boundary = f"memaudit-{uuid.uuid4().hex}"
+        self.fields = fields
+        self.files = files
+        self.total = sum(path.stat().st_size for _field, path in files)
+        self.sent = 0
+        self.show = sys.stderr.isatty()
+        self._shown = 0.0
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def _progress(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.show and (final or now - self._shown > 0.5):
+            self._shown = now
+            share = self.sent / self.total if self.total else 1.0
+            print(
+                f"\rupload {self.sent / 1e6:,.1f} / {self.total / 1e6:,.1f} MB ({share:.0%})",
+                end="\n" if final else "",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def __iter__(self) -> Iterator[bytes]:
+        for name, value in self.fields.items():
+            yield (
+                f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                f"{value}\r\n"
+            ).encode()
+        for field, path in self.files:
+            quoted = path.name.replace("\\", "\\\\").replace('"', '\\"')
+            zipped = path.suffix.lower() == ".zip"
+            kind = "application/zip" if zipped else "application/octet-stream"
+            yield (
+                f'--{self.boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+                f'filename="{quoted}"\r\nContent-Type: {kind}\r\n\r\n'
+            ).encode()
+            with path.open("rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    self.sent += len(chunk)
+                    self._progress()
+                    yield chunk
+            yield b"\r\n"
+        self._progress(final=True)
+        yield f"--{self.boundary}--\r\n".encode()
+
+
+class Api:
+    """The server's URL and key; each call answers the JSON document or ends the command."""
+
+    def __init__(self, server: str, api_key: str | None) -> None:
+        self.server = server.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def call(self, method: str, path: str, **kwargs) -> dict:
+        import httpx
+
+        url = self.server + path
+        timeout = httpx.Timeout(30.0, read=ANSWER_TIMEOUT)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        try:
+            response = httpx.request(method, url, headers=headers, timeout=timeout, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(EXIT_UNREACHABLE, f"cannot reach {url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:500]
+            code = EXIT_REFUSED if response.status_code < 500 else EXIT_UNREACHABLE
+            detail_text = detail if isinstance(detail, str) else json.dumps(detail)[:2000]
+            status = response.status_code
+            raise ClientError(code, f"{method} {path} answered {status}: {detail_text}")
+        return response.json() if response.content else {}
+
+    def upload(self, path: str, fields: dict[str, str], files: Sequence[tuple[str, Path]]) -> dict:
+        body = MultipartStream(fields, files)
+        headers = {"Content-Type": body.content_type}
+        return self.call("POST", path, content=iter(body), headers=headers)
+
+
+def _print(document: dict, args: argparse.Namespace, summary: str) -> None:
+    print(json.dumps(document, indent=1) if args.json else summary)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    api = Api(args.server, args.api_key)
+    files = [("files", p) for p in upload_files(args.paths)]
+    fields = {"hash_size": str(args.hash_size)}
+    if args.set is None:
+        doc = api.upload("/real-sets", {"name": args.name, **fields}, files)
+    else:
+        doc = api.upload(f"/real-sets/{args.set}/images", {}, files)
+    set_id = doc.get("id", args.set)
+    summary = (
+        f"real set {set_id}: {doc.get('image_count')} images"
+        f" ({len(doc.get('rejected', []))} files rejected, "
+        f"{len(doc.get('duplicates', []))} duplicates)"
+    )
+    _print(doc, args, summary)
+    for item in doc.get("rejected", []):
+        print(f"rejected {item['filename']}: {item['reason']}", file=sys.stderr)
+    return 0
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    api = Api(args.server, args.api_key)
+    fields = {"real_set_id": str(args.set), "real_summary": "used"}
+    if args.threshold is not None:
+        fields["threshold"] = str(args.threshold)
+    doc = api.upload("/match", fields, [("files", p) for p in upload_files(args.paths)])
+    copies = [m for m in doc["matches"] if m.get("copy_of")]
+    matched = [m for m in doc["matches"] if m.get("source")]
+    summary = (
+        f"batch {doc['batch_id']}: {doc['generated_count']} generated images; "
+        f"{len(copies)} copies by the embedding (copy_of), {len(matched)} within pHash distance "
+        f"{doc['threshold']} of a real image; report: {args.server.rstrip('/')}/match/"
+        f"{doc['batch_id']}/report"
+    )
+    _print(doc, args, summary)
+    if not args.json:
+        for m in copies:
+            c = m["copy_of"]
+            print(f"copy {m['generated']} -> {c['real']} (similarity {c['similarity']:.3f})")
+        for m in matched:
+            print(f"phash {m['generated']} -> {m['source']} (distance {m['distance']})")
+    found = {"copies": copies, "matches": copies or matched, "never": []}[args.fail_on]
+    return EXIT_FOUND if found else 0
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    """The release gate: withheld images listed with their reasons, the rest saved to --out."""
+    api = Api(args.server, args.api_key)
+    fields = {"real_set_id": str(args.set)}
+    doc = api.upload("/filter", fields, [("files", p) for p in upload_files(args.paths)])
+    summary = (
+        f"batch {doc['batch_id']}: {doc['released_count']} of {doc['generated_count']} "
+        f"generated images may be released, {doc['withheld_count']} withheld"
+    )
+    _print(doc, args, summary)
+    if not args.json:
+        for image in doc["images"]:
+            if image["decision"] == "withhold":
+                print(f"withhold {image['generated']}: {'; '.join(image['reasons'])}")
+    if args.out:
+        _download(api, f"/filter/{doc['batch_id']}/released", Path(args.out))
+        print(f"wrote {args.out} ({doc['released_count']} images and the manifest)")
+    return EXIT_FOUND if doc["withheld_count"] else 0
+
+
+def _download(api: Api, path: str, out: Path) -> None:
+    """Stream a binary answer to ``out`` (a partial file is removed on failure)."""
+    import httpx
+
+    url = api.server + path
+    try:
+        with httpx.stream("GET", url, headers=api.headers, timeout=300) as response:
+            if response.status_code != 200:
+                code = EXIT_REFUSED if response.status_code < 500 else EXIT_UNREACHABLE
+                text = response.read()[:500].decode(errors="replace")
+                raise ClientError(code, f"GET {path} answered {response.status_code}: {text}")
+            with out.open("wb") as fh:
+                for chunk in response.iter_bytes(CHUNK):
+                    fh.write(chunk)
+    except httpx.HTTPError as exc:
+        out.unlink(missing_ok=True)
+        raise ClientError(EXIT_UNREACHABLE, f"cannot reach {url}: {exc}") from None
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    api = Api(args.server, args.api_key)
+    fields = {"method": args.method, "real_set_id": str(args.set), "batch_id": str(args.batch)}
+    if args.threshold is not None:
+        fields["threshold"] = str(args.threshold)
+    doc = api.call("POST", "/classify", data=fields)
+    results = doc.get("results", [])
+    used = [r for r in results if r.get("label") == "used"]
+    summary = (
+        f"classification {doc['classification_id']}: {len(used)} of {len(results)} real "
+        f"images labelled used by {doc.get('method')}; report: "
+        f"{args.server.rstrip('/')}/classify/{doc['classification_id']}/report"
+    )
+    _print(doc, args, summary)
+    return EXIT_FOUND if used and args.fail_on == "used" else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import httpx
+
+    api = Api(args.server, args.api_key)
+    path = f"/match/{args.match}/report" if args.match else f"/classify/{args.classify}/report"
+    url = api.server + path
+    try:
+        response = httpx.get(url, params={"form": "false"}, headers=api.headers, timeout=300)
+    except httpx.HTTPError as exc:
+        raise ClientError(EXIT_UNREACHABLE, f"cannot reach {url}: {exc}") from None
+    if response.status_code != 200:
+        code = EXIT_REFUSED if response.status_code < 500 else EXIT_UNREACHABLE
+        status = response.status_code
+        raise ClientError(code, f"GET {path} answered {status}: {response.text[:500]}")
+    Path(args.out).write_text(response.text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    client = sub.add_parser(
+        "client",
+        help="use a running memaudit server (register, match, classify, report) from a "
+        "pipeline; exit 3 when the audit finds copies or used images",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    client.add_argument(
+        "--server",
+        default=os.environ.get("MEMAUDIT_SERVER", "http://127.0.0.1:8000"),
+        help="the server's URL (env MEMAUDIT_SERVER)",
+    )
+    client.add_argument(
+        "--api-key",
+        default=os.environ.get("MEMAUDIT_API_KEY"),
+        help="sent as a bearer token (env MEMAUDIT_API_KEY; prefer the environment)",
+    )
+    client.add_argument("--json", action="store_true", help="print the whole JSON answer")
+    commands = client.add_subparsers(dest="client_command", required=True)
+
+    register = commands.add_parser("register", help="register a real set, or add to one")
+    register.add_argument("paths", nargs="+", type=Path, help="images, zips or folders")
+    group = register.add_mutually_exclusive_group(required=True)
+    group.add_argument("--name", help="a new set's name")
+    group.add_argument("--set", type=int, help="add the images to this set")
+    register.add_argument("--hash-size", type=int, default=16)
+    register.set_defaults(func=cmd_register)
+
+    match = commands.add_parser("match", help="match generated images against a set")
+    match.add_argument("paths", nargs="+", type=Path, help="images, zips or folders")
+    match.add_argument("--set", type=int, required=True, help="the real set's id")
+    match.add_argument("--threshold", type=int, help="pHash threshold (default: the set's)")
+    match.add_argument(
+        "--fail-on",
+        choices=["copies", "matches", "never"],
+        default="copies",
+        help="exit 3 when: copy_of names a real image (copies, default); or, where no "
+        "copy_of was decided, a pHash source is within the threshold (matches); never",
+    )
+    match.set_defaults(func=cmd_match)
+
+    gate = commands.add_parser(
+        "filter", help="the release gate: which generated images may leave; exit 3 if any withheld"
+    )
+    gate.add_argument("paths", nargs="+", type=Path, help="images, zips or folders")
+    gate.add_argument("--set", type=int, required=True, help="the real set's id")
+    gate.add_argument("--out", help="save a zip of the released images (and the manifest) here")
+    gate.set_defaults(func=cmd_filter)
+
+    classify = commands.add_parser("classify", help="which real images trained the generator")
+    classify.add_argument("--set", type=int, required=True, help="the real set's id")
+    classify.add_argument("--batch", type=int, required=True, help="a /match batch's id")
+    classify.add_argument("--method", default="reference")
+    classify.add_argument("--threshold", type=float)
+    classify.add_argument(
+        "--fail-on",
+        choices=["used", "never"],
+        default="used",
+        help="exit 3 when: some real image is labelled used (default); never",
+    )
+    classify.set_defaults(func=cmd_classify)
+
+    report = commands.add_parser("report", help="save the HTML audit report of a batch")
+    which = report.add_mutually_exclusive_group(required=True)
+    which.add_argument("--match", type=int)
+    which.add_argument("--classify", type=int)
+    report.add_argument("--out", required=True)
+    report.set_defaults(func=cmd_report)

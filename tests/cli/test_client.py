@@ -1,0 +1,121 @@
+"""`memaudit client` against a real uvicorn server: streamed uploads, summaries, exit codes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from app.cli import main as cli_main
+from app.cli.client import EXIT_FOUND, EXIT_REFUSED, EXIT_UNREACHABLE
+from app.services.release import MANIFEST_NAME
+from app.training.synthetic import perturbed_copy
+from tests.browser import served_app
+from tests.imagegen import phantom, png
+
+ADMIN_KEY = "client-test-admin-key-0123456789abcdef"
+
+
+def write(folder: Path, images: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True)
+    for name, data in images.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("client-data")
+    reals = {f"real_{i:03d}.png": png(phantom(i, 128)) for i in range(30)}
+    copies = {f"copy_{i}.png": png(perturbed_copy(phantom(i, 128), seed=i)) for i in range(6)}
+    novel = {f"novel_{i}.png": png(phantom(9000 + i, 128)) for i in range(6)}
+    return {
+        "real": write(root / "real", reals),
+        "copies": write(root / "copies", copies),
+        "novel": write(root / "novel", novel),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with served_app(tmp_path_factory.mktemp("client-server"), api_keys=ADMIN_KEY) as url:
+        yield url
+
+
+def client(server: str, *args: str) -> int:
+    try:
+        return cli_main(["client", "--server", server, "--api-key", ADMIN_KEY, *args])
+    except SystemExit as exc:  # errors end the command with their exit code
+        return int(exc.code)
+
+
+def test_register_match_classify_report_with_exit_codes(server, folders, capsys, tmp_path):
+    assert client(server, "register", str(folders["real"]), "--name", "ct") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("real set 1: 30 images (0 files rejected, 0 duplicates)")
+
+    # Copies of registered images: the gate fails (exit 3) and names each copy's source.
+    assert client(server, "match", str(folders["copies"]), "--set", "1") == EXIT_FOUND
+    out = capsys.readouterr().out
+    assert "batch 1: 6 generated images;" in out
+    for i in range(6):
+        assert f"copy copy_{i}.png -> real_{i:03d}.png" in out
+
+    # Novel images: exit 3 exactly when the answer names a copy (the JSON is printed whole).
+    code = client(server, "--json", "match", str(folders["novel"]), "--set", "1")
+    batch = json.loads(capsys.readouterr().out)
+    assert batch["generated_count"] == 6
+    assert code == (EXIT_FOUND if any(m["copy_of"] for m in batch["matches"]) else 0)
+    assert client(server, "match", str(folders["novel"]), "--set", "1", "--fail-on", "never") == 0
+    capsys.readouterr()
+
+    code = client(server, "--json", "classify", "--set", "1", "--batch", "1")
+    doc = json.loads(capsys.readouterr().out)
+    assert code == (EXIT_FOUND if doc["used_count"] else 0)
+
+    # The release gate: copies withheld (exit 3), the rest saved as a zip.
+    released = tmp_path / "released.zip"
+    code = client(
+        server,
+        "filter",
+        str(folders["copies"]),
+        str(folders["novel"]),
+        "--set",
+        "1",
+        "--out",
+        str(released),
+    )
+    out = capsys.readouterr().out
+    assert code == EXIT_FOUND
+    for i in range(6):
+        assert f"withhold copy_{i}.png: copy of real_{i:03d}.png by the embedding" in out
+    with zipfile.ZipFile(released) as archive:
+        names = set(archive.namelist())
+    assert MANIFEST_NAME in names and not any(n.startswith("copy_") for n in names)
+    assert {f"novel_{i}.png" for i in range(6)} - names == {
+        line.split()[1].rstrip(":")
+        for line in out.splitlines()
+        if line.startswith("withhold novel")
+    }
+
+    report = tmp_path / "report.html"
+    assert client(server, "report", "--match", "1", "--out", str(report)) == 0
+    assert "copy_0.png" in report.read_text()
+
+
+def test_refusals_and_unreachable_servers_have_their_own_exit_codes(server, folders, capsys):
+    assert client(server, "match", str(folders["novel"]), "--set", "999") == EXIT_REFUSED
+    assert "answered 404" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # no key: every route but the probes is 401
+        cli_main(["client", "--server", server, "match", str(folders["novel"]), "--set", "1"])
+    assert refused.value.code == EXIT_REFUSED and "answered 401" in capsys.readouterr().err
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert client(f"http://127.0.0.1:{port}", "register", str(folders["real"]), "--name", "x") == (
+        EXIT_UNREACHABLE
+    )
+    assert "cannot reach" in capsys.readouterr().err
