@@ -144,10 +144,10 @@ class Settings(BaseSettings):
     )
     max_top_k: int = Field(default=50, description="Largest `top_k` a /match request may ask.")
     match_verify_max_images: int = Field(
-        default=2000,
+        default=1000,
         ge=0,
         description="/match with `verify=auto` (the default) checks each `copy_of` candidate "
-        "geometrically (SIFT + RANSAC, a few ms per generated image per core) when the batch "
+        "geometrically (SIFT + RANSAC, about 13 ms per generated image per core) when the batch "
         "has at most this many generated images; larger batches are decided by the embedding "
         "bar alone (`verify=always` checks them anyway).",
     )

@@ -345,7 +345,7 @@ class MatchForm(WindowedForm):
         description="Check each `copy_of` candidate geometrically (SIFT keypoints + RANSAC "
         "against its most similar real image; more matches than any two real images of the "
         "set share make a copy): `auto` when the batch has at most "
-        "`MEMAUDIT_MATCH_VERIFY_MAX_IMAGES` (2,000) generated images, else the embedding bar "
+        "`MEMAUDIT_MATCH_VERIFY_MAX_IMAGES` (1,000) generated images, else the embedding bar "
         "alone; `always`; `never` (the embedding bar alone). The batch's `copy_rule` says "
         "which rule decided.",
         examples=["auto"],
