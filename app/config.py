@@ -73,8 +73,15 @@ class Settings(BaseSettings):
         description="Most images (file parts plus zip members) one request may carry.",
     )
     max_fields_per_request: int = Field(default=100, description="Most non-file form fields.")
+    # 4096 x 4096: a CT slice is 512 x 512 (0.26 Mpx), a digital radiograph or mammogram
+    # at most ~4000 x 5000 of 16-bit pixels, a multi-frame DICOM is counted frames x rows x
+    # columns (64 CT slices of 512 x 512 fit). The former 50 Mpx default admitted ~190 CT
+    # slices' worth per image: 3 MB of 7000 x 7000 PNGs cost 21 s of both cores.
     max_image_pixels: int = Field(
-        default=50_000_000, description="Largest decoded image, in pixels (decompression bombs)."
+        default=4096 * 4096,
+        ge=1,
+        description="Largest decoded image (a multi-frame DICOM: all its frames), in pixels: "
+        "bounds the CPU and memory one small compressed file can cost (decompression bombs).",
     )
     hash_workers: int | None = Field(
         default=None,
@@ -90,6 +97,26 @@ class Settings(BaseSettings):
         ge=1,
         description="Encoded image bytes one request holds while they wait to be hashed (and "
         "up to twice that in the hash workers): memory per request is bounded in bytes.",
+    )
+    max_process_pending_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="Encoded image bytes all uploads of one API process together hold while "
+        "they wait to be hashed: an upload that would go over waits (reading no more of its "
+        "body) until others have been hashed, and is answered 503 with Retry-After if that "
+        "takes longer than upload_budget_wait_s.",
+    )
+    upload_budget_wait_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest an upload waits for max_process_pending_bytes to have room.",
+    )
+    max_listed_rejections: int = Field(
+        default=1000,
+        ge=1,
+        description="Rejected files listed one by one in an answer (and kept with a batch); "
+        "the rest are summed up per reason (a 100,000-member zip of bad files once produced "
+        "an 8 MB error body).",
     )
     max_hashes_per_request: int = Field(
         default=2_000_000,
@@ -128,6 +155,43 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         description="Address the server listens on (`memaudit serve`, scripts/serve.sh and the "
         "container entrypoint set it); a public address without API keys is warned about.",
+    )
+
+    # Front door (app.api.frontdoor; `memaudit serve` and the container apply them): what one
+    # connection may cost before and while a route runs.
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Largest request head (request line plus headers); larger: 431. A 96 MiB "
+        "header once took 14 s and stalled /health for 12.8 s.",
+    )
+    max_header_count: int = Field(default=100, ge=1, description="Most request headers; more: 431.")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest a connection may take to send a complete request head (also a "
+        "new connection that sends nothing); then 408 and the connection is closed.",
+    )
+    body_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a request body may stall (no bytes); then 408, the connection "
+        "is closed and nothing is stored.",
+    )
+    min_body_rate: float = Field(
+        default=1024.0,
+        ge=0,
+        description="Slowest average body rate, bytes/s, checked once the request has waited "
+        "body_idle_timeout_s for its body in all (a body that trickles is cut off with 408).",
+    )
+    keep_alive_timeout_s: int = Field(
+        default=5, ge=1, description="Idle keep-alive connections are closed after this long."
+    )
+    max_connections: int | None = Field(
+        default=500,
+        ge=1,
+        description="Open connections (and requests in progress) per process before new "
+        "requests are answered 503 (uvicorn limit_concurrency); unset: no limit.",
     )
 
     # Source matching.

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import register_error_handlers
+from app.api.frontdoor import BodyLimits, BodyTimeoutMiddleware
 from app.api.metrics import RequestMetrics
 from app.api.routes import (
     classify,
@@ -30,6 +31,7 @@ from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelArtifacts
 from app.scoring.methods import all_methods
+from app.services.byte_budget import ByteBudget
 from app.services.decode_and_hash import HashPool
 from app.services.retention import ImageRetention, sweep_periodically
 from app.services.set_hash_cache import SetHashCache
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.models.publish_metrics()
         workers = settings.effective_hash_workers
         app.state.hash_pool = HashPool(workers) if workers > 0 else None
+        app.state.upload_budget = ByteBudget(settings.max_process_pending_bytes)
         log.info(
             "memaudit ready: database %s",
             engine.url.render_as_string(hide_password=True),
@@ -149,6 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=CORS_HEADERS,
             expose_headers=["Content-Disposition", "Retry-After"],
         )
+    # Outermost of the app's own middleware: a stalled body is cut off whatever route reads it.
+    app.add_middleware(BodyTimeoutMiddleware, limits=BodyLimits.from_settings(settings))
     add_offline_docs(app, dependencies=DOCS)
     app.include_router(health.router)  # probes: never a key
     for router in (

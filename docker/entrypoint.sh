@@ -8,6 +8,7 @@ set -eu
 MEMAUDIT_HOST="${MEMAUDIT_HOST:-0.0.0.0}"
 export MEMAUDIT_HOST
 alembic -c "${MEMAUDIT_HOME:-/srv/memaudit}/alembic.ini" upgrade head
-exec uvicorn app.main:create_app --factory --host "${MEMAUDIT_HOST}" \
-  --port "${MEMAUDIT_PORT:-8000}" \
-  --workers "${MEMAUDIT_WORKERS:-1}" --proxy-headers
+# `memaudit serve` applies the front-door limits (MEMAUDIT_MAX_HEADER_BYTES ..., README
+# "Security") to uvicorn; X-Forwarded-* are trusted from 127.0.0.1 only (uvicorn's default).
+exec memaudit serve --host "${MEMAUDIT_HOST}" --port "${MEMAUDIT_PORT:-8000}" \
+  --workers "${MEMAUDIT_WORKERS:-1}"

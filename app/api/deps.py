@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.scoring.artifacts import ModelArtifacts
+from app.services.byte_budget import ByteBudget
 from app.services.copy_verification import VerifyConfig
 from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.intake import ImageIntake, ingest_limits
@@ -60,6 +61,11 @@ def get_hash_pool(request: Request) -> HashPool | None:
     return request.app.state.hash_pool
 
 
+def get_upload_budget(request: Request) -> ByteBudget | None:
+    """The process's budget of image bytes waiting to be hashed (None outside the app)."""
+    return request.app.state.upload_budget
+
+
 def get_models(request: Request) -> ModelArtifacts:
     return request.app.state.models
 
@@ -91,7 +97,11 @@ ApiKeysDep = Annotated["ApiKeys", Depends(get_api_keys)]
 
 
 async def get_intake(
-    settings: SettingsDep, retention: RetentionDep, pool: HashPoolDep, models: ModelsDep
+    request: Request,
+    settings: SettingsDep,
+    retention: RetentionDep,
+    pool: HashPoolDep,
+    models: ModelsDep,
 ) -> AsyncIterator[ImageIntake]:
     """Uploads are hashed, thumbnailed and (with a verified embedding) embedded; what the
     request stores is held until the route returns or fails, then whatever no row took is
@@ -100,7 +110,14 @@ async def get_intake(
     spec = EmbeddingSpec(str(path), settings.use_cuda) if path is not None else None
     held = retention.hold()
     try:
-        yield ImageIntake(ingest_limits(settings), retention.store, pool, spec, held)
+        yield ImageIntake(
+            ingest_limits(settings),
+            retention.store,
+            pool,
+            spec,
+            held=held,
+            budget=get_upload_budget(request),
+        )
     finally:
         with anyio.CancelScope(shield=True):  # also when the request is cancelled
             await run_in_threadpool(held.release)

@@ -44,7 +44,8 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
 async def service_error_response(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ServiceError)
     status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 500)
-    return JSONResponse(status_code=status, content={"detail": exc.body()})
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, errors.Busy) else None
+    return JSONResponse(status_code=status, content={"detail": exc.body()}, headers=headers)
 
 
 async def database_down_response(request: Request, exc: Exception) -> JSONResponse:

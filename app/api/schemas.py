@@ -455,6 +455,33 @@ class ModelOut(BaseModel):
     )
 
 
+class EvidenceOut(BaseModel):
+    """A generated image that supports a real image's verdict, with its figures."""
+
+    generated: str = Field(description="Generated image file name.", examples=["gen_0042.png"])
+    similarity: float | None = Field(
+        default=None,
+        description="Cosine similarity by the copy-detection embedding; null without one.",
+        examples=[0.953],
+    )
+    ncc: float | None = Field(
+        default=None, description="Thumbnail (32x32) normalised correlation.", examples=[0.81]
+    )
+    phash_distance: int | None = Field(
+        default=None, description="pHash-16 Hamming distance to the real image.", examples=[38]
+    )
+    inliers: int | None = Field(
+        default=None,
+        description="SIFT + RANSAC inliers against the real image; null when not verified.",
+        examples=[64],
+    )
+    verified_copy: bool = Field(
+        default=False,
+        description="Verification credited this real image with it (a geometric copy).",
+        examples=[True],
+    )
+
+
 class ClassificationResultOut(BaseModel):
     """A real image's membership score."""
 
@@ -467,6 +494,12 @@ class ClassificationResultOut(BaseModel):
         default_factory=dict,
         description="Method-specific evidence behind the score.",
         examples=[{"copy_evidence": 3.2, "vote_evidence": 0.4, "best_inliers": 71}],
+    )
+    evidence: list[EvidenceOut] = Field(
+        default_factory=list,
+        description="The generated images (up to a few, strongest first) behind the verdict "
+        "with their figures, so a `used` can be checked by eye; empty for a method that "
+        "compares with no generated image (cnn, sift_knn) or a classification stored before.",
     )
 
 

@@ -23,7 +23,7 @@ from app.api.multipart import FormField, FormFile, MultipartStream, body_chunks
 from app.config import Settings
 from app.imaging.archive import looks_like_zip
 from app.services.decode_and_hash import HashingFailed
-from app.services.errors import Unavailable
+from app.services.errors import Busy, Unavailable
 from app.services.filenames import uploaded_name
 from app.services.ingest import ImageIngest, IngestResult
 
@@ -81,12 +81,17 @@ class UploadReader:
         #: File parts received per image field (empty file inputs not counted).
         self.received: dict[str, int] = dict.fromkeys(file_fields, 0)
         self._ended = False
+        #: Ingests fed by this request: their share of the process byte budget is given
+        #: back on exit, however the request ends.
+        self._fed: list[ImageIngest] = []
 
     async def __aenter__(self) -> UploadReader:
         return self
 
     async def __aexit__(self, *_exc) -> None:
         await self._parts.aclose()  # type: ignore[attr-defined]
+        for ingest in self._fed:
+            ingest.release()
         self._parked.close()
         for part in self.spooled_parts.values():
             part.close()
@@ -116,6 +121,7 @@ class UploadReader:
     async def read_files(self, ingests: dict[str, ImageIngest]) -> dict[str, str]:
         """Feed the parked parts, then every remaining image part, to the ingest of its
         field (an image field without an ingest is refused); returns all text fields."""
+        self._fed.extend(i for i in ingests.values() if i not in self._fed)
         for part in self._parked.replay():
             await self._feed(self._ingest_for(ingests, part), part)
         while not self._ended:
@@ -200,17 +206,44 @@ class UploadReader:
                 ingest.reject(filename, f"file is larger than the limit of {limit} bytes")
                 return
             if part.spool is not None:
-                await run_in_threadpool(ingest.add_zip, part.spool, filename)
+                await self._feed_zip(ingest, part.spool, filename)
             elif looks_like_zip(part.data[:4], filename, part.content_type):
-                await run_in_threadpool(ingest.add_zip, io.BytesIO(part.data), filename)
+                await self._feed_zip(ingest, io.BytesIO(part.data), filename)
             else:
                 ingest.add(filename, part.data)
                 if ingest.needs_flush:
                     await run_in_threadpool(ingest.flush)
+                await self._wait_for_budget(ingest)
         except HashingFailed as exc:
             raise Unavailable(f"{exc}; nothing was stored") from None
         finally:
             part.close()
+
+    async def _feed_zip(self, ingest: ImageIngest, stream: IO[bytes], filename: str) -> None:
+        """The members of a zip, a step at a time: between steps, wait for budget room."""
+        steps = ingest.zip_steps(stream, filename)
+        try:
+            while await run_in_threadpool(next, steps, False):
+                await self._wait_for_budget(ingest)
+        finally:
+            steps.close()
+
+    async def _wait_for_budget(self, ingest: ImageIngest) -> None:
+        """Over the process byte budget: hash what this upload holds, then wait for room
+        (reading no more of the body); 503 with Retry-After if none comes in time."""
+        if not ingest.over_budget:
+            return
+        await run_in_threadpool(ingest.make_room)
+        assert ingest.budget is not None
+        wait_s = self._settings.upload_budget_wait_s
+        if await ingest.budget.wait_for_room(wait_s):
+            ingest.let_through()
+        else:
+            raise Busy(
+                f"the server is busy: uploads in progress hold its budget of "
+                f"{ingest.budget.limit} image bytes (MEMAUDIT_MAX_PROCESS_PENDING_BYTES) and "
+                f"its turn did not come within {wait_s:g} s; retry later; nothing was stored"
+            )
 
 
 async def finish_ingest(ingest: ImageIngest) -> IngestResult:

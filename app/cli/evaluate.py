@@ -39,7 +39,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     keep = [i for i, n in enumerate(names) if truth_by_name.get(n, "") != ""]
     method = get_method(args.method)
     artifacts = None
-    if method.uses_artifact:
+    if method.uses_artifact or method.uses_embedding:
         artifacts = ModelArtifacts(Path(args.models), want_cuda=not args.cpu).load()
     generated = read_folder(Path(args.generated))[1] if args.generated else None
     if method.needs_generated and not generated:

@@ -50,7 +50,11 @@ def hash_folder(
 
 def cmd_match(args: argparse.Namespace) -> int:
     limits = IngestLimits(
-        max_file_bytes=50 * 1024 * 1024, max_files=10**9, max_pixels=MAX_PIXELS, batch_size=256
+        max_file_bytes=50 * 1024 * 1024,
+        max_files=10**9,
+        max_pixels=MAX_PIXELS,
+        batch_size=256,
+        max_listed_rejections=10**9,  # a terminal run lists every refused file
     )
     workers = args.workers if args.workers is not None else Settings().effective_hash_workers
     pool = HashPool(workers) if workers > 0 else None

@@ -12,7 +12,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from app.config import get_settings
 
-    host = args.host or get_settings().host
+    settings = get_settings()
+    host = args.host or settings.host
     # The app (in this process or in each worker) reads the bind address from the environment
     # to warn when it is public without API keys.
     os.environ["MEMAUDIT_HOST"] = host
@@ -28,8 +29,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level="info",
+        **front_door_options(settings),
     )
     return 0
+
+
+def front_door_options(settings) -> dict:
+    """uvicorn options that bound what one connection may cost (README "Security"): request
+    heads limited by app.api.frontdoor (httptools has no limit of its own), idle keep-alive
+    connections closed, connections per process capped (503 beyond)."""
+    return {
+        "http": "app.api.frontdoor:LimitedHttpToolsProtocol",
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "limit_concurrency": settings.max_connections,
+    }
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:

@@ -241,3 +241,5 @@ class ClassificationResult(Base):
     score: Mapped[float] = mapped_column(Float)
     label: Mapped[str] = mapped_column(String(10))
     components: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: The generated images behind the verdict (filenames and figures), strongest first.
+    evidence: Mapped[list | None] = mapped_column(JSON, nullable=True)

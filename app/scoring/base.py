@@ -30,6 +30,9 @@ class ScoreResult:
     models: list[ModelInfo] = field(default_factory=list)
     #: Optional per-image extra figures (e.g. the reference auditor's components).
     components: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Optional per real image: the generated images that support its verdict, strongest
+    #: first, as dicts of figures with ``generated_index`` (the service names the file).
+    evidence: list[list[dict]] | None = None
 
     @property
     def labels(self) -> np.ndarray:

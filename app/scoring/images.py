@@ -8,10 +8,21 @@ methods with features computed at upload and a feature cache; plain lists comput
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from app.imaging.features import Keypoints, sift_keypoints, thumbnails
+from app.scoring.base import ModelInfo
+
+
+class Embedder(Protocol):
+    """The copy-detection embedding as scorers use it (app.scoring.embedding.EmbeddingModel)."""
+
+    info: ModelInfo
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
+
 
 #: Images decoded at once when thumbnails have to be computed from pixels.
 _THUMBNAIL_CHUNK = 256
@@ -37,6 +48,10 @@ class ImageSource(Sequence[np.ndarray]):
 
     def keypoints(self, index: int) -> Keypoints:
         return sift_keypoints(self[index])
+
+    def embeddings(self, embedder: Embedder | None) -> np.ndarray | None:
+        """(n, dim) unit copy-detection descriptors, or None without an embedder."""
+        return None if embedder is None else embedder.embed(self)
 
 
 class InMemoryImages(ImageSource):

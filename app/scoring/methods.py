@@ -60,6 +60,9 @@ class ScoringMethod:
     needs_generated: bool
     build: Callable[[ScoringContext], Scorer] | None = None
     load_artifact: ArtifactLoader | None = None
+    #: Reads the verified copy-detection embedding from the context's artifacts when they
+    #: hold one (images without stored descriptors are embedded with it).
+    uses_embedding: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -121,13 +124,26 @@ def build_scorer(name: str, context: ScoringContext) -> Scorer:
     return context.artifacts.scorer(name)
 
 
+def _embedder(context: ScoringContext):
+    """The verified copy-detection embedding, or None when none was loaded."""
+    if context.artifacts is None:
+        return None
+    try:
+        return context.artifacts.embedding()
+    except LookupError:
+        return None
+
+
 def _reference(context: ScoringContext) -> Scorer:
     if context.requested_threshold is None:
-        return ReferenceScorer()
+        return ReferenceScorer(embedder=_embedder(context))
     # The auditor stops verifying an image once it is conclusive; with a threshold,
     # conclusive at that threshold, so its labels there are (but for rare cases, see
     # ReferenceScorer._verify_shortlist) those of a full check.
-    return ReferenceScorer(ReferenceConfig(conclusive_score=max(1.0, context.requested_threshold)))
+    return ReferenceScorer(
+        ReferenceConfig(conclusive_score=max(1.0, context.requested_threshold)),
+        embedder=_embedder(context),
+    )
 
 
 def _phash(context: ScoringContext) -> Scorer:
@@ -155,10 +171,12 @@ def _load_sift_knn(artifact: Path, info: ModelInfo, *, want_cuda: bool) -> Artif
 register(
     ScoringMethod(
         "reference",
-        "recommended: verified copies of the real image in the generated batch, or its "
-        "share of the batch's nearest-neighbour votes",
+        "recommended: verified copies of the real image in the generated batch, its most "
+        "similar generated image by the copy-detection embedding, or its hubness-corrected "
+        "share of the batch's nearest-neighbour votes, each against the real set's own null",
         needs_generated=True,
         build=_reference,
+        uses_embedding=True,
     )
 )
 register(

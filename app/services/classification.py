@@ -35,9 +35,10 @@ from app.imaging.features import (
     thumbnail_pixels,
 )
 from app.scoring.base import Scorer, ScoreResult
-from app.scoring.images import ImageSource
+from app.scoring.images import Embedder, ImageSource
 from app.scoring.methods import ScoringContext, build_scorer
 from app.search.calibration import Threshold, resolve_threshold
+from app.search.copies import unit_vectors
 from app.services import batches, real_sets
 from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.services.filenames import one_line, spreadsheet_cell
@@ -80,11 +81,13 @@ class ImageRef:
     filename: str
     sha256: str | None
     thumbnail: bytes | None = None
+    #: Copy-detection descriptor computed at upload (float16 bytes), or None.
+    embedding: bytes | None = None
 
     @classmethod
     def of(cls, image: HashedImage) -> ImageRef:
         """An image just uploaded (hashed, stored, not yet in the database)."""
-        return cls(image.filename, image.sha256, image.thumbnail)
+        return cls(image.filename, image.sha256, image.thumbnail, image.embedding)
 
 
 #: SIFT keypoints as app.imaging.features computes them; bump when its parameters change.
@@ -142,6 +145,14 @@ class StoredImages(ImageSource):
                 pixels[i] = thumbnail_pixels(self[i]).ravel()
         return normalise_thumbnails(pixels)
 
+    def embeddings(self, embedder: Embedder | None) -> np.ndarray | None:
+        """The descriptors stored at upload; computed by ``embedder`` when any is missing or
+        of another size than the embedder gives (None without an embedder)."""
+        stored = unit_vectors([r.embedding for r in self._refs])
+        if stored is not None and (embedder is None or stored.shape[1] == _dim(embedder)):
+            return stored
+        return super().embeddings(embedder)
+
     def keypoints(self, index: int) -> Keypoints:
         sha256 = self._refs[index].sha256
         if self._features is not None:
@@ -152,6 +163,11 @@ class StoredImages(ImageSource):
         if self._features is not None:
             self._features.save(SIFT_FEATURE_KIND, sha256, keypoints.to_arrays())
         return keypoints
+
+
+def _dim(embedder: Embedder) -> int | None:
+    """The embedder's descriptor size, where it says (EmbeddingModel.dim)."""
+    return getattr(embedder, "dim", None)
 
 
 def classify(
@@ -220,7 +236,7 @@ def classify(
                 result,
                 real_set_id=request.real_set_id,
                 batch_id=request.batch_id,
-                generated_count=len(generated),
+                generated_names=[ref.filename for ref in generated],
                 rejected=rejected,
                 elapsed_seconds=time.perf_counter() - started,
             )
@@ -336,11 +352,11 @@ def batch_images(session: Session, batch_id: int) -> list[ImageRef] | None:
 def _image_refs(session: Session, model, owner_column, owner_id: int) -> list[ImageRef]:
     """A set's or batch's images in upload order (no pixels: those are read on demand)."""
     rows = session.execute(
-        select(model.filename, model.sha256, model.thumbnail)
+        select(model.filename, model.sha256, model.thumbnail, model.embedding)
         .where(owner_column == owner_id)
         .order_by(model.position)
     ).all()
-    return [ImageRef(r.filename, r.sha256, r.thumbnail) for r in rows]
+    return [ImageRef(r.filename, r.sha256, r.thumbnail, r.embedding) for r in rows]
 
 
 def save_classification(
@@ -351,11 +367,12 @@ def save_classification(
     *,
     real_set_id: int | None,
     batch_id: int | None,
-    generated_count: int,
+    generated_names: list[str],
     rejected: list[dict],
     elapsed_seconds: float,
 ) -> dict:
     labels = result.labels
+    evidence = named_evidence(result.evidence, generated_names, len(real_names))
     row = Classification(
         method=method,
         real_set_id=real_set_id,
@@ -364,7 +381,7 @@ def save_classification(
         threshold_reason=result.threshold_reason,
         models=[asdict(m) for m in result.models],
         real_count=len(real_names),
-        generated_count=generated_count,
+        generated_count=len(generated_names),
         used_count=int(labels.sum()),
         rejected=rejected,
         elapsed_seconds=elapsed_seconds,
@@ -374,7 +391,7 @@ def save_classification(
     insert_rows(
         session,
         ClassificationResult,
-        ("classification_id", "position", "filename", "score", "label", "components"),
+        ("classification_id", "position", "filename", "score", "label", "components", "evidence"),
         (
             (
                 row.id,
@@ -383,11 +400,31 @@ def save_classification(
                 float(result.scores[i]),
                 "used" if labels[i] else "unused",
                 {k: float(v[i]) for k, v in result.components.items()},
+                evidence[i],
             )
             for i, name in enumerate(real_names)
         ),
     )
     return load_classification(session, row.id)
+
+
+def named_evidence(
+    evidence: list[list[dict]] | None, generated_names: list[str], real_count: int
+) -> list[list[dict]]:
+    """The scorer's evidence with each generated image named by its file (not its index)."""
+    if evidence is None:
+        return [[] for _ in range(real_count)]
+    return [
+        [
+            {"generated": generated_names[item["generated_index"]], **_figures(item)}
+            for item in items
+        ]
+        for items in evidence
+    ]
+
+
+def _figures(item: dict) -> dict:
+    return {k: v for k, v in item.items() if k != "generated_index"}
 
 
 def load_classification(session: Session, classification_id: int) -> dict:
@@ -413,6 +450,7 @@ def load_classification(session: Session, classification_id: int) -> dict:
                 "score": r.score,
                 "label": r.label,
                 "components": r.components or {},
+                "evidence": r.evidence or [],
             }
             for r in results
         ],
@@ -497,11 +535,12 @@ SUMMARY_COLUMNS = (
 
 
 def classification_csv(document: dict) -> str:
-    """One row per real image; the name cell formula-neutralised (filenames.spreadsheet_cell)."""
+    """One row per real image; the name and evidence cells formula-neutralised
+    (filenames.spreadsheet_cell): the evidence cell names generated files."""
     out = io.StringIO()
     keys = sorted({k for r in document["results"] for k in r["components"]})
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["filename", "score", "label", *keys])
+    writer.writerow(["filename", "score", "label", *keys, "evidence"])
     for r in document["results"]:
         writer.writerow(
             [
@@ -509,9 +548,31 @@ def classification_csv(document: dict) -> str:
                 f"{r['score']:.6g}",
                 r["label"],
                 *(r["components"].get(k) for k in keys),
+                spreadsheet_cell(evidence_text(r.get("evidence") or [])),
             ]
         )
     return out.getvalue()
+
+
+def evidence_text(evidence: list[dict]) -> str:
+    """Evidence in one line: `gen.png (similarity 0.953, ncc 0.81, phash 38, inliers 64,
+    verified copy); ...`, strongest first."""
+    parts = []
+    for item in evidence:
+        figures = [
+            f"{label} {item[key]:g}"
+            for key, label in (
+                ("similarity", "similarity"),
+                ("ncc", "ncc"),
+                ("phash_distance", "phash"),
+                ("inliers", "inliers"),
+            )
+            if item.get(key) is not None
+        ]
+        if item.get("verified_copy"):
+            figures.append("verified copy")
+        parts.append(f"{item['generated']} ({', '.join(figures)})")
+    return "; ".join(parts)
 
 
 def classification_imageclef(document: dict) -> str:

@@ -37,3 +37,10 @@ class TooLarge(ServiceError, ValueError):
 
 class Unavailable(ServiceError):
     """A resource the workflow needs is not available now (a model artifact, hash workers)."""
+
+
+class Busy(Unavailable):
+    """The process is at a capacity limit now; the same request may succeed a little later."""
+
+    #: Seconds a client is told to wait before retrying (the Retry-After header).
+    retry_after_s = 5

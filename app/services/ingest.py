@@ -8,8 +8,8 @@ time, so memory is bounded by the batch size, never by the size of the upload.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
@@ -18,6 +18,7 @@ from app import metrics
 from app.imaging.archive import ArchiveError, Member, iter_zip
 from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
 from app.imaging.windowing import AppliedWindow, Window
+from app.services.byte_budget import ByteBudget
 from app.services.decode_and_hash import EmbeddingSpec, HashedFrame, HashPool, hash_blobs
 from app.services.filenames import name_problem
 
@@ -27,6 +28,8 @@ INLINE_CHUNK = 32
 POOL_MIN_BATCH = 32
 #: Longest name shown in a rejection (the whole name is in the request that sent it).
 MAX_SHOWN_NAME = 200
+#: Distinct reasons counted for rejections beyond the listed ones (the rest: "other reasons").
+MAX_COUNTED_REASONS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +64,37 @@ class Rejected:
 class IngestResult:
     images: list[HashedImage] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
+    #: The first ``max_listed`` rejections, one by one.
     rejected: list[Rejected] = field(default_factory=list)
+    #: Rejections beyond those, counted per reason: an answer (and the batch row that keeps
+    #: it) stays small however many files are refused (100,000 bad zip members once made
+    #: an 8 MB error body).
+    unlisted_rejections: Counter[str] = field(default_factory=Counter)
+    max_listed: int = 1000
+
+    def add_rejection(self, rejection: Rejected) -> None:
+        if len(self.rejected) < self.max_listed:
+            self.rejected.append(rejection)
+            return
+        reason = rejection.reason
+        if reason not in self.unlisted_rejections and (
+            len(self.unlisted_rejections) >= MAX_COUNTED_REASONS
+        ):
+            reason = "other reasons"
+        self.unlisted_rejections[reason] += 1
 
     def duplicates_json(self) -> list[dict]:
         return [asdict(d) for d in self.duplicates]
 
     def rejected_json(self) -> list[dict]:
-        return [asdict(r) for r in self.rejected]
+        """The listed rejections, then one entry per reason for the files not listed:
+        ``{"filename": "(and 98,000 more files)", "reason": ...}``."""
+        listed = [asdict(r) for r in self.rejected]
+        summary = [
+            {"filename": f"(and {count:,} more files)", "reason": reason}
+            for reason, count in self.unlisted_rejections.most_common()
+        ]
+        return listed + summary
 
     def windows_json(self) -> list[dict]:
         """The windows this upload's DICOM and 16-bit images were brought to 8 bits with,
@@ -98,6 +125,8 @@ class IngestLimits:
     #: request is bounded by bytes, not only by file count (256 zip members of 49 MB of
     #: zeros each once held 12 GB).
     max_pending_bytes: int = 64 * 1024 * 1024
+    #: Rejected files listed one by one; the rest are counted per reason.
+    max_listed_rejections: int = 1000
 
 
 class ImageIngest:
@@ -110,6 +139,9 @@ class ImageIngest:
     ``known_sha256`` / ``known_names`` describe images already stored (adding to a set), so
     re-uploads are reported as duplicates and filename clashes are rejected. ``keep`` is
     called with (sha256, bytes) of every accepted image (to put it in the image store).
+    ``budget``: the process-wide byte budget the queued bytes count against (see
+    app.services.byte_budget); the caller waits on it when :attr:`over_budget` says so, and
+    calls :meth:`release` when the upload ends, however it ends.
     """
 
     def __init__(
@@ -125,6 +157,7 @@ class ImageIngest:
         hash_kind: str = DEFAULT_HASH_KIND,
         window: Window | None = None,
         embedding: EmbeddingSpec | None = None,
+        budget: ByteBudget | None = None,
     ) -> None:
         get_hasher(hash_kind).check_size(hash_size)
         self.hash_size = hash_size
@@ -132,7 +165,7 @@ class ImageIngest:
         self.window = window
         self.embedding = embedding
         self.limits = limits
-        self.result = IngestResult()
+        self.result = IngestResult(max_listed=limits.max_listed_rejections)
         self._seen_sha: dict[str, str] = dict(known_sha256 or {})
         self._names: set[str] = set(known_names)
         self._pending: list[tuple[str, bytes]] = []
@@ -143,6 +176,10 @@ class ImageIngest:
         self._progress = progress
         self._keep = keep
         self._pool = pool
+        self.budget = budget
+        #: Bytes this ingest counts in ``budget`` (queued or being hashed).
+        self._held = 0
+        self._let_through = False
         #: Chunks handed to worker processes, oldest first: (candidates, future).
         self._in_flight: deque[tuple[list[tuple[str, str, bytes]], Future]] = deque()
         #: Bytes and names of files handed to the decoders whose result is not in yet.
@@ -154,10 +191,44 @@ class ImageIngest:
         return (
             len(self._pending) >= self.limits.batch_size
             or self._pending_bytes >= self.limits.max_pending_bytes
+            or self.over_budget
         )
 
+    @property
+    def over_budget(self) -> bool:
+        """The process holds more than its budget, or (unless this upload was just let
+        through) others wait for room: hash what this upload holds (:meth:`make_room`), then
+        wait in line before taking more."""
+        budget = self.budget
+        return budget is not None and (budget.over or (not self._let_through and budget.has_line))
+
+    def make_room(self) -> None:
+        """Hash everything this upload holds and wait for the results, so it holds nothing."""
+        self._let_through = False
+        self.flush()
+        self._drain()
+
+    def let_through(self) -> None:
+        """Its turn came (after waiting): go on until the process is over its budget again."""
+        self._let_through = True
+
+    def release(self) -> None:
+        """Give back whatever this upload still counts in the budget (idempotent)."""
+        self._let_go(self._held)
+
+    def _hold(self, size: int) -> None:
+        if self.budget is not None:
+            self.budget.take(size)
+            self._held += size
+
+    def _let_go(self, size: int) -> None:
+        if self.budget is not None and size > 0:
+            size = min(size, self._held)
+            self._held -= size
+            self.budget.give(size)
+
     def reject(self, filename: str, reason: str) -> None:
-        self.result.rejected.append(Rejected(filename, reason))
+        self.result.add_rejection(Rejected(filename, reason))
 
     def add(self, filename: str, data: bytes) -> None:
         """Queue one file; call :meth:`flush` when :attr:`needs_flush` says so."""
@@ -177,15 +248,26 @@ class ImageIngest:
             return
         self._pending.append((filename, data))
         self._pending_bytes += len(data)
+        self._hold(len(data))
 
     def add_zip(self, stream: BinaryIO, archive_name: str) -> None:
         """Queue every member of a zip archive, flushing as batches fill."""
+        for _ in self.zip_steps(stream, archive_name):
+            pass
+
+    def zip_steps(self, stream: BinaryIO, archive_name: str) -> Iterator[bool]:
+        """:meth:`add_zip` a step at a time: yields True whenever the process is over its
+        byte budget (this upload then holds nothing), so the caller can wait for room
+        before the next member is read."""
         try:
             for item in iter_zip(stream, self.limits.max_file_bytes):
                 if isinstance(item, Member):
                     self.add(item.name, item.data)
                     if self.needs_flush:
                         self.flush()
+                    if self.over_budget:
+                        self.make_room()
+                        yield True
                 else:
                     self.reject(f"{archive_name}:{item.name}", item.reason)
         except ArchiveError as exc:
@@ -211,9 +293,11 @@ class ImageIngest:
             first = self._seen_sha.get(digest)
             if first is not None:
                 self.result.duplicates.append(Duplicate(filename, first))
+                self._let_go(len(data))
                 continue
             if filename in self._names:
                 self.reject(filename, "another image with this filename is already included")
+                self._let_go(len(data))
                 continue
             self._tentative_sha.add(digest)
             self._tentative_names.add(filename)
@@ -283,6 +367,7 @@ class ImageIngest:
         ):
             self._tentative_sha.discard(digest)
             self._tentative_names.discard(filename)
+            self._let_go(len(data))  # hashed: kept in the store below, or refused
             if error is not None:
                 self.reject(filename, error)
                 continue
@@ -338,5 +423,7 @@ class ImageIngest:
         images = self.result.images
         metrics.IMAGES_HASHED.labels(self.hash_kind).inc(len(images))
         metrics.IMAGES_EMBEDDED.inc(sum(image.embedding is not None for image in images))
-        metrics.FILES_REJECTED.inc(len(self.result.rejected))
+        rejected = self.result.rejected
+        metrics.FILES_REJECTED.inc(len(rejected) + sum(self.result.unlisted_rejections.values()))
+        self.release()
         return self.result

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from app.config import Settings
 from app.imaging.hashers import DEFAULT_HASH_KIND
 from app.imaging.windowing import Window
+from app.services.byte_budget import ByteBudget
 from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.ingest import ImageIngest, IngestLimits
 from app.services.retention import HeldImages
@@ -21,6 +22,7 @@ def ingest_limits(settings: Settings) -> IngestLimits:
         max_pixels=settings.max_image_pixels,
         batch_size=settings.hash_batch_size,
         max_pending_bytes=settings.max_pending_bytes,
+        max_listed_rejections=settings.max_listed_rejections,
     )
 
 
@@ -38,6 +40,8 @@ class ImageIntake:
     #: The request's hold on what it stores; released (and what no row took removed) when
     #: the request ends.
     held: HeldImages | None = None
+    #: The process-wide budget of bytes waiting to be hashed (None: per-request bounds only).
+    budget: ByteBudget | None = None
 
     def ingest(
         self,
@@ -58,4 +62,5 @@ class ImageIntake:
             keep=self.held.put if self.held is not None else self.store.put,
             pool=self.pool,
             embedding=self.embedding,
+            budget=self.budget,
         )

@@ -10,7 +10,7 @@ import csv
 import io
 
 from app.services.filenames import one_line, spreadsheet_cell
-from app.services.source_matching import paper_lines
+from app.services.source_matching import paper_lines, verified_words
 
 
 def batch_csv(document: dict) -> str:
@@ -52,16 +52,11 @@ def batch_text(document: dict) -> str:
     lines = paper_lines(document["matches"]) + [
         f"The copy-detection embedding finds {m['generated']} a copy of "
         f"{m['copy_of']['real']} with similarity {m['copy_of']['similarity']:.3f}"
-        + _verified_words(m["copy_of"])
+        + verified_words(m["copy_of"])
         for m in document["matches"]
         if m.get("copy_of")
     ]
     return "".join(one_line(line) + "\n" for line in lines)
-
-
-def _verified_words(copy: dict) -> str:
-    inliers = copy.get("verified_inliers")
-    return "" if inliers is None else f", verified by {inliers} matching keypoints"
 
 
 def real_summary_csv(rows: list[dict]) -> str:

@@ -67,6 +67,12 @@ def copy_row(
     }
 
 
+def verified_words(copy: dict) -> str:
+    """``, verified by N matching keypoints`` for a verified ``copy_of``, else nothing."""
+    inliers = copy.get("verified_inliers")
+    return "" if inliers is None else f", verified by {inliers} matching keypoints"
+
+
 @dataclass(frozen=True)
 class CopyDecision:
     """The similarity threshold ``copy_of`` was decided at (None: not decided) and why."""

@@ -6,10 +6,12 @@ import csv
 import io
 import shutil
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from app.scoring.artifacts import ModelArtifacts
 from app.scoring.reference import ReferenceConfig, ReferenceScorer
 from tests.helpers import REPO_MODELS, file_parts, labelled_real_files, register
 from tests.imagegen import png
@@ -56,7 +58,10 @@ def test_classify_reference_and_phash_with_set_and_batch(client, devset):
 
     # A threshold above 1 reaches the auditor: it verifies until that bar, so the labels are
     # those of checking every shortlisted image.
-    full = ReferenceScorer(ReferenceConfig(verify_round=0)).score(used + unused, generated)
+    embedder = ModelArtifacts(REPO_MODELS, want_cuda=False).load().embedding()
+    full = ReferenceScorer(ReferenceConfig(verify_round=0), embedder=embedder).score(
+        used + unused, generated
+    )
     strict = client.post(
         "/classify",
         data={
@@ -67,6 +72,46 @@ def test_classify_reference_and_phash_with_set_and_batch(client, devset):
         },
     ).json()
     assert [r["label"] == "used" for r in strict["results"]] == list(full.scores >= 2)
+
+
+def test_classify_names_its_evidence_in_json_and_csv(client, devset):
+    """Every result lists the generated images behind its verdict with their figures; a
+    used image's strongest evidence is a verified copy, and the CSV carries it, with a
+    formula-like generated name neutralised."""
+    # a used image's strongest evidence: a verified copy, else its most similar by embedding
+    used, unused, generated = devset
+    real_set = register(client, labelled_real_files(used[:6], unused[:6]), name="ev")
+    gen = {f"generated_{i:04d}.png": png(g) for i, g in enumerate(generated[:20])}
+    gen["=cmd.png"] = png(generated[20])
+    batch = client.post(
+        "/match", data={"real_set_id": str(real_set["id"])}, files=file_parts(gen)
+    ).json()
+    body = client.post(
+        "/classify",
+        data={"real_set_id": str(real_set["id"]), "batch_id": str(batch["batch_id"])},
+    ).json()
+    assert body["method"] == "reference"
+    for item in body["results"]:
+        assert 1 <= len(item["evidence"]) <= 3
+        for ev in item["evidence"]:
+            assert ev["generated"] in gen and ev["similarity"] is not None
+            assert isinstance(ev["phash_distance"], int)
+        sims = [ev["similarity"] for ev in item["evidence"] if not ev["verified_copy"]]
+        assert sims == sorted(sims, reverse=True)
+    used_items = [r for r in body["results"] if r["label"] == "used"]
+    assert used_items and all(
+        r["evidence"][0]["verified_copy"]
+        or r["evidence"][0]["similarity"]
+        == pytest.approx(r["components"]["best_similarity"], abs=1e-3)
+        for r in used_items
+    )
+    again = client.get(f"/classify/{body['classification_id']}").json()
+    assert again["results"] == body["results"]
+    text = client.get(f"/classify/{body['classification_id']}", params={"format": "csv"}).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    first = body["results"][0]["evidence"][0]
+    assert rows[0]["evidence"].lstrip("'").startswith(f"{first['generated']} (similarity ")
+    assert not any(r["evidence"].startswith("=") for r in rows)
 
 
 def test_classify_with_uploaded_images_and_errors(client, devset):

@@ -1,0 +1,152 @@
+"""Label-free membership signals that compare descriptors, and the evidence lists they name.
+
+Pure numpy (no images, no models): the reference auditor (app/scoring/reference.py) feeds it
+thumbnails and copy-detection embeddings.
+
+* **Hubness.** Some real images are near many images of any batch (a typical slice; the
+  blurry mean a noisy generator collapses onto). Nearest-neighbour votes then pile onto
+  them whatever the generator learned. CSLS (Conneau et al., 2018) corrects each similarity
+  by how crowded both ends are: ``2 s(r, g) - rho_real(r) - rho_gen(g)``, where ``rho_real``
+  is the mean similarity of the real image to its k nearest other real images and
+  ``rho_gen`` that of the generated image to its k nearest real images.
+* **Nulls from the real set.** Every signal is compared with what the real images give
+  each other: the real set stands in for a generator that copied nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Neighbours whose mean similarity measures how crowded an image's neighbourhood is.
+HUBNESS_NEIGHBOURS = 10
+#: Similarities held at once (float32) when a batch is compared block by block.
+BLOCK_ENTRIES = 4_000_000
+
+
+def top_k_mean(similarity: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Mean of the k largest values along ``axis`` (all of them when there are fewer)."""
+    k = max(1, min(k, similarity.shape[axis]))
+    part = np.partition(-similarity, k - 1, axis=axis)
+    return -np.take(part, np.arange(k), axis=axis).mean(axis=axis)
+
+
+def real_crowding(real: np.ndarray, k: int = HUBNESS_NEIGHBOURS) -> np.ndarray:
+    """Per real row: mean similarity to its k nearest other real rows (CSLS's rho_real)."""
+    if len(real) < 2:
+        return np.zeros(len(real), np.float32)
+    among = real @ real.T
+    np.fill_diagonal(among, -np.inf)
+    return top_k_mean(among, min(k, len(real) - 1), axis=1)  # never the -inf diagonal
+
+
+def soft_votes(similarity: np.ndarray, temperature: float) -> np.ndarray:
+    """Column-wise softmax over rows (real images), summed per row; mean 1 over rows."""
+    z = similarity / temperature
+    z = z - z.max(axis=0, keepdims=True)
+    w = np.exp(z)
+    w /= w.sum(axis=0, keepdims=True)
+    return w.sum(axis=1) * similarity.shape[0] / max(similarity.shape[1], 1)
+
+
+@dataclass(frozen=True)
+class Votes:
+    """Hubness-corrected nearest-neighbour votes per real image (mean 1 over the set) and
+    the same votes when the real images vote among themselves (the null)."""
+
+    votes: np.ndarray
+    null: np.ndarray
+
+
+def csls_votes(
+    real: np.ndarray,
+    generated: np.ndarray,
+    temperature: float,
+    k: int = HUBNESS_NEIGHBOURS,
+    block_entries: int = BLOCK_ENTRIES,
+) -> Votes:
+    """Every generated row casts a soft vote over the real rows by CSLS-corrected
+    similarity; the null lets every real row vote over the others, corrected the same way."""
+    n, m = len(real), len(generated)
+    rho_real = real_crowding(real, k)
+    vote_sum = np.zeros(n, np.float64)
+    block = max(1, block_entries // max(n, 1))
+    for lo in range(0, m, block):
+        sim = real @ generated[lo : lo + block].T  # (n, block)
+        rho_gen = top_k_mean(sim, k, axis=0)
+        corrected = 2 * sim - rho_real[:, None] - rho_gen[None, :]
+        vote_sum += soft_votes(corrected, temperature) * sim.shape[1] / n
+    votes = vote_sum * n / max(m, 1)
+    if n < 2:
+        return Votes(votes, np.ones(n))
+    among = real @ real.T
+    np.fill_diagonal(among, -np.inf)
+    corrected = 2 * among - rho_real[:, None] - rho_real[None, :]
+    return Votes(votes, soft_votes(corrected, temperature))
+
+
+def nearest_other(real: np.ndarray) -> np.ndarray:
+    """Per real row: the similarity of its nearest other real row (the copy null)."""
+    if len(real) < 2:
+        return np.full(len(real), -1.0, np.float32)
+    among = real @ real.T
+    np.fill_diagonal(among, -np.inf)
+    return among.max(axis=1)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A signal's decision bar from its null: ``scale`` maps the null's median to 0 and the
+    bar to 1, so signals measured in different units can be compared and combined."""
+
+    median: float
+    bar: float
+
+    @classmethod
+    def of(cls, null: np.ndarray, quantile: float) -> Bar:
+        if not len(null):
+            return cls(0.0, 1.0)
+        median = float(np.median(null))
+        return cls(median, max(float(np.quantile(null, quantile)), median + 1e-6))
+
+    def scale(self, values: np.ndarray) -> np.ndarray:
+        return (np.asarray(values, np.float64) - self.median) / (self.bar - self.median)
+
+
+def top_generated(
+    real: np.ndarray, generated: np.ndarray, k: int, block_entries: int = BLOCK_ENTRIES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per real row: its k most similar generated rows, most similar first (ties: lower
+    index), as (indices (n, k), similarities (n, k)); computed block by block."""
+    n, m = len(real), len(generated)
+    k = min(k, m)
+    best_sim = np.full((n, k), -np.inf, np.float32)
+    best_idx = np.zeros((n, k), np.int64)
+    block = max(1, block_entries // max(n, 1))
+    for lo in range(0, m, block):
+        sim = real @ generated[lo : lo + block].T
+        cand_sim = np.concatenate([best_sim, sim], axis=1)
+        cand_idx = np.concatenate(
+            [best_idx, np.broadcast_to(np.arange(lo, lo + sim.shape[1]), sim.shape)], axis=1
+        )
+        keep = top_indices(cand_sim, k)
+        best_sim = np.take_along_axis(cand_sim, keep, axis=1)
+        best_idx = np.take_along_axis(cand_idx, keep, axis=1)
+    return best_idx, best_sim
+
+
+def top_indices(values: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's k largest values, largest first (deterministic)."""
+    if k >= values.shape[1]:
+        return np.argsort(-values, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(-values, k - 1, axis=1)[:, :k]
+    part.sort(axis=1)  # among equal values the lower index comes first
+    picked = np.take_along_axis(values, part, axis=1)
+    order = np.argsort(-picked, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def hamming(bits_a: np.ndarray, bits_b: np.ndarray) -> int:
+    """Bits that differ between two boolean hash vectors."""
+    return int(np.count_nonzero(bits_a != bits_b))

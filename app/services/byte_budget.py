@@ -1,0 +1,91 @@
+"""One API process's budget of encoded image bytes held by uploads while they wait to be hashed.
+
+Each upload is bounded on its own (``max_pending_bytes`` waiting, up to twice that in the
+hash workers), but N concurrent uploads could still hold N times that. With a shared budget
+an upload that finds the process over it first hashes what it holds itself (so it holds
+nothing), then waits, reading no more of its body (TCP pushes back on the client), until
+others have been hashed. Waiting rather than refusing at once keeps bursts of ordinary
+uploads succeeding; the wait is bounded (``upload_budget_wait_s``), after which the upload is
+answered 503 with Retry-After. An upload that holds nothing never waits on one that waits,
+so waits cannot form a cycle; one file larger than the whole budget is let through alone.
+
+Waiters are served first come, first served: while any upload waits, others join the line
+when they next check (holding nothing), so a busy process cannot starve a waiting upload; an
+upload let through goes on until the process is over its budget again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+
+
+class ByteBudget:
+    """Bytes taken and given back from any thread; waited on from the event loop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+        #: Waiting uploads in arrival order, woken (thread-safely) whenever bytes are given
+        #: back or the line moves.
+        self._line: deque[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = deque()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @property
+    def over(self) -> bool:
+        return self._used > self.limit
+
+    @property
+    def has_line(self) -> bool:
+        """Some upload is waiting for room (a newcomer should queue behind it)."""
+        return bool(self._line)
+
+    def take(self, size: int) -> None:
+        """Count ``size`` bytes as held (never blocks: the bytes are already in memory)."""
+        with self._lock:
+            self._used += size
+
+    def give(self, size: int) -> None:
+        if size <= 0:
+            return
+        with self._lock:
+            self._used -= size
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            waiters = list(self._line)
+        for loop, event in waiters:
+            loop.call_soon_threadsafe(event.set)
+
+    async def wait_for_room(self, timeout_s: float) -> bool:
+        """Wait in line until the process is within its budget; False if this upload's turn
+        has not come after ``timeout_s``. Call it holding nothing (module docstring)."""
+        if not self.over and not self._line:
+            return True
+        event = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), event)
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._line.append(waiter)
+        try:
+            while not (self._line[0] is waiter and not self.over):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                event.clear()
+                try:
+                    await asyncio.wait_for(event.wait(), left)
+                except TimeoutError:
+                    return self._line[0] is waiter and not self.over
+            return True
+        finally:
+            with self._lock:
+                self._line.remove(waiter)
+            self._wake_all()  # the next in line may go now
