@@ -142,7 +142,7 @@ def parse_variant(text: str) -> CopyVerifier:
 
 
 def compare_variants(
-    variants: list[CopyVerifier], reals, generated, outside, images, truth, unused
+    variants: list[CopyVerifier], reals, generated, outside, images, truth, unused, margin=False
 ):
     """Rule (b) per keypoint variant: figures and cost (``images``: real, generated, outside)."""
     real_images, generated_images, outside_images = images
@@ -185,6 +185,49 @@ def compare_variants(
             ]
         )
         print(f"  {verifier.kind}: {image_ms:.1f} ms/image, {pair_ms:.2f} ms/pair")
+        if margin:
+            # The runner-up by embedding: inliers shared with any image of the set (the
+            # scanner table, the body outline) are not evidence of one source.
+            def runner_up(queries, kps, members, inl, real_kp=real_kp, verifier=verifier):
+                sims = queries @ reals[members].T
+                second = np.argsort(-sims, axis=1)[:, 1]
+                return inl - np.array(
+                    [
+                        verifier.inliers(k, real_kp[members[j]])
+                        for k, j in zip(kps, second, strict=True)
+                    ]
+                )
+
+            def rr_margin(members, real_kp=real_kp, verifier=verifier) -> int:
+                sims = reals[members] @ reals[members].T
+                np.fill_diagonal(sims, -np.inf)
+                order = np.argsort(-sims, axis=1)[:, :2]
+                return max(
+                    verifier.inliers(real_kp[i], real_kp[members[a]])
+                    - verifier.inliers(real_kp[i], real_kp[members[b]])
+                    for i, (a, b) in zip(members, order, strict=True)
+                )
+
+            gen_m = runner_up(generated, generated_kp, everyone, inliers)
+            out_m = runner_up(outside, outside_kp, everyone, outside_in)
+            rev_m = runner_up(generated, generated_kp, unused, reverse_in)
+            bar_all, bar_unused = rr_margin(everyone), rr_margin(unused)
+            for label, given, out, rev in (
+                ("margin > max margin", gen_m > bar_all, out_m > bar_all, rev_m > bar_unused),
+                (
+                    "b and margin > max",
+                    (gen_m > bar_all) & (inliers > own_all.max()),
+                    (out_m > bar_all) & (outside_in > own_all.max()),
+                    (rev_m > bar_unused) & (reverse_in > own_unused.max()),
+                ),
+            ):
+                right = int((given & copies & (nearest == truth)).sum())
+                novel = int((given & ~copies).sum())
+                print(
+                    f"    {label:<26} (bar {bar_all}) right {right}/{copies.sum()} "
+                    f"({right / copies.sum():.1%}), novel given {novel} | outside "
+                    f"{out.mean():.1%} | reverse {rev.mean():.1%}"
+                )
         for label, bars in bar_rules(own_all, own_unused).items():
             everyone_bar, unused_bar = bars
             given = inliers > everyone_bar[nearest]
@@ -218,6 +261,7 @@ def main() -> int:
     parser.add_argument("--sets", default="lung-window,iq-othnccd")
     parser.add_argument("--probes", type=int, default=8)
     parser.add_argument("--variants", default="", help="e.g. sift-128-300,orb-256-500")
+    parser.add_argument("--margin", action="store_true", help="also the runner-up margin rules")
     args = parser.parse_args()
     model = ModelArtifacts(ROOT / "models", want_cuda=False).load().embedding()
 
@@ -252,6 +296,7 @@ def main() -> int:
                 (real_images, generated_images, outside_images),
                 truth,
                 unused,
+                args.margin,
             )
             continue
         rng = np.random.default_rng(0)
