@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         default=1000,
         ge=0,
         description="/match with `verify=auto` (the default) checks each `copy_of` candidate "
-        "geometrically (SIFT + RANSAC, about 13 ms per generated image per core) when the batch "
+        "geometrically (SIFT + RANSAC, about 10 ms per generated image per core) when the batch "
         "has at most this many generated images; larger batches are decided by the embedding "
         "bar alone (`verify=always` checks them anyway).",
     )

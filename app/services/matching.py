@@ -80,6 +80,8 @@ class VerifyPlan:
     verification: Verification | None = None
     note: str = ""
     new_bar: InlierBar | None = None
+    #: The set revision it was computed on (its real image indices).
+    revision: int | None = None
 
 
 def ingest_for(
@@ -262,7 +264,7 @@ def plan_verification(
         )
     except CannotVerify as error:
         return VerifyPlan(note=f"not verified geometrically: {error}")
-    return VerifyPlan(verification, new_bar=None if stored == bar else bar)
+    return VerifyPlan(verification, "", None if stored == bar else bar, hashes.revision)
 
 
 def decide_copies(
@@ -280,7 +282,9 @@ def decide_copies(
     plan = plan or VerifyPlan()
     rule = hashes.copy_rule(calibration.quantile, calibration.min_images)
     verification = plan.verification
-    if verification is not None:
+    if verification is not None and plan.revision != hashes.revision:
+        plan = VerifyPlan(note="not verified geometrically: images were added to the set meanwhile")
+    elif verification is not None:
         attribute_verified(outcome, upload.images, hashes.words, verification, hashes.hash_size)
         return CopyDecision(rule.threshold, verified_reason(verification.bar, rule.reason()))
     attribute_copies(
