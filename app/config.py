@@ -207,6 +207,14 @@ class Settings(BaseSettings):
         description="Below this many real images the paper's threshold is used instead.",
     )
     max_top_k: int = Field(default=50, description="Largest `top_k` a /match request may ask.")
+    match_verify_max_images: int = Field(
+        default=1000,
+        ge=0,
+        description="/match with `verify=auto` (the default) checks each `copy_of` candidate "
+        "geometrically (SIFT + RANSAC, about 10 ms per generated image per core) when the batch "
+        "has at most this many generated images; larger batches are decided by the embedding "
+        "bar alone (`verify=always` checks them anyway).",
+    )
 
     @field_validator("api_keys", "api_keys_file", mode="before")
     @classmethod

@@ -38,7 +38,7 @@ FILES_REJECTED = Counter(
 SEARCH_SECONDS = Histogram(
     "memaudit_search_duration_seconds",
     "Time to search a generated batch against its real set: pHash candidates within the "
-    "threshold, and copy attribution by the embedding",
+    "threshold, copy attribution by the embedding, and its geometric verification",
     ["stage"],
     buckets=SECONDS_BUCKETS,
 )

@@ -2,10 +2,12 @@
 copy-detection embedding) beside the paper's pHash `source`, from the same /match.
 
     .venv/bin/python bench/attribution_devsets.py [DEVSETS_DIR] [--sets lung-window,iq-othnccd]
+        [--verify auto,never]
 
 For every generated image with a source in sources.csv: given the true source, a wrong one,
 or none; for novel images (empty source): given a source at all. Registers real/ and matches
-generated/ in-process against a fresh SQLite database (the shipped models/).
+generated/ in-process against a fresh SQLite database (the shipped models/), once per
+``--verify`` mode (verified geometrically or by the embedding bar alone).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("devsets", nargs="?", default=str(ROOT.parent / "shared/data/devsets"))
     parser.add_argument("--sets", default="lung-window,iq-othnccd")
+    parser.add_argument("--verify", default="auto,never", help="/match verify modes, in turn")
     args = parser.parse_args()
     for name in args.sets.split(","):
         folder = Path(args.devsets) / name
@@ -76,18 +79,30 @@ def main() -> int:
                 data={"name": name},
                 files={"files": ("real.zip", zipped(folder / "real"), "application/zip")},
             ).json()
-            batch = client.post(
-                "/match",
-                data={"real_set_id": str(real_set["id"])},
-                files={"files": ("gen.zip", zipped(folder / "generated"), "application/zip")},
-            ).json()
-        print(f"{name}: copy bar {batch['copy_threshold']}, pHash threshold {batch['threshold']}")
-        print(
-            line(
-                "copy_of (embedding)",
-                tally(batch["matches"], truth, lambda m: (m["copy_of"] or {}).get("real")),
+            batches = [
+                (
+                    mode,
+                    client.post(
+                        "/match",
+                        data={"real_set_id": str(real_set["id"]), "verify": mode},
+                        files={
+                            "files": ("gen.zip", zipped(folder / "generated"), "application/zip")
+                        },
+                    ).json(),
+                )
+                for mode in args.verify.split(",")
+            ]
+        for mode, batch in batches:  # a mode given twice: the second reuses the set's bar
+            print(
+                f"{name} verify={mode}: copy bar {batch['copy_threshold']}, pHash threshold "
+                f"{batch['threshold']}; {batch['elapsed_seconds']:.1f} s; {batch['copy_rule']}"
             )
-        )
+            print(
+                line(
+                    f"copy_of ({mode})",
+                    tally(batch["matches"], truth, lambda m: (m["copy_of"] or {}).get("real")),
+                )
+            )
         print(line("source (pHash)", tally(batch["matches"], truth, lambda m: m["source"])))
     return 0
 

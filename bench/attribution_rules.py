@@ -17,6 +17,10 @@ Every rule is calibrated label-free, from what a user has (the registered real i
 Per rule: copies given the true source / a wrong one, novel images given one, and the share of
 the two negative controls of bench/negative_controls.py (outside, reverse) given one. Also the
 cost of SIFT per image and per verified pair on this machine. Embeddings are as stored (float16).
+
+``--variants sift-256-300,sift-128-300,orb-256-500`` compares instead rule (b) alone for
+cheaper keypoints (app.imaging.features.CopyVerifier: detector-side-features), each with its
+ms per image and per verified pair on this machine, beside today's bar.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from negative_controls import outside_batch, outside_pool  # noqa: E402
 
-from app.imaging.features import sift_keypoints, verified_inliers  # noqa: E402
+from app.imaging.features import CopyVerifier, sift_keypoints, verified_inliers  # noqa: E402
 from app.scoring.artifacts import ModelArtifacts  # noqa: E402
 from app.training.embedding import generator_edit  # noqa: E402
 
@@ -132,11 +136,132 @@ def rr_inliers(reals: np.ndarray, keypoints: list, members: np.ndarray) -> np.nd
     )
 
 
+def parse_variant(text: str) -> CopyVerifier:
+    detector, side, features = text.split("-")
+    return CopyVerifier(detector, int(side), int(features))
+
+
+def compare_variants(
+    variants: list[CopyVerifier], reals, generated, outside, images, truth, unused, margin=False
+):
+    """Rule (b) per keypoint variant: figures and cost (``images``: real, generated, outside)."""
+    real_images, generated_images, outside_images = images
+    copies = truth >= 0
+    nearest, _s1, _ = top2(generated, reals)
+    out_nearest, _, _ = top2(outside, reals)
+    rev_nearest, _, _ = top2(generated, reals[unused])
+    for verifier in variants:
+        started = time.perf_counter()
+        real_kp = [verifier.keypoints(g) for g in real_images]
+        generated_kp = [verifier.keypoints(g) for g in generated_images]
+        image_ms = 1000 * (time.perf_counter() - started) / (len(real_kp) + len(generated_kp))
+        outside_kp = [verifier.keypoints(g) for g in outside_images]
+
+        def own_inliers(members: np.ndarray, real_kp=real_kp, verifier=verifier) -> np.ndarray:
+            """Inliers of each member real image with its nearest other member."""
+            pairs = reals[members] @ reals[members].T
+            np.fill_diagonal(pairs, -np.inf)
+            return np.array(
+                [
+                    verifier.inliers(real_kp[i], real_kp[members[j]])
+                    for i, j in zip(members, pairs.argmax(1), strict=True)
+                ]
+            )
+
+        everyone = np.arange(len(reals))
+        own_all, own_unused = own_inliers(everyone), own_inliers(unused)
+        started = time.perf_counter()
+        inliers = np.array(
+            [verifier.inliers(k, real_kp[j]) for k, j in zip(generated_kp, nearest, strict=True)]
+        )
+        pair_ms = 1000 * (time.perf_counter() - started) / len(generated_kp)
+        outside_in = np.array(
+            [verifier.inliers(k, real_kp[j]) for k, j in zip(outside_kp, out_nearest, strict=True)]
+        )
+        reverse_in = np.array(
+            [
+                verifier.inliers(k, real_kp[unused[j]])
+                for k, j in zip(generated_kp, rev_nearest, strict=True)
+            ]
+        )
+        print(f"  {verifier.kind}: {image_ms:.1f} ms/image, {pair_ms:.2f} ms/pair")
+        if margin:
+            # The runner-up by embedding: inliers shared with any image of the set (the
+            # scanner table, the body outline) are not evidence of one source.
+            def runner_up(queries, kps, members, inl, real_kp=real_kp, verifier=verifier):
+                sims = queries @ reals[members].T
+                second = np.argsort(-sims, axis=1)[:, 1]
+                return inl - np.array(
+                    [
+                        verifier.inliers(k, real_kp[members[j]])
+                        for k, j in zip(kps, second, strict=True)
+                    ]
+                )
+
+            def rr_margin(members, real_kp=real_kp, verifier=verifier) -> int:
+                sims = reals[members] @ reals[members].T
+                np.fill_diagonal(sims, -np.inf)
+                order = np.argsort(-sims, axis=1)[:, :2]
+                return max(
+                    verifier.inliers(real_kp[i], real_kp[members[a]])
+                    - verifier.inliers(real_kp[i], real_kp[members[b]])
+                    for i, (a, b) in zip(members, order, strict=True)
+                )
+
+            gen_m = runner_up(generated, generated_kp, everyone, inliers)
+            out_m = runner_up(outside, outside_kp, everyone, outside_in)
+            rev_m = runner_up(generated, generated_kp, unused, reverse_in)
+            bar_all, bar_unused = rr_margin(everyone), rr_margin(unused)
+            for label, given, out, rev in (
+                ("margin > max margin", gen_m > bar_all, out_m > bar_all, rev_m > bar_unused),
+                (
+                    "b and margin > max",
+                    (gen_m > bar_all) & (inliers > own_all.max()),
+                    (out_m > bar_all) & (outside_in > own_all.max()),
+                    (rev_m > bar_unused) & (reverse_in > own_unused.max()),
+                ),
+            ):
+                right = int((given & copies & (nearest == truth)).sum())
+                novel = int((given & ~copies).sum())
+                print(
+                    f"    {label:<26} (bar {bar_all}) right {right}/{copies.sum()} "
+                    f"({right / copies.sum():.1%}), novel given {novel} | outside "
+                    f"{out.mean():.1%} | reverse {rev.mean():.1%}"
+                )
+        for label, bars in bar_rules(own_all, own_unused).items():
+            everyone_bar, unused_bar = bars
+            given = inliers > everyone_bar[nearest]
+            right = int((given & copies & (nearest == truth)).sum())
+            wrong = int((given & copies & (nearest != truth)).sum())
+            novel = int((given & ~copies).sum())
+            print(
+                f"    {label:<26} right {right}/{copies.sum()} ({right / copies.sum():.1%}), "
+                f"wrong {wrong}, novel given {novel}/{(~copies).sum()} "
+                f"({novel / (~copies).sum():.1%}) | outside "
+                f"{(outside_in > everyone_bar[out_nearest]).mean():.1%} | reverse "
+                f"{(reverse_in > unused_bar[rev_nearest]).mean():.1%}"
+            )
+
+
+def bar_rules(own_all: np.ndarray, own_unused: np.ndarray) -> dict:
+    """Per real image, the inliers a copy of it must exceed, by rule (set, reverse set): the
+    set's maximum (rule b), or the image's own inliers with its nearest other real image
+    floored at a quantile of the set's."""
+    rules = {"max over the set (b)": lambda own: np.full(len(own), own.max())}
+    for q in (0.5, 0.9, 0.95):
+        rules[f"own, floor p{round(100 * q)}"] = lambda own, q=q: np.maximum(
+            own, np.quantile(own, q)
+        )
+    return {label: (rule(own_all), rule(own_unused)) for label, rule in rules.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("devsets", nargs="?", default=str(ROOT.parent / "shared/data/devsets"))
     parser.add_argument("--sets", default="lung-window,iq-othnccd")
     parser.add_argument("--probes", type=int, default=8)
+    parser.add_argument("--variants", default="", help="e.g. sift-128-300,orb-256-500")
+    parser.add_argument("--margin", action="store_true", help="also the runner-up margin rules")
     args = parser.parse_args()
     model = ModelArtifacts(ROOT / "models", want_cuda=False).load().embedding()
 
@@ -161,6 +286,19 @@ def main() -> int:
                 outside_pool(labels, Path(args.devsets).parent / "ct"), 400, 7, Path(tmp) / "o"
             )
             outside_images = read(sorted((Path(tmp) / "o").glob("*.png")))
+        if args.variants:
+            print(f"{name}:")
+            compare_variants(
+                [parse_variant(v) for v in args.variants.split(",")],
+                embed(real_images),
+                embed(generated_images),
+                embed(outside_images),
+                (real_images, generated_images, outside_images),
+                truth,
+                unused,
+                args.margin,
+            )
+            continue
         rng = np.random.default_rng(0)
         halves = [cv2.resize(g, (128, 128), interpolation=cv2.INTER_AREA) for g in real_images]
         probe_source = np.tile(np.arange(len(halves)), args.probes)

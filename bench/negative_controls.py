@@ -2,7 +2,7 @@
 of the registered set, through /match, `copy_of` beside the pHash `source` of the same answer.
 
     .venv/bin/python bench/negative_controls.py [DEVSETS_DIR] [--sets lung-window,iq-othnccd]
-        [--count 400] [--seed 7]
+        [--count 400] [--seed 7] [--verify auto,never]
 
 Per dev set, two controls (every generated image should get copy_of null and source null):
 - outside: ``--count`` images made only from ../shared/data/ct slices of patients outside the
@@ -88,8 +88,9 @@ def outside_batch(pool: list[Path], count: int, seed: int, out: Path) -> None:
         cv2.imwrite(str(out / f"control_{i:05d}.png"), edited)
 
 
-def match_rates(real: Path, generated: Path, work: Path) -> dict:
-    """Register ``real``, match ``generated``; the share given copy_of and given a source."""
+def match_rates(real: Path, generated: Path, work: Path, modes: list[str]) -> dict:
+    """Register ``real``, match ``generated`` once per verify mode; the share given copy_of
+    (per mode) and given a pHash source."""
     settings = Settings(data_dir=work, database_url=f"sqlite:///{work / 'db.sqlite'}")
     with TestClient(create_app(settings)) as client:
         real_set = client.post(
@@ -97,26 +98,34 @@ def match_rates(real: Path, generated: Path, work: Path) -> dict:
             data={"name": "control"},
             files={"files": ("real.zip", zipped(real), "application/zip")},
         ).json()
-        batch = client.post(
-            "/match",
-            data={"real_set_id": str(real_set["id"])},
-            files={"files": ("gen.zip", zipped(generated), "application/zip")},
-        ).json()
-    matches = batch["matches"]
+        batches = {
+            mode: client.post(
+                "/match",
+                data={"real_set_id": str(real_set["id"]), "verify": mode},
+                files={"files": ("gen.zip", zipped(generated), "application/zip")},
+            ).json()
+            for mode in modes
+        }
+    matches = next(iter(batches.values()))["matches"]
     return {
         "images": len(matches),
-        "copy_of": sum(1 for m in matches if m["copy_of"] is not None),
+        "copy_of": {
+            mode: sum(1 for m in b["matches"] if m["copy_of"] is not None)
+            for mode, b in batches.items()
+        },
         "source": sum(1 for m in matches if m["source"] is not None),
-        "copy_threshold": batch["copy_threshold"],
+        "copy_threshold": next(iter(batches.values()))["copy_threshold"],
     }
 
 
 def line(label: str, rates: dict) -> str:
     n = rates["images"]
+    given = ", ".join(
+        f"verify={mode} {count} ({count / n:.1%})" for mode, count in rates["copy_of"].items()
+    )
     return (
-        f"  {label:<9} {n} images: copy_of given {rates['copy_of']} ({rates['copy_of'] / n:.1%}),"
-        f" pHash source given {rates['source']} ({rates['source'] / n:.1%});"
-        f" copy bar {rates['copy_threshold']}"
+        f"  {label:<9} {n} images: copy_of given {given}, pHash source given {rates['source']} "
+        f"({rates['source'] / n:.1%}); copy bar {rates['copy_threshold']}"
     )
 
 
@@ -126,7 +135,9 @@ def main() -> int:
     parser.add_argument("--sets", default="lung-window,iq-othnccd")
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--verify", default="auto,never", help="/match verify modes, in turn")
     args = parser.parse_args()
+    modes = args.verify.split(",")
     ct_root = Path(args.devsets).parent / "ct"
     for name in args.sets.split(","):
         folder = Path(args.devsets) / name
@@ -142,8 +153,10 @@ def main() -> int:
                 if row["used"] == "0":
                     (unused / row["real"]).write_bytes((folder / "real" / row["real"]).read_bytes())
             print(f"{name}: outside pool {len(pool)} slices")
-            print(line("outside", match_rates(folder / "real", work / "outside", work / "a")))
-            print(line("reverse", match_rates(unused, folder / "generated", work / "b")))
+            print(
+                line("outside", match_rates(folder / "real", work / "outside", work / "a", modes))
+            )
+            print(line("reverse", match_rates(unused, folder / "generated", work / "b", modes)))
     return 0
 
 

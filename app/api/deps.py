@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from app.config import Settings
 from app.scoring.artifacts import ModelArtifacts
 from app.services.byte_budget import ByteBudget
+from app.services.copy_verification import VerifyConfig
 from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.intake import ImageIntake, ingest_limits
 from app.services.retention import ImageRetention
@@ -125,3 +126,13 @@ async def get_intake(
 #: Ends with the route function ("function" scope), before the answer is sent: a client that
 #: got its answer finds the store already cleaned.
 IntakeDep = Annotated[ImageIntake, Depends(get_intake, scope="function")]
+
+
+def get_copy_verify(
+    settings: SettingsDep, images: ImageStoreDep, features: FeatureStoreDep
+) -> VerifyConfig:
+    """Where /match's copy verification finds pixels and cached keypoints, and its budget."""
+    return VerifyConfig.of(settings, images, features)
+
+
+CopyVerifyDep = Annotated[VerifyConfig, Depends(get_copy_verify)]

@@ -30,6 +30,7 @@ from app.imaging.windowing import Window
 from app.scoring import methods as scoring_methods
 from app.services.batches import SUMMARY_SCOPES, SummaryScope
 from app.services.classification import ClassifyRequest
+from app.services.copy_verification import VERIFY_MODES, VerifyMode
 from app.services.matching import MatchRequest
 
 #: Largest id or count accepted anywhere (PostgreSQL INTEGER); beyond it nothing can exist.
@@ -339,6 +340,16 @@ class MatchForm(WindowedForm):
     real_summary: Annotated[str, OneOf(SUMMARY_SCOPES)] = Field(
         default="all", description=REAL_SUMMARY_HELP, examples=["used"]
     )
+    verify: Annotated[str, OneOf(VERIFY_MODES)] = Field(
+        default="auto",
+        description="Check each `copy_of` candidate geometrically (SIFT keypoints + RANSAC "
+        "against its most similar real image; more matches than any two real images of the "
+        "set share make a copy): `auto` when the batch has at most "
+        "`MEMAUDIT_MATCH_VERIFY_MAX_IMAGES` (1,000) generated images, else the embedding bar "
+        "alone; `always`; `never` (the embedding bar alone). The batch's `copy_rule` says "
+        "which rule decided.",
+        examples=["auto"],
+    )
 
     file_fields = (
         FileField(
@@ -365,6 +376,7 @@ class MatchForm(WindowedForm):
             top_k=self.top_k,
             real_summary=cast(SummaryScope, self.real_summary),
             window=self.window,
+            verify=cast(VerifyMode, self.verify),
         )
 
 

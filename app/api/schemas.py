@@ -214,12 +214,14 @@ class Candidate(BaseModel):
 
 
 class CopyOfOut(BaseModel):
-    """The real image a generated image copies, by the copy-detection embedding."""
+    """The real image a generated image copies: its most similar by the copy-detection
+    embedding, verified geometrically or above the embedding bar."""
 
     real: str = Field(description="The real image it copies.", examples=["used_0029.png"])
     similarity: float = Field(
         description="Cosine similarity of the two images' copy-detection descriptors (1: "
-        "identical); at or above the batch's `copy_threshold`.",
+        "identical); at or above the batch's `copy_threshold` when `decided_by` is "
+        "`embedding`.",
         examples=[0.93],
     )
     phash_distance: int = Field(
@@ -227,9 +229,17 @@ class CopyOfOut(BaseModel):
         "(edited copies are often far apart by pHash).",
         examples=[74],
     )
-    decided_by: Literal["embedding"] = Field(
-        description="The evidence that decided it: the learned copy-detection embedding.",
-        examples=["embedding"],
+    decided_by: Literal["embedding", "verified"] = Field(
+        description="The rule that decided it: `verified` (more SIFT keypoint matches that "
+        "survive RANSAC than any two real images of the set share; see the batch's "
+        "`copy_rule`) or `embedding` (similarity at or above `copy_threshold`, not verified).",
+        examples=["verified"],
+    )
+    verified_inliers: int | None = Field(
+        default=None,
+        description="SIFT keypoint matches between the two images that survive RANSAC (one "
+        "rotation, scale and shift); null when not verified.",
+        examples=[41],
     )
 
 
@@ -366,14 +376,17 @@ class MatchBatchSummary(BaseModel):
     copy_threshold: float | None = Field(
         default=None,
         description="Embedding similarity at or above which a generated image's most similar "
-        "real image is its `copy_of`; null when copies were not decided (see `copy_rule`).",
+        "real image is its `copy_of` when copies are not verified geometrically (with "
+        "verification, the inlier bar in `copy_rule` decides); null when copies were not "
+        "decided (see `copy_rule`).",
         examples=[0.87],
     )
     copy_rule: str | None = Field(
         default=None,
-        description="How `copy_threshold` was chosen, in words, or why `copy_of` was not "
-        "decided (no embedding loaded, a set registered by hash alone); null for batches "
-        "stored before copies were attributed.",
+        description="How `copy_of` was decided, in words: verified geometrically (the "
+        "set's inlier bar) or by `copy_threshold` (and why not verified), or why `copy_of` "
+        "was not decided (no embedding loaded, a set registered by hash alone); null for "
+        "batches stored before copies were attributed.",
         examples=[
             "calibrated on this set's real-vs-real similarities: at most 5% of its 160 real "
             "images have another real image with embedding similarity 0.870 or more (median "
@@ -390,7 +403,7 @@ class MatchBatchOut(MatchBatchSummary):
 
     copied_count: int = Field(
         default=0,
-        description="Generated images with a `copy_of` (copies by the embedding).",
+        description="Generated images with a `copy_of`.",
         examples=[344],
     )
     model_config = ConfigDict(json_schema_extra={"examples": [examples.MATCH_BATCH]})

@@ -64,11 +64,11 @@ class Keypoints:
         return cls(arrays["points"].astype(np.float32), arrays["descriptors"].astype(np.float32))
 
 
-def _as_256(gray: np.ndarray) -> np.ndarray:
+def _as_256(gray: np.ndarray, side: int = 256) -> np.ndarray:
     """SIFT parameters (and the RANSAC pixel tolerance) are tuned at 256 px: every image is
-    brought to a longest side of 256, so keypoints of all images share that scale."""
+    brought to a longest side of 256 (or ``side``), so keypoints of all images share a scale."""
     h, w = gray.shape
-    scale = 256.0 / max(h, w)
+    scale = side / max(h, w)
     if abs(scale - 1.0) < 1e-6:
         return gray
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -85,11 +85,17 @@ def sift_keypoints(gray: np.ndarray, n_features: int = VERIFICATION_SIFT_FEATURE
     return Keypoints(np.float32([k.pt for k in kps]), desc.astype(np.float32))
 
 
-def verified_inliers(query: Keypoints, train: Keypoints) -> int:
-    """Matches between two images that survive the ratio test and a RANSAC similarity fit."""
+def verified_inliers(
+    query: Keypoints,
+    train: Keypoints,
+    reprojection_px: float = REPROJECTION_PX,
+    norm: int = cv2.NORM_L2,
+) -> int:
+    """Matches between two images that survive the ratio test and a RANSAC similarity fit
+    (``norm``: cv2.NORM_HAMMING for binary descriptors, given as uint8)."""
     if len(query) < 3 or len(train) < 3:
         return 0
-    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    matcher = cv2.BFMatcher(norm)
     pairs = matcher.knnMatch(query.descriptors, train.descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
     if len(good) < 4:
@@ -97,6 +103,43 @@ def verified_inliers(query: Keypoints, train: Keypoints) -> int:
     src = query.points[[m.queryIdx for m in good]]
     dst = train.points[[m.trainIdx for m in good]]
     _model, mask = cv2.estimateAffinePartial2D(
-        src, dst, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION_PX
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=reprojection_px
     )
     return int(mask.sum()) if mask is not None else 0
+
+
+@dataclass(frozen=True)
+class CopyVerifier:
+    """Keypoints and RANSAC-verified matches that check a ``copy_of`` candidate pair:
+    ``detector`` (sift or orb) on the image brought to ``side`` px, ``n_features`` kept.
+    The pre-blur and the RANSAC tolerance scale with ``side`` (both are tuned at 256 px)."""
+
+    detector: str = "sift"
+    side: int = 256
+    n_features: int = VERIFICATION_SIFT_FEATURES
+
+    @property
+    def kind(self) -> str:
+        """Feature-store kind: changed parameters never read another variant's files."""
+        return f"copy-{self.detector}-{self.side}-{self.n_features}-v1"
+
+    def keypoints(self, gray: np.ndarray) -> Keypoints:
+        image = _as_256(gray, self.side)
+        if self.detector == "orb":
+            found = cv2.ORB_create(nfeatures=self.n_features, edgeThreshold=15, patchSize=15)
+        else:
+            image = cv2.GaussianBlur(image, (0, 0), SIFT_PRE_BLUR * self.side / 256)
+            found = cv2.SIFT_create(nfeatures=self.n_features)
+        kps, desc = found.detectAndCompute(image, None)
+        width = 32 if self.detector == "orb" else 128
+        if desc is None or not kps:
+            return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, width), np.float32))
+        return Keypoints(np.float32([k.pt for k in kps]), desc.astype(np.float32))
+
+    def inliers(self, query: Keypoints, train: Keypoints) -> int:
+        """RANSAC inliers between two images' keypoints (see verified_inliers)."""
+        tolerance = REPROJECTION_PX * self.side / 256
+        if self.detector == "orb":
+            binary = [Keypoints(k.points, k.descriptors.astype(np.uint8)) for k in (query, train)]
+            return verified_inliers(*binary, tolerance, cv2.NORM_HAMMING)
+        return verified_inliers(query, train, tolerance)

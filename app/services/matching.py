@@ -12,10 +12,23 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import metrics
+from app.db.models import RealSet
 from app.db.session import transaction
 from app.imaging.windowing import Window
 from app.search.calibration import resolve_threshold
+from app.search.copies import unit_vectors
 from app.services import batches, real_sets
+from app.services.copy_verification import (
+    CannotVerify,
+    InlierBar,
+    Verification,
+    VerifyConfig,
+    VerifyMode,
+    inlier_bar,
+    unverified_note,
+    verified_reason,
+    verify_batch,
+)
 from app.services.errors import InvalidInput
 from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
@@ -26,6 +39,7 @@ from app.services.source_matching import (
     CopyDecision,
     MatchOutcome,
     attribute_copies,
+    attribute_verified,
     match_sources,
 )
 
@@ -54,6 +68,20 @@ class MatchRequest:
     real_summary: batches.SummaryScope = "all"
     #: The request's window: refused unless it is the set's (which is always used).
     window: Window | None = None
+    #: Verify copy_of candidates geometrically: ``auto`` when the batch is small enough.
+    verify: VerifyMode = "auto"
+
+
+@dataclass(frozen=True)
+class VerifyPlan:
+    """Copy verification done before the write transaction: its result, or why there is
+    none (empty when the embedding cannot decide either), and a bar to store with the set."""
+
+    verification: Verification | None = None
+    note: str = ""
+    new_bar: InlierBar | None = None
+    #: The set revision it was computed on (its real image indices).
+    revision: int | None = None
 
 
 def ingest_for(
@@ -80,10 +108,12 @@ def create_batch(
     calibration: CalibrationConfig,
     started: float,
     held: HeldImages | None = None,
+    verify: VerifyConfig | None = None,
 ) -> dict:
     """Match the uploaded images against the set (pHash, the paper's rule; and the
-    copy-detection embedding, ``copy_of``), store the batch, return its document
-    (``held``: the request's hold on the uploaded bytes)."""
+    copy-detection embedding, ``copy_of``, verified geometrically when ``verify`` allows),
+    store the batch, return its document (``held``: the request's hold on the uploaded
+    bytes)."""
     with sessions() as session:  # a window field that came after the files
         real_sets.check_window(real_sets.get_real_set(session, request.real_set_id), request.window)
     if not upload.images:
@@ -98,8 +128,16 @@ def create_batch(
     with sessions() as session:
         # Load the set's hashes and calibrate its copy bar (the slow part, once per
         # revision) before the write transaction, which on SQLite holds the write lock.
-        warm = cache.get(session, real_sets.get_real_set(session, request.real_set_id))
+        warm_set = real_sets.get_real_set(session, request.real_set_id)
+        warm = cache.get(session, warm_set)
         warm.copy_rule(calibration.quantile, calibration.min_images)
+        verifying = time.perf_counter()
+        plan = plan_verification(
+            session, warm_set, warm, upload, request.verify, calibration, verify
+        )
+        if plan.verification is not None:
+            spent = time.perf_counter() - verifying
+            metrics.SEARCH_SECONDS.labels("copy_verification").observe(spent)
     with transaction(sessions) as session:
         real_set = real_sets.get_real_set(session, request.real_set_id)
         bits = real_set.hash_size * real_set.hash_size
@@ -124,8 +162,10 @@ def create_batch(
         )
         attributed = time.perf_counter()
         metrics.SEARCH_SECONDS.labels("phash").observe(attributed - searched)
-        copy_rule = decide_copies(outcome, upload, hashes, calibration)
+        copy_rule = decide_copies(outcome, upload, hashes, calibration, plan)
         metrics.SEARCH_SECONDS.labels("copy_of").observe(time.perf_counter() - attributed)
+        if plan.new_bar is not None and real_set.revision == warm.revision:
+            real_sets.keep_copy_verification(real_set, plan.new_bar.as_json())
         batch = batches.save_batch(
             session,
             real_set,
@@ -173,24 +213,82 @@ def list_batches(session: Session, real_set_id: int | None, offset: int, limit: 
     return {"total": total, "offset": offset, "limit": limit, "items": items}
 
 
-def decide_copies(
-    outcome: MatchOutcome, upload: IngestResult, hashes: SetHashes, calibration: CalibrationConfig
-) -> CopyDecision:
-    """Fill ``copy_of`` where the embedding can decide it; the rule applied, or why none."""
+def embedding_problem(
+    upload: IngestResult, hashes: SetHashes, calibration: CalibrationConfig
+) -> str | None:
+    """Why the embedding cannot decide ``copy_of`` for this batch and set, or None."""
     if any(g.embedding is None for g in upload.images):
-        return CopyDecision(None, NO_EMBEDDING)
+        return NO_EMBEDDING
     if hashes.embeddings is None:
-        return CopyDecision(None, SET_WITHOUT_EMBEDDINGS)
+        return SET_WITHOUT_EMBEDDINGS
     if len(upload.images[0].embedding or b"") != 2 * hashes.embeddings.shape[1]:
-        return CopyDecision(None, OTHER_EMBEDDING)
-    rule = hashes.copy_rule(calibration.quantile, calibration.min_images)
-    if rule is None:
-        return CopyDecision(
-            None,
+        return OTHER_EMBEDDING
+    if hashes.copy_rule(calibration.quantile, calibration.min_images) is None:
+        return (
             f"the set has fewer than {calibration.min_images} images, too few to calibrate "
-            "the copy-detection threshold on: copy_of is not decided",
+            "the copy-detection threshold on: copy_of is not decided"
         )
+    return None
+
+
+def plan_verification(
+    session: Session,
+    real_set: RealSet,
+    hashes: SetHashes,
+    upload: IngestResult,
+    mode: VerifyMode,
+    calibration: CalibrationConfig,
+    config: VerifyConfig | None,
+) -> VerifyPlan:
+    """Verify the batch's copy candidates when asked and affordable (the slow part, done
+    before the write transaction); the set's inlier bar is measured once per revision."""
+    if embedding_problem(upload, hashes, calibration) is not None or config is None:
+        return VerifyPlan()
+    if not config.wants(mode, len(upload.images)):
+        return VerifyPlan(note=unverified_note(len(upload.images), mode, config.max_images))
+    kind = config.verifier.kind
+    stored = InlierBar.from_json((real_set.calibration or {}).get("copy_verification"), kind)
+    try:
+        sha256s = hashes.derived("sha256", lambda: real_sets.image_sha256s(session, real_set.id))
+        bar = hashes.derived(
+            f"inlier-bar:{kind}",
+            lambda: stored or inlier_bar(hashes.embeddings, sha256s, config),
+        )
+        verification = verify_batch(
+            unit_vectors([g.embedding for g in upload.images]),
+            [g.sha256 for g in upload.images],
+            hashes.embeddings,
+            sha256s,
+            bar,
+            config,
+        )
+    except CannotVerify as error:
+        return VerifyPlan(note=f"not verified geometrically: {error}")
+    return VerifyPlan(verification, "", None if stored == bar else bar, hashes.revision)
+
+
+def decide_copies(
+    outcome: MatchOutcome,
+    upload: IngestResult,
+    hashes: SetHashes,
+    calibration: CalibrationConfig,
+    plan: VerifyPlan | None = None,
+) -> CopyDecision:
+    """Fill ``copy_of`` where the embedding can decide it (verified when ``plan`` holds a
+    verification); the rule applied, or why none."""
+    problem = embedding_problem(upload, hashes, calibration)
+    if problem is not None:
+        return CopyDecision(None, problem)
+    plan = plan or VerifyPlan()
+    rule = hashes.copy_rule(calibration.quantile, calibration.min_images)
+    verification = plan.verification
+    if verification is not None and plan.revision != hashes.revision:
+        plan = VerifyPlan(note="not verified geometrically: images were added to the set meanwhile")
+    elif verification is not None:
+        attribute_verified(outcome, upload.images, hashes.words, verification, hashes.hash_size)
+        return CopyDecision(rule.threshold, verified_reason(verification.bar, rule.reason()))
     attribute_copies(
         outcome, upload.images, hashes.words, hashes.embeddings, rule, hashes.hash_size
     )
-    return CopyDecision(rule.threshold, rule.reason())
+    reason = rule.reason()
+    return CopyDecision(rule.threshold, f"{reason}; {plan.note}" if plan.note else reason)

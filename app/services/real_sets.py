@@ -149,6 +149,24 @@ def recalibrate(
     real_set.calibration = result.as_json() if result else None
 
 
+def image_sha256s(session: Session, real_set_id: int) -> list[str | None]:
+    """The set's image digests in registration order (None: registered by hash alone)."""
+    return list(
+        session.scalars(
+            select(RealImage.sha256)
+            .where(RealImage.real_set_id == real_set_id)
+            .order_by(RealImage.position)
+        )
+    )
+
+
+def keep_copy_verification(real_set: RealSet, bar: dict) -> None:
+    """Store copy verification's inlier bar with the set's calibration (replaced, as the
+    rest of it, when images are added)."""
+    if real_set.calibration is not None:
+        real_set.calibration = {**real_set.calibration, "copy_verification": bar}
+
+
 def create_real_set(
     session: Session,
     name: str,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.db.models import GeneratedImage
 from app.services.errors import Conflict
 from app.services.filenames import spreadsheet_cell
+from app.services.source_matching import verified_words
 from app.storage import ImageStore
 
 RULE = (
@@ -36,7 +37,8 @@ def decide(match: dict, threshold: int) -> dict:
     copy = match.get("copy_of")
     if copy:
         reasons.append(
-            f"copy of {copy['real']} by the embedding (similarity {copy['similarity']:.3f})"
+            f"copy of {copy['real']} by the embedding (similarity {copy['similarity']:.3f}"
+            f"{verified_words(copy)})"
         )
     if match.get("source"):
         reasons.append(

@@ -10,14 +10,24 @@ import csv
 import io
 
 from app.services.filenames import one_line, spreadsheet_cell
-from app.services.source_matching import paper_lines
+from app.services.source_matching import paper_lines, verified_words
 
 
 def batch_csv(document: dict) -> str:
     """One row per generated image; candidates as `name:distance` joined by `;`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["generated", "source", "distance", "candidates", "copy_of", "copy_similarity"])
+    writer.writerow(
+        [
+            "generated",
+            "source",
+            "distance",
+            "candidates",
+            "copy_of",
+            "copy_similarity",
+            "copy_verified_inliers",
+        ]
+    )
     for m in document["matches"]:
         copy = m.get("copy_of") or {}
         writer.writerow(
@@ -30,6 +40,7 @@ def batch_csv(document: dict) -> str:
                 ),
                 spreadsheet_cell(copy.get("real", "")),
                 copy.get("similarity", ""),
+                "" if copy.get("verified_inliers") is None else copy["verified_inliers"],
             ]
         )
     return out.getvalue()
@@ -41,6 +52,7 @@ def batch_text(document: dict) -> str:
     lines = paper_lines(document["matches"]) + [
         f"The copy-detection embedding finds {m['generated']} a copy of "
         f"{m['copy_of']['real']} with similarity {m['copy_of']['similarity']:.3f}"
+        + verified_words(m["copy_of"])
         for m in document["matches"]
         if m.get("copy_of")
     ]

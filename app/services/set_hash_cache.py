@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,8 @@ class SetHashes:
     embeddings: np.ndarray | None = None
     #: Copy rules calibrated on the embeddings, by (quantile, min_images).
     _rules: dict = field(default_factory=dict, compare=False, repr=False)
+    #: Other figures derived from the set (copy verification's bar), by key.
+    _derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     def copy_rule(self, quantile: float, min_images: int) -> CopyRule | None:
         """The set's copy rule (see app.search.copies), computed once per revision."""
@@ -46,6 +49,12 @@ class SetHashes:
         if key not in self._rules:
             self._rules[key] = calibrate_copies(self.embeddings, quantile, min_images)
         return self._rules[key]
+
+    def derived(self, key: str, make: Callable[[], object]) -> object:
+        """A figure of the set computed by ``make`` once per revision (and kept with it)."""
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
 
 
 class SetHashCache:

@@ -10,6 +10,7 @@ import numpy as np
 from app.imaging.phash import hex_to_bytes
 from app.search.copies import CopyRule, nearest_real, unit_vectors
 from app.search.hamming import nearest, pack_words
+from app.services.copy_verification import Verification
 from app.services.ingest import HashedImage
 
 
@@ -52,14 +53,24 @@ def match_row(
     }
 
 
-def copy_row(real: str, similarity: float, phash_distance: int) -> dict:
-    """A generated image's ``copy_of``: the real image it copies and the figures behind it."""
+def copy_row(
+    real: str, similarity: float, phash_distance: int, verified_inliers: int | None = None
+) -> dict:
+    """A generated image's ``copy_of``: the real image it copies and the figures behind it;
+    decided by verified keypoint inliers when they were counted, else by the embedding."""
     return {
         "real": real,
         "similarity": round(float(similarity), 4),
         "phash_distance": int(phash_distance),
-        "decided_by": "embedding",
+        "decided_by": "embedding" if verified_inliers is None else "verified",
+        "verified_inliers": None if verified_inliers is None else int(verified_inliers),
     }
+
+
+def verified_words(copy: dict) -> str:
+    """``, verified by N matching keypoints`` for a verified ``copy_of``, else nothing."""
+    inliers = copy.get("verified_inliers")
+    return "" if inliers is None else f", verified by {inliers} matching keypoints"
 
 
 @dataclass(frozen=True)
@@ -173,10 +184,41 @@ def attribute_copies(
         return
     best, similarity = nearest_real(gen_vectors, real_vectors)
     copies = np.flatnonzero(similarity >= rule.threshold)
+    _fill_copies(outcome, generated, real_words, hash_size, copies, best, similarity, None)
+
+
+def attribute_verified(
+    outcome: MatchOutcome,
+    generated: Sequence[HashedImage],
+    real_words: np.ndarray,
+    verification: Verification,
+    hash_size: int,
+) -> None:
+    """Fill ``copy_of`` where the keypoints of a generated image and its most similar real
+    image agree beyond the set's bar (app.services.copy_verification)."""
+    v = verification
+    copies = v.copies()
+    _fill_copies(
+        outcome, generated, real_words, hash_size, copies, v.nearest, v.similarity, v.inliers
+    )
+
+
+def _fill_copies(
+    outcome: MatchOutcome,
+    generated: Sequence[HashedImage],
+    real_words: np.ndarray,
+    hash_size: int,
+    copies: np.ndarray,
+    nearest: np.ndarray,
+    similarity: np.ndarray,
+    inliers: np.ndarray | None,
+) -> None:
+    """``copy_of`` rows for the ``copies`` (generated indices), with their pHash distance."""
     if not len(copies):
         return
     gen_words = words_from_hex([generated[i].phash for i in copies], hash_size)
-    distances = np.bitwise_count(gen_words ^ real_words[best[copies]]).sum(axis=1)
+    distances = np.bitwise_count(gen_words ^ real_words[nearest[copies]]).sum(axis=1)
     for i, distance in zip(copies.tolist(), distances.tolist(), strict=True):
-        real = outcome.real_names[best[i]]
-        outcome.matches[i]["copy_of"] = copy_row(real, similarity[i], distance)
+        real = outcome.real_names[nearest[i]]
+        verified = None if inliers is None else int(inliers[i])
+        outcome.matches[i]["copy_of"] = copy_row(real, similarity[i], distance, verified)

@@ -3,6 +3,9 @@ generated image copies, calibrated on the set; without an embedding it says why 
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 import shutil
 from pathlib import Path
 
@@ -28,15 +31,19 @@ def _generated() -> dict[str, bytes]:
     return out
 
 
-def _match(client, set_id: int) -> dict:
-    r = client.post("/match", data={"real_set_id": str(set_id)}, files=file_parts(_generated()))
+def _match(client, set_id: int, verify: str = "auto") -> dict:
+    r = client.post(
+        "/match",
+        data={"real_set_id": str(set_id), "verify": verify},
+        files=file_parts(_generated()),
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
 
 def test_copy_of_names_the_source_by_embedding(client):
     real_set = register(client, _reals())
-    batch = _match(client, real_set["id"])
+    batch = _match(client, real_set["id"], verify="never")
     assert batch["copy_threshold"] is not None and "calibrated" in batch["copy_rule"]
     by_name = {m["generated"]: m for m in batch["matches"]}
     for i in range(10):
@@ -92,3 +99,94 @@ def test_a_set_without_descriptors_says_so(tmp_path, database_url):
             batch["copy_threshold"] is None
             and "no copy-detection descriptors" in batch["copy_rule"]
         )
+
+
+def _inlier_bar(batch: dict) -> int:
+    """The set's inlier bar as the batch's copy_rule states it."""
+    found = re.search(r"when more than (\d+) of their SIFT keypoints match", batch["copy_rule"])
+    assert found, batch["copy_rule"]
+    return int(found.group(1))
+
+
+def test_copies_are_verified_geometrically_by_default(client):
+    """A small batch is verified: copies have more inliers with their source than any real
+    image has with its nearest other real image; novel images stay (almost all) without."""
+    real_set = register(client, _reals())
+    batch = _match(client, real_set["id"])
+    bar = _inlier_bar(batch)
+    assert f"any of {REALS} real images of this set" in batch["copy_rule"]
+    assert batch["copy_threshold"] is not None  # the embedding bar, still reported
+    by_name = {m["generated"]: m for m in batch["matches"]}
+    for i in range(10):
+        copy = by_name[f"copy_{i}.png"]["copy_of"]
+        assert copy is not None and copy["real"] == f"real_{i:03d}.png", copy
+        assert copy["decided_by"] == "verified" and copy["verified_inliers"] > bar, copy
+    novel_copies = [n for n, m in by_name.items() if n.startswith("novel") and m["copy_of"]]
+    assert len(novel_copies) <= 1, novel_copies
+    # pHash's answer does not depend on verification.
+    unverified = _match(client, real_set["id"], verify="never")
+    assert [(m["source"], m["distance"], m["phash"]) for m in batch["matches"]] == [
+        (m["source"], m["distance"], m["phash"]) for m in unverified["matches"]
+    ]
+    assert all(
+        m["copy_of"] is None or m["copy_of"]["decided_by"] == "embedding"
+        for m in unverified["matches"]
+    )
+    assert unverified["copy_rule"].endswith("not verified geometrically (verify=never)")
+    # Stored as answered; the same bar next time (kept with the set); exports carry it.
+    stored = client.get(f"/match/{batch['batch_id']}").json()
+    assert stored["matches"] == batch["matches"] and stored["copy_rule"] == batch["copy_rule"]
+    assert _inlier_bar(_match(client, real_set["id"], verify="always")) == bar
+    rows = list(
+        csv.DictReader(
+            io.StringIO(client.get(f"/match/{batch['batch_id']}", params={"format": "csv"}).text)
+        )
+    )
+    copy_0 = next(r for r in rows if r["generated"] == "copy_0.png")
+    assert (
+        int(copy_0["copy_verified_inliers"]) == by_name["copy_0.png"]["copy_of"]["verified_inliers"]
+    )
+    text = client.get(f"/match/{batch['batch_id']}", params={"format": "text"}).text
+    assert "finds copy_0.png a copy of real_000.png with similarity" in text
+    assert "verified by" in text
+
+
+def test_the_inlier_bar_is_learned_from_the_set(client):
+    """Two near-identical real images (a scan's neighbouring slices, say) raise the bar to
+    at least their own inliers: the rule adapts to the set without labels."""
+    reals = _reals()
+    plain = _inlier_bar(_match(client, register(client, reals, name="plain")["id"]))
+    twin = png(perturbed_copy(phantom(0, 128), seed=99))
+    with_twin = register(client, {**reals, "real_twin.png": twin}, name="twin")
+    batch = _match(client, with_twin["id"])
+    raised = _inlier_bar(batch)
+    assert raised > plain
+    # The twin and real_000 verify each other above the plain set's bar, so the copy of
+    # real_000 needs more than that to count.
+    copy_0 = next(m for m in batch["matches"] if m["generated"] == "copy_0.png")["copy_of"]
+    assert copy_0 is None or copy_0["verified_inliers"] > raised
+
+
+def test_auto_verifies_only_batches_within_the_budget(tmp_path, database_url):
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        hash_workers=0,
+        match_verify_max_images=5,
+    )
+    with TestClient(create_app(settings)) as client:
+        set_id = register(client, _reals())["id"]
+        auto = _match(client, set_id)
+        assert "more than the 5 verify=auto checks per request" in auto["copy_rule"]
+        assert all(
+            m["copy_of"] is None or m["copy_of"]["verified_inliers"] is None
+            for m in auto["matches"]
+        )
+        always = _match(client, set_id, verify="always")
+        assert always["copy_rule"].startswith("verified geometrically")
+        refused = client.post(
+            "/match",
+            data={"real_set_id": str(set_id), "verify": "sometimes"},
+            files=file_parts(_generated()),
+        )
+        assert refused.status_code == 422

@@ -48,6 +48,7 @@ def test_docs_describe_every_endpoint(client):
         "threshold",
         "top_k",
         "real_summary",
+        "verify",
         "window_center",
         "window_width",
         "files",

@@ -124,7 +124,7 @@ def test_real_image_csv_lists_every_real_verdict(client, monkeypatch, packed):
     ]
     generated = client.get(url, params={"format": "csv"}).text  # the default part
     assert generated.splitlines()[0] == (
-        "generated,source,distance,candidates,copy_of,copy_similarity"
+        "generated,source,distance,candidates,copy_of,copy_similarity,copy_verified_inliers"
     )
     refused = client.get(url, params={"part": "real"})
     assert refused.status_code == 422 and "format=csv" in refused.json()["detail"]

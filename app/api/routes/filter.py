@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import (
+    CopyVerifyDep,
     HashCacheDep,
     ImageStoreDep,
     IntakeDep,
@@ -52,8 +53,9 @@ async def create_filter(
     sessions: SessionsDep,
     cache: HashCacheDep,
     intake: IntakeDep,
+    verify: CopyVerifyDep,
 ):
-    batch = await run_match(request, settings, sessions, cache, intake)
+    batch = await run_match(request, settings, sessions, cache, intake, verify)
     return release.release_document(batch)
 
 

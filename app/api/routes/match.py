@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
+    CopyVerifyDep,
     HashCacheDep,
     IntakeDep,
     RetentionDep,
@@ -40,7 +41,9 @@ NOT_FOUND = "Unknown real set or batch."
     "real set. Each is pHashed and mapped to its nearest real image by Hamming distance; "
     "`source` is null when the nearest is above the threshold. `real_summary` gives each real "
     "image's verdict (`used` if some generated image maps to it); against a large set pass "
-    "`real_summary=used` (or `none`) to list only the used ones. The batch is stored: "
+    "`real_summary=used` (or `none`) to list only the used ones. `copy_of` names the real image "
+    "a generated image copies by the copy-detection embedding, verified geometrically (SIFT + "
+    "RANSAC) when `verify` allows; `copy_rule` says how it was decided. The batch is stored: "
     "GET /match/{batch_id} returns it again.\n\n"
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/match\n```",
     openapi_extra=MatchForm.openapi_extra(),
@@ -54,8 +57,9 @@ async def create_match(
     sessions: SessionsDep,
     cache: HashCacheDep,
     intake: IntakeDep,
+    verify: CopyVerifyDep,
 ):
-    return await run_match(request, settings, sessions, cache, intake)
+    return await run_match(request, settings, sessions, cache, intake, verify)
 
 
 async def run_match(
@@ -64,6 +68,7 @@ async def run_match(
     sessions: SessionsDep,
     cache: HashCacheDep,
     intake: IntakeDep,
+    verify: CopyVerifyDep,
 ) -> dict:
     """Read a MatchForm upload, hash it and store the batch (POST /match and POST /filter)."""
     started = time.perf_counter()
@@ -90,6 +95,7 @@ async def run_match(
         calibration_config(settings),
         started,
         intake.held,
+        verify,
     )
 
 
@@ -134,8 +140,8 @@ def list_matches(
                         "generated": {
                             "summary": "part=generated (default)",
                             "value": "generated,source,distance,candidates,copy_of,"
-                            "copy_similarity\ngenerated_0478.png,used_0029.png,52,"
-                            "used_0029.png:52,used_0029.png,0.9412\n",
+                            "copy_similarity,copy_verified_inliers\ngenerated_0478.png,"
+                            "used_0029.png,52,used_0029.png:52,used_0029.png,0.9412,41\n",
                         },
                         "real": {
                             "summary": "part=real",
