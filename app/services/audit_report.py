@@ -503,7 +503,10 @@ def classification_report(
                 GeneratedImage,
                 GeneratedImage.batch_id,
                 batch["batch_id"],
-                None if correlate else [by_phash.get(r["filename"]) for r in shown],
+                None
+                if correlate
+                else [by_phash.get(r["filename"]) for r in shown]
+                + [e["generated"] for r in shown for e in r.get("evidence") or []],
             )
     closest = closest_generated(shown, real, generated if correlate else {}, batch)
     previews = Previews(store, max_pixels)
@@ -516,11 +519,16 @@ def classification_report(
     for r in shown:
         real_ref = real.get(r["filename"])
         gen_name, ncc = closest.get(r["filename"], (None, None))
+        strongest = (r.get("evidence") or [None])[0]
+        if strongest is not None:  # the generated image the verdict itself names first
+            gen_name, ncc = strongest["generated"], strongest.get("ncc")
         gen_ref = generated.get(gen_name) if gen_name is not None else None
         figures = [("score", fmt(r["score"]))]
         figures += [
             (k.replace("_", " "), fmt_figure(k, v)) for k, v in sorted(r["components"].items())
         ]
+        if strongest is not None:
+            figures += evidence_figures(strongest, len(r["evidence"]))
         if ncc is not None:
             figures.append(("thumbnail NCC", fmt(ncc)))
         distance = hamming(real_ref, gen_ref)
@@ -558,6 +566,19 @@ def classification_report(
             labels_form,
         )
     )
+
+
+def evidence_figures(strongest: dict, count: int) -> list[tuple[str, str]]:
+    """The figures of the strongest evidence item a result names, for its card."""
+    figures = []
+    if strongest.get("similarity") is not None:
+        figures.append(("embedding similarity", fmt(strongest["similarity"])))
+    if strongest.get("inliers"):
+        verified = " (verified copy)" if strongest.get("verified_copy") else ""
+        figures.append(("SIFT inliers", f"{strongest['inliers']}{verified}"))
+    if count > 1:
+        figures.append(("evidence", f"{count} generated images, strongest shown"))
+    return figures
 
 
 def closest_generated(
@@ -599,15 +620,16 @@ def batch_note(document: dict, batch: dict | None, correlated: bool) -> str:
             "No match batch is linked (generated images were uploaded with the request), so "
             "no generated image is shown beside the real ones."
         )
+    first = (
+        f"Beside each real image: the generated image of match batch {document['batch_id']} "
+        "its verdict names as the strongest evidence (a verified copy, else the most similar "
+        "by the copy-detection embedding); where a result names none, "
+    )
     if not correlated:
-        return (
-            f"Beside each real image: its pHash-nearest generated image of match batch "
-            f"{document['batch_id']} (the batch is too large to correlate thumbnails here)."
-        )
-    return (
-        f"Beside each real image: the most similar generated image of match batch "
-        f"{document['batch_id']} by thumbnail correlation (NCC, the similarity the reference "
-        "auditor shortlists by); the table lists the pHash-nearest."
+        return first + "its pHash-nearest (the batch is too large to correlate thumbnails here)."
+    return first + (
+        "the most similar by thumbnail correlation (NCC, the similarity the reference auditor "
+        "shortlists by). The table lists the pHash-nearest."
     )
 
 

@@ -848,7 +848,7 @@ def render_classification_report(view: ClassificationReportView) -> str:
         evaluation_html(view.evaluation, "each real image's label (used/unused)")
         if view.evaluation is not None
         else "",
-        "real image | its closest generated image",
+        "real image | the generated image behind its verdict",
         f"{view.batch_note} {view.pairs_note}",
         gallery_html(view.pairs, "real", "generated"),
         classification_table_html(view),

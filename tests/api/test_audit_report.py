@@ -210,6 +210,16 @@ def test_classification_report(client, audit):
     assert all(a["src"].startswith("data:image/png;base64,") for a in images)
     assert page.count("copy evidence") >= used  # the components as evidence
     assert f"match batch {batch['batch_id']}" in page
+    # Each card shows the generated image the verdict names first, with its figures.
+    named = [r for r in classification["results"] if r["label"] == "used" and r["evidence"]]
+    assert named
+    for result in named:
+        pair = (
+            f"<span class='name'>{html.escape(result['filename'])}</span> → "
+            f"<span class='name'>{html.escape(result['evidence'][0]['generated'])}</span>"
+        )
+        assert pair in page, pair
+    assert page.count("<dt>embedding similarity</dt>") >= len(named)
 
     with_labels = client.post(
         f"/classify/{cid}/report", files={"labels": ("labels.csv", labels, "text/csv")}
