@@ -130,6 +130,18 @@ class Settings(BaseSettings):
         description="Below this many real images the paper's threshold is used instead.",
     )
     max_top_k: int = Field(default=50, description="Largest `top_k` a /match request may ask.")
+    index_min_images: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Sets of at least this many images are searched through on-disk indices "
+        "(pHash: exact within the threshold; beyond it, /match lists the nearest real images "
+        "the index reached; copy_of: approximate embedding search) instead of brute force.",
+    )
+    index_dir: Path | None = Field(
+        default=None,
+        description="Where search indices are kept, one folder per set revision; default "
+        "<data_dir>/indices. Replicas that share it share the indices.",
+    )
 
     @field_validator("api_keys", "api_keys_file", mode="before")
     @classmethod
@@ -152,6 +164,10 @@ class Settings(BaseSettings):
     @property
     def effective_image_store_dir(self) -> Path:
         return self.image_store_dir or self.data_dir / "images"
+
+    @property
+    def effective_index_dir(self) -> Path:
+        return self.index_dir or self.data_dir / "indices"
 
     @property
     def effective_database_url(self) -> str:

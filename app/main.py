@@ -19,6 +19,7 @@ from app.db.session import make_engine, make_session_factory
 from app.scoring.artifacts import ModelArtifacts
 from app.scoring.methods import all_methods
 from app.services.decode_and_hash import HashPool
+from app.services.search_indices import SearchIndices
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
 
@@ -82,7 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.api_keys = api_keys
         app.state.engine = engine
         app.state.sessions = make_session_factory(engine)
-        app.state.hash_cache = SetHashCache()
+        app.state.hash_cache = SetHashCache(
+            indices=SearchIndices(settings.effective_index_dir, settings.index_min_images)
+        )
         app.state.image_store = ImageStore(settings.effective_image_store_dir)
         # Features derived from the stored images live beside them (shared the same way).
         app.state.feature_store = FeatureStore(settings.effective_image_store_dir / "features")

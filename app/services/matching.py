@@ -16,10 +16,11 @@ from app.imaging.windowing import Window
 from app.search.calibration import resolve_threshold
 from app.services import batches, real_sets
 from app.services.errors import InvalidInput
+from app.services.indexed_matching import match_sources_indexed
 from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
 from app.services.real_sets import CalibrationConfig
-from app.services.set_hash_cache import SetHashCache, SetHashes
+from app.services.set_hash_cache import IndexedVectors, SetHashCache, SetHashes
 from app.services.source_matching import (
     CopyDecision,
     MatchOutcome,
@@ -33,8 +34,8 @@ NO_EMBEDDING = (
 )
 SET_WITHOUT_EMBEDDINGS = (
     "the set's images have no copy-detection descriptors (registered by hash alone, before "
-    "an embedding was loaded, or over 200,000 images): copy_of is not decided; register the "
-    "images again for it"
+    "an embedding was loaded, or over 200,000 images where no search index is kept): copy_of "
+    "is not decided; register the images again for it"
 )
 
 
@@ -94,8 +95,12 @@ def create_batch(
     with sessions() as session:
         # Load the set's hashes and calibrate its copy bar (the slow part, once per
         # revision) before the write transaction, which on SQLite holds the write lock.
-        warm = cache.get(session, real_sets.get_real_set(session, request.real_set_id))
+        warm_set = real_sets.get_real_set(session, request.real_set_id)
+        warm = cache.get(session, warm_set)
         warm.copy_rule(calibration.quantile, calibration.min_images)
+        # A large set's indices are built (once per revision) or mapped here too.
+        cache.hash_index(warm)
+        cache.vector_index(session, warm_set, calibration.quantile, calibration.min_images)
     with transaction(sessions) as session:
         real_set = real_sets.get_real_set(session, request.real_set_id)
         bits = real_set.hash_size * real_set.hash_size
@@ -109,15 +114,17 @@ def create_batch(
             request.threshold,
         )
         hashes = cache.get(session, real_set)
-        outcome = match_sources(
-            hashes.filenames,
-            hashes.words,
-            upload.images,
-            real_set.hash_size,
-            threshold.value,
-            request.top_k,
+        index = cache.hash_index(hashes)
+        match_args = (upload.images, real_set.hash_size, threshold.value, request.top_k)
+        outcome = None
+        if index is not None:  # None too where probing would cost more than a scan
+            outcome = match_sources_indexed(hashes.filenames, index, *match_args)
+        if outcome is None:
+            outcome = match_sources(hashes.filenames, hashes.words, *match_args)
+        indexed = cache.vector_index(
+            session, real_set, calibration.quantile, calibration.min_images
         )
-        copy_rule = decide_copies(outcome, upload, hashes, calibration)
+        copy_rule = decide_copies(outcome, upload, hashes, calibration, indexed)
         batch = batches.save_batch(
             session,
             real_set,
@@ -156,16 +163,25 @@ def list_batches(session: Session, real_set_id: int | None, offset: int, limit: 
 
 
 def decide_copies(
-    outcome: MatchOutcome, upload: IngestResult, hashes: SetHashes, calibration: CalibrationConfig
+    outcome: MatchOutcome,
+    upload: IngestResult,
+    hashes: SetHashes,
+    calibration: CalibrationConfig,
+    indexed: IndexedVectors | None = None,
 ) -> CopyDecision:
-    """Fill ``copy_of`` where the embedding can decide it; the rule applied, or why none."""
+    """Fill ``copy_of`` where the embedding can decide it; the rule applied, or why none.
+    ``indexed``: a large set's embedding index (approximate: app.search.vector_index)."""
     if any(g.embedding is None for g in upload.images):
         return CopyDecision(None, NO_EMBEDDING)
-    if hashes.embeddings is None:
+    if hashes.embeddings is None and indexed is None:
         return CopyDecision(None, SET_WITHOUT_EMBEDDINGS)
-    if len(upload.images[0].embedding or b"") != 2 * hashes.embeddings.shape[1]:
+    stored = hashes.embeddings if indexed is None else indexed.index.vectors
+    if len(upload.images[0].embedding or b"") != 2 * stored.shape[1]:
         return CopyDecision(None, OTHER_EMBEDDING)
-    rule = hashes.copy_rule(calibration.quantile, calibration.min_images)
+    if indexed is None:
+        rule = hashes.copy_rule(calibration.quantile, calibration.min_images)
+    else:
+        rule = indexed.rule
     if rule is None:
         return CopyDecision(
             None,
@@ -173,6 +189,12 @@ def decide_copies(
             "the copy-detection threshold on: copy_of is not decided",
         )
     attribute_copies(
-        outcome, upload.images, hashes.words, hashes.embeddings, rule, hashes.hash_size
+        outcome,
+        upload.images,
+        hashes.words,
+        hashes.embeddings,
+        rule,
+        hashes.hash_size,
+        find_nearest=indexed.nearest if indexed is not None else None,
     )
     return CopyDecision(rule.threshold, rule.reason())

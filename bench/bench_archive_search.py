@@ -1,0 +1,281 @@
+"""Search at archive scale: the pHash index (app/search/hash_index.py) against 10,000,000
+hashes and the embedding index (app/search/vector_index.py) against 1,000,000 descriptors,
+each beside brute force in the same run. By hand (2 cores, shared machine: run when quiet):
+
+    flock /tmp/memaudit-bench.lock .venv/bin/python bench/bench_archive_search.py \
+        [--hashes 10000000] [--hash-size 16] [--vectors 1000000] [--check-batches 3] \
+        [--skip-hashes] [--skip-vectors]
+
+The archive (hashes). Hashing 10 million images would take hours, so most hashes are derived:
+(1) pHashes of the 1,871 real CT slices under ../shared/data/ct, of 8 edited copies of each
+(shifted up to 8 px, rotated up to 6 degrees, scaled 0.92-1.08, re-lit, noised: the seed
+pool), and of the dev sets' real images; (2) "scans" of 300 slices, each between two seeds of
+the pool: slice j takes seed B's bit where a per-scan random number per bit is below j/299,
+else seed A's (neighbouring slices differ by a bit or two, the ends are real CT hashes), plus
+on average 3 flipped bits per slice, each bit flipping in proportion to how often it varies
+in the pool (the DC bit never does). The seeds and the dev sets' real images are placed at
+random positions among them. Queries: the dev sets' generated images (1,400), in batches of
+100, the /match unit. Thresholds: the set's own (calibrated as /match does, 5% quantile),
+the three dev sets' calibrated thresholds, and the paper's 50.
+
+Brute force is app.search.hamming.nearest (what /match runs below the index setting), timed
+on --check-batches batches; those batches' pairs within each threshold are compared with
+the index's (identical, or the script fails). Generated data is cached under
+/tmp/memaudit-archive-bench (nothing from shared/ is committed).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "2")
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.imaging.phash import bits_to_bytes, phash_batch  # noqa: E402
+from app.search.calibration import calibrate  # noqa: E402
+from app.search.hamming import distance_block, nearest, pack_words  # noqa: E402
+from app.search.hash_index import HashIndex  # noqa: E402
+
+#: ../shared/data beside the checkout (or beside the folder of worktrees).
+SHARED = next(
+    (p / "shared/data" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared/data").exists()),
+    ROOT.parent / "shared/data",
+)
+CACHE = Path(tempfile.gettempdir()) / "memaudit-archive-bench"
+SCAN_SLICES = 300
+#: Bits flipped per derived slice on average (Poisson), beside the A-to-B drift.
+FLIPS_PER_SLICE = 3
+BATCH = 100
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def gray(path: str) -> np.ndarray:
+    return cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+
+
+def edited(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A make_generated-like edit: shift, rotation, scale, re-lighting, noise."""
+    h, w = img.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-6, 6), rng.uniform(0.92, 1.08))
+    m[:, 2] += rng.uniform(-8, 8, 2)
+    out = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    out = out * rng.uniform(0.85, 1.15) + rng.uniform(-10, 10) + rng.normal(0, 3, out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def seed_bits(hash_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pool bits, dev sets' real bits, dev sets' generated bits), cached."""
+    path = CACHE / f"seeds_{hash_size}.npz"
+    if path.exists():
+        saved = np.load(path)
+        return saved["pool"], saved["dev_real"], saved["dev_generated"]
+    rng = np.random.default_rng(0)
+    slices = [gray(f) for f in sorted(glob.glob(str(SHARED / "ct/*/*.png")))]
+    if not slices:
+        raise SystemExit(f"no CT slices under {SHARED / 'ct'}")
+    images = slices + [edited(img, rng) for img in slices for _ in range(8)]
+    pool = np.concatenate(
+        [phash_batch(images[s : s + 2000], hash_size) for s in range(0, len(images), 2000)]
+    )
+    dev = sorted(glob.glob(str(SHARED / "devsets/*")))
+    dev_real = phash_batch([gray(f) for d in dev for f in sorted(glob.glob(d + "/real/*"))], 16)
+    dev_gen = [gray(f) for d in dev for f in sorted(glob.glob(d + "/generated/*"))]
+    dev_generated = phash_batch(dev_gen, hash_size)
+    if hash_size != 16:
+        dev_real = phash_batch(
+            [gray(f) for d in dev for f in sorted(glob.glob(d + "/real/*"))], hash_size
+        )
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, pool=pool, dev_real=dev_real, dev_generated=dev_generated)
+    return pool, dev_real, dev_generated
+
+
+def archive_words(n: int, hash_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the archive's packed hashes, the queries' packed hashes), cached."""
+    path = CACHE / f"archive_{hash_size}_{n}.npy"
+    pool, dev_real, dev_generated = seed_bits(hash_size)
+    queries = pack_words(bits_to_bytes(dev_generated))
+    if path.exists():
+        return np.load(path), queries
+    rng = np.random.default_rng(1)
+    bits = pool.shape[1]
+    variability = np.minimum(pool.mean(axis=0), 1 - pool.mean(axis=0))
+    flip_p = variability / variability.sum()
+    keep = np.concatenate([pool, dev_real])
+    derived = n - len(keep)
+    words = np.empty((n, bits // 64), np.uint64)
+    frac = np.linspace(0, 1, SCAN_SLICES, dtype=np.float32)
+    done = 0
+    while done < derived:
+        scans = min(500, -(-(derived - done) // SCAN_SLICES))
+        a = pool[rng.integers(len(pool), size=scans)]
+        b = pool[rng.integers(len(pool), size=scans)]
+        u = rng.random((scans, 1, bits), dtype=np.float32)
+        slice_bits = np.where(u < frac[None, :, None], b[:, None], a[:, None]).reshape(-1, bits)
+        flips = rng.poisson(FLIPS_PER_SLICE, len(slice_bits))
+        rows = np.repeat(np.arange(len(slice_bits)), flips)
+        slice_bits[rows, rng.choice(bits, len(rows), p=flip_p)] ^= True
+        packed = pack_words(bits_to_bytes(slice_bits))
+        take = min(len(packed), derived - done)
+        words[done : done + take] = packed[:take]
+        done += take
+    words[derived:] = pack_words(bits_to_bytes(keep))
+    words[:] = words[rng.permutation(n)]
+    np.save(path, words)
+    return words, queries
+
+
+def brute_pairs(queries: np.ndarray, words: np.ndarray, radius: int) -> set[tuple[int, int]]:
+    """Every (query, reference) pair within ``radius``, by scanning."""
+    found: set[tuple[int, int]] = set()
+    for r0 in range(0, len(words), 65_536):
+        dist = distance_block(queries, words[r0 : r0 + 65_536])
+        q, r = np.nonzero(dist <= radius)
+        found.update(zip(q.tolist(), (r + r0).tolist(), strict=True))
+    return found
+
+
+def edge_batch(words: np.ndarray, radius: int) -> np.ndarray:
+    """Archive hashes with 0..radius bits flipped (many exactly ``radius``): the edge."""
+    rng = np.random.default_rng(radius)
+    picked = words[rng.choice(len(words), BATCH, replace=False)].copy()
+    bits = np.unpackbits(picked.view(np.uint8), axis=1)
+    for row, flips in enumerate(np.minimum(np.arange(BATCH) % (radius + 3), radius)):
+        bits[row, rng.choice(bits.shape[1], flips, replace=False)] ^= 1
+    return pack_words(np.packbits(bits, axis=1))
+
+
+def bench_hashes(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    words, queries = archive_words(args.hashes, args.hash_size)
+    say(
+        f"archive: {len(words):,} {args.hash_size**2}-bit hashes ({time.perf_counter() - t0:.0f} s"
+        f" to generate or load); {len(queries)} queries; {load_average()}"
+    )
+    calibration = calibrate(words, 0.05, 10, args.hash_size)
+    own = calibration.threshold if calibration else 0
+    say(
+        f"the set's calibrated threshold: {own} (nearest-real percentiles "
+        f"{calibration.nn_percentiles if calibration else {}})"
+    )
+    folder = CACHE / f"index_{args.hash_size}_{args.hashes}"
+    t0 = time.perf_counter()
+    index = HashIndex.build(words)
+    build_s = time.perf_counter() - t0
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    t0 = time.perf_counter()
+    index.save(folder)
+    save_s = time.perf_counter() - t0
+    del index
+    t0 = time.perf_counter()
+    index = HashIndex.load(folder)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index.search(queries[:BATCH], own)
+    first_s = time.perf_counter() - t0
+    say(
+        f"index: built in {build_s:.1f} s, saved in {save_s:.1f} s, "
+        f"{index.nbytes / 2**20:,.0f} MiB ({(index.nbytes - index.words.nbytes) / 2**20:,.0f} MiB"
+        f" beyond the hashes); load {load_s * 1000:.0f} ms, first batch after load "
+        f"{first_s * 1000:.0f} ms"
+    )
+    batches = [queries[s : s + BATCH] for s in range(0, len(queries) - BATCH + 1, BATCH)]
+    # Checked batches spread over the three dev sets (their copies are what hits).
+    checked = np.linspace(0, len(batches) - 1, args.check_batches).round().astype(int)
+    brute_s = []
+    for batch in [batches[i] for i in checked]:
+        t0 = time.perf_counter()
+        nearest(batch, words, top_k=1)
+        brute_s.append(time.perf_counter() - t0)
+    brute_rate = BATCH / statistics.median(brute_s)
+    say(
+        f"brute force (hamming.nearest, top-1): {statistics.median(brute_s):.2f} s a batch "
+        f"of {BATCH} = {brute_rate:,.0f} images/s; {load_average()}"
+    )
+    thresholds = sorted({own, 9, 17, 29, 50})
+    for radius in thresholds:
+        times, reached, with_source = [], 0, 0
+        pruned = sum(index.prunes(b, radius) for b in batches)
+        if not pruned:  # the index scans, as brute force does: timed above
+            say(
+                f"threshold {radius:>2}: the index would reach more hashes than a scan costs; "
+                f"it scans (brute force, {brute_rate:,.0f} images/s)"
+            )
+            continue
+        for batch in batches:
+            t0 = time.perf_counter()
+            if index.prunes(batch, radius):
+                pairs = index.search(batch, radius)
+                reached += len(pairs.query)
+                with_source += len(np.unique(pairs.query[pairs.distance <= radius]))
+            else:
+                with_source += int((nearest(batch, words, top_k=1).distances <= radius).sum())
+            times.append(time.perf_counter() - t0)
+        median = statistics.median(times)
+        within = 0
+        for i in [*checked, -1]:
+            batch = batches[i] if i >= 0 else edge_batch(words, radius)
+            pairs = index.search(batch, radius)
+            sel = pairs.distance <= radius
+            got = set(zip(pairs.query[sel].tolist(), pairs.reference[sel].tolist(), strict=True))
+            expected = brute_pairs(batch, words, radius)
+            if got != expected:
+                raise SystemExit(
+                    f"radius {radius}, batch {i}: index {len(got)} pairs, "
+                    f"brute force {len(expected)}"
+                )
+            within += len(got)
+        say(
+            f"threshold {radius:>2}{' (the set s)' if radius == own else ''}: index "
+            f"{median * 1000:.1f} ms a batch = {BATCH / median:,.0f} images/s "
+            f"({BATCH / median / brute_rate:,.0f}x brute force), {pruned}/{len(batches)} "
+            f"batches pruned, {reached / len(batches) / BATCH:,.0f} pairs checked per "
+            f"image, {with_source} of {len(batches) * BATCH} images have a source; identical "
+            f"to brute force on {args.check_batches * BATCH} images and {BATCH} edited archive "
+            f"hashes 0..{radius} bits away "
+            f"({within} pairs within); {load_average()}"
+        )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    say(f"peak RSS of this process {rss:,.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hashes", type=int, default=10_000_000)
+    parser.add_argument("--hash-size", type=int, default=16, choices=(8, 16))
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--check-batches", type=int, default=3)
+    parser.add_argument("--skip-hashes", action="store_true")
+    parser.add_argument("--skip-vectors", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_hashes:
+        bench_hashes(args)
+
+
+if __name__ == "__main__":
+    main()
