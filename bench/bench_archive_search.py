@@ -48,8 +48,10 @@ sys.path.insert(0, str(ROOT))
 
 from app.imaging.phash import bits_to_bytes, phash_batch  # noqa: E402
 from app.search.calibration import calibrate  # noqa: E402
+from app.search.copies import nearest_other_similarity, nearest_real  # noqa: E402
 from app.search.hamming import distance_block, nearest, pack_words  # noqa: E402
 from app.search.hash_index import HashIndex  # noqa: E402
+from app.search.vector_index import VectorIndex  # noqa: E402
 
 #: ../shared/data beside the checkout (or beside the folder of worktrees).
 SHARED = next(
@@ -58,6 +60,8 @@ SHARED = next(
 )
 CACHE = Path(tempfile.gettempdir()) / "memaudit-archive-bench"
 SCAN_SLICES = 300
+#: Per-dimension noise added to a derived descriptor before it is normalised.
+VECTOR_NOISE = 0.02
 #: Bits flipped per derived slice on average (Poisson), beside the A-to-B drift.
 FLIPS_PER_SLICE = 3
 BATCH = 100
@@ -264,6 +268,124 @@ def bench_hashes(args: argparse.Namespace) -> None:
     say(f"peak RSS of this process {rss:,.0f} MiB")
 
 
+def seed_vectors() -> tuple[np.ndarray, np.ndarray]:
+    """(pool descriptors: the seed pool's images, dev sets' real images; dev sets' generated
+    images' descriptors) from models/embedding.onnx, cached."""
+    path = CACHE / "seed_vectors.npz"
+    if path.exists():
+        saved = np.load(path)
+        return saved["pool"], saved["dev_generated"]
+    from app.scoring.artifacts import ModelArtifacts
+    from app.scoring.embedding import EmbeddingModel
+
+    info = ModelArtifacts(ROOT / "models", want_cuda=False).load().embedding().info
+    model = EmbeddingModel(ROOT / "models/embedding.onnx", info, want_cuda=False, threads=2)
+    rng = np.random.default_rng(0)  # the same edits as seed_bits
+    slices = [gray(f) for f in sorted(glob.glob(str(SHARED / "ct/*/*.png")))]
+    images = slices + [edited(img, rng) for img in slices for _ in range(8)]
+    dev = sorted(glob.glob(str(SHARED / "devsets/*")))
+    images += [gray(f) for d in dev for f in sorted(glob.glob(d + "/real/*"))]
+    pool = model.embed(images)
+    generated = model.embed([gray(f) for d in dev for f in sorted(glob.glob(d + "/generated/*"))])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, pool=pool, dev_generated=generated)
+    return pool, generated
+
+
+def archive_vectors(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n stored descriptors as float16 -> float32, the queries), derived like the hashes:
+    scans of 300 slices between two pool descriptors, normalised, plus per-slice noise; the
+    pool itself (real slices, edits, dev sets' real images) at random positions."""
+    pool, queries = seed_vectors()
+    path = CACHE / f"vectors_{n}.npy"
+    if path.exists():
+        return np.load(path).astype(np.float32), queries
+    rng = np.random.default_rng(2)
+    dim = pool.shape[1]
+    derived = n - len(pool)
+    out = np.empty((n, dim), np.float16)
+    frac = np.linspace(0, 1, SCAN_SLICES, dtype=np.float32)[None, :, None]
+    done = 0
+    while done < derived:
+        scans = min(200, -(-(derived - done) // SCAN_SLICES))
+        a = pool[rng.integers(len(pool), size=scans)][:, None]
+        b = pool[rng.integers(len(pool), size=scans)][:, None]
+        mixed = (1 - frac) * a + frac * b
+        mixed += rng.normal(0, VECTOR_NOISE, mixed.shape).astype(np.float32)
+        mixed = mixed.reshape(-1, dim)
+        mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
+        take = min(len(mixed), derived - done)
+        out[done : done + take] = mixed[:take]
+        done += take
+    out[derived:] = pool
+    out[:] = out[rng.permutation(n)]
+    np.save(path, out)
+    return out.astype(np.float32), queries
+
+
+def bench_vectors(args: argparse.Namespace) -> None:
+    vectors, queries = archive_vectors(args.vectors)
+    pool, _ = seed_vectors()
+    real_null = nearest_other_similarity(pool[:1871])
+    set_null = nearest_other_similarity(vectors)
+    say(
+        f"descriptors: {len(vectors):,} x {vectors.shape[1]} (float16 as stored); "
+        f"{len(queries)} queries; nearest-other similarity p5/p50/p95: real slices "
+        f"{np.percentile(real_null, [5, 50, 95]).round(3)}, this set "
+        f"{np.percentile(set_null, [5, 50, 95]).round(3)}; {load_average()}"
+    )
+    exact_s = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        exact, exact_sim = nearest_real(queries, vectors)
+        exact_s.append(time.perf_counter() - t0)
+    exact_rate = len(queries) / min(exact_s)
+    say(
+        f"exact (copies.nearest_real, 2 BLAS threads): {exact_rate:,.0f} queries/s; "
+        f"{load_average()}"
+    )
+    t0 = time.perf_counter()
+    index = VectorIndex.build(vectors)
+    build_s = time.perf_counter() - t0
+    folder = CACHE / f"vector_index_{args.vectors}"
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    index.save(folder)
+    t0 = time.perf_counter()
+    index = VectorIndex.load(folder)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index.search(queries[:BATCH])
+    first_s = time.perf_counter() - t0
+    say(
+        f"index: {len(index.centroids)} lists, built in {build_s:.1f} s, "
+        f"{index.nbytes / 2**20:,.0f} MiB; load {load_s * 1000:.0f} ms, first batch of {BATCH} "
+        f"after load {first_s * 1000:.0f} ms"
+    )
+    for probe in (8, 16, 24, 32, 64):
+        for batch in (BATCH, 1000):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                found = [
+                    index.search(queries[s : s + batch], probe)
+                    for s in range(0, len(queries), batch)
+                ]
+                times.append(time.perf_counter() - t0)
+            ids = np.concatenate([f.indices for f in found])
+            sims = np.concatenate([f.similarities for f in found])
+            recall = np.mean(ids == exact)
+            as_good = np.mean(sims >= exact_sim - 1e-6)
+            rate = len(queries) / statistics.median(times)
+            say(
+                f"probe {probe:>2}, batches of {batch:>4}: {rate:,.0f} queries/s "
+                f"({rate / exact_rate:.1f}x exact), recall@1 {recall:.4f} (same vector as exact; "
+                f"{as_good:.4f} as similar); {load_average()}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hashes", type=int, default=10_000_000)
@@ -273,6 +395,8 @@ def main() -> None:
     parser.add_argument("--skip-hashes", action="store_true")
     parser.add_argument("--skip-vectors", action="store_true")
     args = parser.parse_args()
+    if not args.skip_vectors:
+        bench_vectors(args)
     if not args.skip_hashes:
         bench_hashes(args)
 

@@ -264,8 +264,10 @@ def chunk_bit_order(words: np.ndarray) -> np.ndarray:
     the worst chunks on real CT slices)."""
     bits = words.shape[1] * 64
     sample = words[:: max(1, len(words) // 100_000)]
-    ones = np.unpackbits(np.ascontiguousarray(sample).view(np.uint8), axis=1).mean(axis=0)
-    balance = np.minimum(ones, 1 - ones) if len(sample) else np.zeros(bits)
+    balance = np.zeros(bits)
+    if len(sample):
+        ones = np.unpackbits(np.ascontiguousarray(sample).view(np.uint8), axis=1).mean(axis=0)
+        balance = np.minimum(ones, 1 - ones)
     by_balance = np.argsort(-balance, kind="stable")
     chunks = bits // CHUNK_BITS
     return np.concatenate([by_balance[c::chunks] for c in range(chunks)]).astype(np.int64)
