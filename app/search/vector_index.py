@@ -4,8 +4,9 @@ The unit vectors are grouped into ``lists`` by spherical k-means; a query is com
 every list's centroid and then with every vector of its ``probe`` most similar lists. The
 most similar vector of a list that is not probed is missed, so the answer is approximate:
 recall@1 against the exact search (app.search.copies.nearest_real) is measured on the
-archive benchmark (bench/bench_archive_search.py), not assumed. Vectors are kept as float16
-(as stored in the database), list by list, so one probed list is one contiguous block.
+archive benchmark (bench/bench_archive_search.py), not assumed. Vectors are kept as the
+database's float16 values in float32, list by list, so one probed list is one contiguous
+block.
 
 Nothing here knows about sets, HTTP or the database.
 """
@@ -16,10 +17,12 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 #: Lists probed per query by default: recall@1 0.99+ on the archive benchmark (see README).
 DEFAULT_PROBE = 24
@@ -28,13 +31,15 @@ KMEANS_ITERATIONS = 12
 TRAIN_PER_LIST = 64
 #: Similarities computed at once while assigning vectors to lists.
 _BLOCK = 8_000_000
+#: Threads the probed lists are split over (the products release the GIL).
+_THREADS = 2
 FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Nearest:
     """Per query: the most similar stored vector found (its position in the build order) and
-    the cosine similarity, computed in float32 from the stored float16 values."""
+    the cosine similarity, computed in float32 from the stored (float16-rounded) values."""
 
     indices: np.ndarray  # int64
     similarities: np.ndarray  # float32
@@ -53,7 +58,7 @@ class VectorIndex:
     ) -> None:
         self.centroids = centroids  # (lists, dim) float32, unit
         self.starts = starts  # (lists + 1,) int64: list l is rows starts[l]:starts[l+1]
-        self.vectors = vectors  # (n, dim) float16, grouped by list
+        self.vectors = vectors  # (n, dim) float32, grouped by list
         self.ids = ids  # (n,) int64: build position of each row
 
     @property
@@ -68,20 +73,22 @@ class VectorIndex:
     @classmethod
     def build(cls, vectors: np.ndarray, lists: int | None = None, seed: int = 0) -> VectorIndex:
         """Index unit vectors (n, dim); ``lists`` defaults to :func:`default_lists`."""
-        vectors16 = np.ascontiguousarray(vectors, dtype=np.float16)
-        n = len(vectors16)
+        # Rounded through float16 as the database stores them, kept as float32: numpy
+        # converts float16 at ~10 ns a value, which cost more than the products themselves.
+        stored = np.ascontiguousarray(vectors, dtype=np.float16).astype(np.float32)
+        n = len(stored)
         lists = min(max(1, lists or default_lists(n)), max(n, 1))
         rng = np.random.default_rng(seed)
         if n == 0:
-            dim = vectors16.shape[1]
+            dim = stored.shape[1]
             return cls(
                 np.zeros((1, dim), np.float32),
                 np.zeros(2, np.int64),
-                vectors16,
+                stored,
                 np.empty(0, np.int64),
             )
         sample = rng.choice(n, min(n, lists * TRAIN_PER_LIST), replace=False)
-        train = vectors16[np.sort(sample)].astype(np.float32)
+        train = stored[np.sort(sample)]
         centroids = train[rng.choice(len(train), lists, replace=False)]
         for _ in range(KMEANS_ITERATIONS):
             assign = _best_list(train, centroids)
@@ -93,13 +100,11 @@ class VectorIndex:
         assign = np.empty(n, np.int64)
         rows = max(1, _BLOCK // lists)
         for lo in range(0, n, rows):
-            assign[lo : lo + rows] = _best_list(
-                vectors16[lo : lo + rows].astype(np.float32), centroids
-            )
+            assign[lo : lo + rows] = _best_list(stored[lo : lo + rows], centroids)
         ids = np.argsort(assign, kind="stable")
         starts = np.zeros(lists + 1, np.int64)
         np.cumsum(np.bincount(assign, minlength=lists), out=starts[1:])
-        return cls(centroids.astype(np.float32), starts, vectors16[ids], ids.astype(np.int64))
+        return cls(centroids.astype(np.float32), starts, stored[ids], ids.astype(np.int64))
 
     def search(
         self, queries: np.ndarray, probe: int = DEFAULT_PROBE, exclude: np.ndarray | None = None
@@ -127,12 +132,47 @@ class VectorIndex:
         order = np.argsort(flat_list, kind="stable")
         flat_list, flat_query = flat_list[order], flat_query[order]
         bounds = np.searchsorted(flat_list, np.arange(lists + 1))
-        for lst in np.flatnonzero(np.diff(bounds)):
+        used = np.flatnonzero(np.diff(bounds))
+        shares = [used[i::_THREADS] for i in range(_THREADS)]
+        # Small products: one BLAS thread each, the lists split over the cores instead (two
+        # BLAS threads per small product were 10x slower on the busy 2-core machine).
+        with threadpool_limits(limits=1, user_api="blas"):
+            if len(used) < 2 * _THREADS:
+                parts = [self._scan_lists(queries, used, bounds, flat_query, exclude)]
+            else:
+                with ThreadPoolExecutor(_THREADS) as pool:
+                    parts = list(
+                        pool.map(
+                            lambda share: self._scan_lists(
+                                queries, share, bounds, flat_query, exclude
+                            ),
+                            shares,
+                        )
+                    )
+        for part_best, part_sim in parts:
+            better = (part_sim > best_sim) | ((part_sim == best_sim) & (part_best < best))
+            better &= part_best >= 0
+            best[better] = part_best[better]
+            best_sim[better] = part_sim[better]
+        return Nearest(best, best_sim)
+
+    def _scan_lists(
+        self,
+        queries: np.ndarray,
+        lists: np.ndarray,
+        bounds: np.ndarray,
+        flat_query: np.ndarray,
+        exclude: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Best vector per query among ``lists`` (each with the queries that probe it)."""
+        best = np.full(len(queries), -1, np.int64)
+        best_sim = np.full(len(queries), -np.inf, np.float32)
+        for lst in lists:
             lo, hi = self.starts[lst], self.starts[lst + 1]
             if lo == hi:
                 continue
             who = flat_query[bounds[lst] : bounds[lst + 1]]
-            sims = queries[who] @ self.vectors[lo:hi].astype(np.float32).T
+            sims = queries[who] @ self.vectors[lo:hi].T
             if exclude is not None:
                 skip = np.nonzero(self.ids[lo:hi][None, :] == exclude[who][:, None])
                 sims[skip] = -np.inf
@@ -143,7 +183,7 @@ class VectorIndex:
             better = (value > best_sim[who]) | ((value == best_sim[who]) & (found < best[who]))
             best[who[better]] = found[better]
             best_sim[who[better]] = value[better]
-        return Nearest(best, best_sim)
+        return best, best_sim
 
     # -- on disk -----------------------------------------------------------------------------
 
@@ -173,8 +213,9 @@ class VectorIndex:
         return cls(
             np.load(folder / "centroids.npy"),
             np.load(folder / "starts.npy"),
-            np.load(folder / "vectors.npy", mmap_mode="r"),
-            np.load(folder / "ids.npy", mmap_mode="r"),
+            # Plain arrays over the maps: np.memmap's own indexing is slower per call.
+            np.asarray(np.load(folder / "vectors.npy", mmap_mode="r")),
+            np.asarray(np.load(folder / "ids.npy", mmap_mode="r")),
         )
 
 
