@@ -11,6 +11,9 @@ candidate is then checked with its true distance.
 Per query the probe plan spends exactly radius + 1 units, giving the extra unit to the chunks
 whose buckets are emptiest for that query (real pHashes are clustered: some chunk values are
 shared by a large share of an archive, so which chunks are probed matters more than how many).
+From radius chunks/4 to chunks - 1 every chunk's own bucket is probed instead, and only
+references found in at least chunks - radius of them are checked: a reference within the
+radius differs in at most radius chunks (the count filter of multi-index hashing).
 When the plan would reach more references than a scan costs, :meth:`HashIndex.prunes` says so
 and the caller scans (app.search.hamming), which is exact too.
 
@@ -38,6 +41,8 @@ MAX_CHUNK_RADIUS = 4
 CANDIDATE_COST_IN_PAIRS = 40
 #: Candidates gathered at once (bounds the search's memory: ~40 bytes each).
 MAX_CANDIDATES = 4_000_000
+#: References kept per query that no reference reached often enough (see _enough_hits).
+_KEEP_UNMATCHED = 16
 #: Queries planned and probed together.
 _QUERY_BLOCK = 256
 #: Hashes whose bits are reordered at once while building.
@@ -199,6 +204,9 @@ class HashIndex:
         base, extra = divmod(radius + 1, self.chunks)
         values = chunk_values(queries, self.bit_order)
         chunk_ids = np.arange(self.chunks)
+        if self._counts_hits(radius):  # every chunk's own bucket, candidates filtered by hits
+            reached = self.counts[chunk_ids[None, :], values].sum()
+            return np.zeros(values.shape, np.int64), 0, int(reached)
         reached = np.zeros(len(queries), np.int64)
         for t in range(base):  # every chunk's ball of radius base - 1
             keys = values[:, :, None] ^ _SHELLS[t]
@@ -211,6 +219,13 @@ class HashIndex:
             np.put_along_axis(radii, cheapest, base, axis=1)
             reached += np.take_along_axis(shell, cheapest, axis=1).sum(axis=1)
         return radii, base, int(reached.sum())
+
+    def _counts_hits(self, radius: int) -> bool:
+        """Whether to probe every chunk's own bucket and check only references found in at
+        least chunks - radius of them: one within ``radius`` differs in at most ``radius``
+        chunks, so it is found in all the others. Worth it from a quarter of the chunks on
+        (fewer: the cheapest radius + 1 buckets hold fewer references than all do)."""
+        return 4 * (radius + 1) > self.chunks and radius < self.chunks
 
     def _search_block(
         self, queries: np.ndarray, start: int, stop: int, radius: int
@@ -246,7 +261,11 @@ class HashIndex:
         # (query, reference); sorting beats np.unique's hash table here by 50x.
         pair_key = np.sort(query * self.size + reference)
         if len(pair_key):
-            pair_key = pair_key[np.concatenate(([True], pair_key[1:] != pair_key[:-1]))]
+            first_of_pair = np.flatnonzero(np.concatenate(([True], pair_key[1:] != pair_key[:-1])))
+            if self._counts_hits(radius):
+                pair_key = _enough_hits(pair_key, first_of_pair, self.size, self.chunks - radius)
+            else:
+                pair_key = pair_key[first_of_pair]
         query, reference = np.divmod(pair_key, self.size)
         distance = np.bitwise_count(self.words[reference] ^ block[query]).sum(
             axis=1, dtype=np.int32
@@ -254,6 +273,28 @@ class HashIndex:
         # Stable: references stay ascending within each (query, distance).
         order = np.argsort(query * (self.words.shape[1] * 64 + 1) + distance, kind="stable")
         return query[order] + start, reference[order], distance[order]
+
+
+def _enough_hits(
+    pair_key: np.ndarray, first_of_pair: np.ndarray, size: int, needed: int
+) -> np.ndarray:
+    """Distinct pairs found in at least ``needed`` chunks; a query whose best reference was
+    found in fewer keeps up to _KEEP_UNMATCHED of its best-found ones (so each query still
+    reaches some reference beyond the radius, as other plans do)."""
+    hits = np.diff(np.append(first_of_pair, len(pair_key)))
+    pairs = pair_key[first_of_pair]
+    query = pairs // size
+    query_start = np.flatnonzero(np.concatenate(([True], query[1:] != query[:-1])))
+    group = np.diff(np.append(query_start, len(query)))
+    most = np.repeat(np.maximum.reduceat(hits, query_start), group)
+    keep = hits >= needed
+    fallback = np.flatnonzero((most < needed) & (hits == most))
+    if len(fallback):  # rank among the query's best-found pairs
+        fq = query[fallback]
+        fstart = np.flatnonzero(np.concatenate(([True], fq[1:] != fq[:-1])))
+        rank = np.arange(len(fq)) - np.repeat(fstart, np.diff(np.append(fstart, len(fq))))
+        keep[fallback[rank < _KEEP_UNMATCHED]] = True
+    return pairs[keep]
 
 
 def chunk_bit_order(words: np.ndarray) -> np.ndarray:
