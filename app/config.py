@@ -215,6 +215,18 @@ class Settings(BaseSettings):
         "has at most this many generated images; larger batches are decided by the embedding "
         "bar alone (`verify=always` checks them anyway).",
     )
+    index_min_images: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Sets of at least this many images are searched through on-disk indices "
+        "(pHash: exact within the threshold; beyond it, /match lists the nearest real images "
+        "the index reached; copy_of: approximate embedding search) instead of brute force.",
+    )
+    index_dir: Path | None = Field(
+        default=None,
+        description="Where search indices are kept, one folder per set revision; default "
+        "<data_dir>/indices. Replicas that share it share the indices.",
+    )
 
     @field_validator("api_keys", "api_keys_file", mode="before")
     @classmethod
@@ -242,6 +254,10 @@ class Settings(BaseSettings):
     def effective_feature_store_dir(self) -> Path:
         """Features derived from the stored images live beside them (shared the same way)."""
         return self.effective_image_store_dir / "features"
+
+    @property
+    def effective_index_dir(self) -> Path:
+        return self.index_dir or self.data_dir / "indices"
 
     @property
     def effective_database_url(self) -> str:

@@ -34,6 +34,7 @@ from app.scoring.methods import all_methods
 from app.services.byte_budget import ByteBudget
 from app.services.decode_and_hash import HashPool
 from app.services.retention import ImageRetention, sweep_periodically
+from app.services.search_indices import SearchIndices
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
 
@@ -97,7 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.api_keys = api_keys
         app.state.engine = engine
         app.state.sessions = make_session_factory(engine)
-        app.state.hash_cache = SetHashCache()
+        app.state.hash_cache = SetHashCache(
+            indices=SearchIndices(settings.effective_index_dir, settings.index_min_images)
+        )
         app.state.image_store = ImageStore(settings.effective_image_store_dir)
         app.state.feature_store = FeatureStore(settings.effective_feature_store_dir)
         app.state.retention = ImageRetention(

@@ -79,14 +79,20 @@ def calibrate_copies(vectors: np.ndarray, quantile: float, min_images: int) -> C
     """The set's copy rule; None when it has fewer than ``min_images`` images."""
     if len(vectors) < max(min_images, 2):
         return None
-    null = np.sort(nearest_other_similarity(vectors))
+    return rule_from_null(nearest_other_similarity(vectors), quantile, len(vectors))
+
+
+def rule_from_null(null: np.ndarray, quantile: float, n_images: int) -> CopyRule:
+    """The rule from real images' similarities to their nearest other real image (exact
+    here, through the embedding index for sets too large to compare with every image)."""
+    null = np.sort(null)
     # The similarity exceeded by at most `quantile` of the real images' nearest neighbours.
     allowed = int(np.floor(quantile * len(null)))
     threshold = float(np.nextafter(null[-1 - allowed], np.inf)) if allowed < len(null) else 1.0
     percentiles = {
         f"p{p}": round(float(np.percentile(null, p)), 4) for p in (5, 25, 50, 75, 95, 100)
     }
-    return CopyRule(min(threshold, 1.0), quantile, len(vectors), percentiles)
+    return CopyRule(min(threshold, 1.0), quantile, n_images, percentiles)
 
 
 def nearest_real(generated: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from app.db.models import RealSet
 from app.db.session import transaction
 from app.imaging.windowing import Window
 from app.search.calibration import resolve_threshold
-from app.search.copies import unit_vectors
+from app.search.copies import CopyRule, unit_vectors
 from app.services import batches, real_sets
 from app.services.copy_verification import (
     CannotVerify,
@@ -30,11 +30,12 @@ from app.services.copy_verification import (
     verify_batch,
 )
 from app.services.errors import InvalidInput
+from app.services.indexed_matching import match_sources_indexed
 from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
 from app.services.real_sets import CalibrationConfig
 from app.services.retention import HeldImages, ImageRetention
-from app.services.set_hash_cache import SetHashCache, SetHashes
+from app.services.set_hash_cache import IndexedVectors, SetHashCache, SetHashes
 from app.services.source_matching import (
     CopyDecision,
     MatchOutcome,
@@ -49,8 +50,8 @@ NO_EMBEDDING = (
 )
 SET_WITHOUT_EMBEDDINGS = (
     "the set's images have no copy-detection descriptors (registered by hash alone, before "
-    "an embedding was loaded, or over 200,000 images): copy_of is not decided; register the "
-    "images again for it"
+    "an embedding was loaded, or over 200,000 images where no search index is kept): copy_of "
+    "is not decided; register the images again for it"
 )
 
 
@@ -138,6 +139,9 @@ def create_batch(
         if plan.verification is not None:
             spent = time.perf_counter() - verifying
             metrics.SEARCH_SECONDS.labels("copy_verification").observe(spent)
+        # A large set's indices are built (once per revision) or mapped here too.
+        cache.hash_index(warm)
+        cache.vector_index(session, warm_set, calibration.quantile, calibration.min_images)
     with transaction(sessions) as session:
         real_set = real_sets.get_real_set(session, request.real_set_id)
         bits = real_set.hash_size * real_set.hash_size
@@ -152,17 +156,19 @@ def create_batch(
         )
         hashes = cache.get(session, real_set)
         searched = time.perf_counter()
-        outcome = match_sources(
-            hashes.filenames,
-            hashes.words,
-            upload.images,
-            real_set.hash_size,
-            threshold.value,
-            request.top_k,
-        )
+        index = cache.hash_index(hashes)
+        match_args = (upload.images, real_set.hash_size, threshold.value, request.top_k)
+        outcome = None
+        if index is not None:  # None too where probing would cost more than a scan
+            outcome = match_sources_indexed(hashes.filenames, index, *match_args)
+        if outcome is None:
+            outcome = match_sources(hashes.filenames, hashes.words, *match_args)
         attributed = time.perf_counter()
         metrics.SEARCH_SECONDS.labels("phash").observe(attributed - searched)
-        copy_rule = decide_copies(outcome, upload, hashes, calibration, plan)
+        indexed = cache.vector_index(
+            session, real_set, calibration.quantile, calibration.min_images
+        )
+        copy_rule = decide_copies(outcome, upload, hashes, calibration, plan, indexed)
         metrics.SEARCH_SECONDS.labels("copy_of").observe(time.perf_counter() - attributed)
         if plan.new_bar is not None and real_set.revision == warm.revision:
             real_sets.keep_copy_verification(real_set, plan.new_bar.as_json())
@@ -213,17 +219,31 @@ def list_batches(session: Session, real_set_id: int | None, offset: int, limit: 
     return {"total": total, "offset": offset, "limit": limit, "items": items}
 
 
+def copy_rule_of(
+    hashes: SetHashes, calibration: CalibrationConfig, indexed: IndexedVectors | None
+) -> CopyRule | None:
+    """The set's embedding copy bar: from its index for a large set, else from memory."""
+    if indexed is not None:
+        return indexed.rule
+    return hashes.copy_rule(calibration.quantile, calibration.min_images)
+
+
 def embedding_problem(
-    upload: IngestResult, hashes: SetHashes, calibration: CalibrationConfig
+    upload: IngestResult,
+    hashes: SetHashes,
+    calibration: CalibrationConfig,
+    indexed: IndexedVectors | None = None,
 ) -> str | None:
-    """Why the embedding cannot decide ``copy_of`` for this batch and set, or None."""
+    """Why the embedding cannot decide ``copy_of`` for this batch and set, or None
+    (``indexed``: a large set's embedding index, app.search.vector_index)."""
     if any(g.embedding is None for g in upload.images):
         return NO_EMBEDDING
-    if hashes.embeddings is None:
+    if hashes.embeddings is None and indexed is None:
         return SET_WITHOUT_EMBEDDINGS
-    if len(upload.images[0].embedding or b"") != 2 * hashes.embeddings.shape[1]:
+    stored = hashes.embeddings if indexed is None else indexed.index.vectors
+    if len(upload.images[0].embedding or b"") != 2 * stored.shape[1]:
         return OTHER_EMBEDDING
-    if hashes.copy_rule(calibration.quantile, calibration.min_images) is None:
+    if copy_rule_of(hashes, calibration, indexed) is None:
         return (
             f"the set has fewer than {calibration.min_images} images, too few to calibrate "
             "the copy-detection threshold on: copy_of is not decided"
@@ -273,14 +293,18 @@ def decide_copies(
     hashes: SetHashes,
     calibration: CalibrationConfig,
     plan: VerifyPlan | None = None,
+    indexed: IndexedVectors | None = None,
 ) -> CopyDecision:
     """Fill ``copy_of`` where the embedding can decide it (verified when ``plan`` holds a
-    verification); the rule applied, or why none."""
-    problem = embedding_problem(upload, hashes, calibration)
+    verification; through ``indexed``, a large set's approximate embedding index, when
+    given); the rule applied, or why none."""
+    problem = embedding_problem(upload, hashes, calibration, indexed)
     if problem is not None:
         return CopyDecision(None, problem)
     plan = plan or VerifyPlan()
-    rule = hashes.copy_rule(calibration.quantile, calibration.min_images)
+    rule = copy_rule_of(hashes, calibration, indexed)
+    if rule is None:  # ruled out by embedding_problem above
+        return CopyDecision(None, "copy_of is not decided")
     verification = plan.verification
     if verification is not None and plan.revision != hashes.revision:
         plan = VerifyPlan(note="not verified geometrically: images were added to the set meanwhile")
@@ -288,7 +312,13 @@ def decide_copies(
         attribute_verified(outcome, upload.images, hashes.words, verification, hashes.hash_size)
         return CopyDecision(rule.threshold, verified_reason(verification.bar, rule.reason()))
     attribute_copies(
-        outcome, upload.images, hashes.words, hashes.embeddings, rule, hashes.hash_size
+        outcome,
+        upload.images,
+        hashes.words,
+        hashes.embeddings,
+        rule,
+        hashes.hash_size,
+        find_nearest=indexed.nearest if indexed is not None else None,
     )
     reason = rule.reason()
     return CopyDecision(rule.threshold, f"{reason}; {plan.note}" if plan.note else reason)

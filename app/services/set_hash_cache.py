@@ -12,16 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import RealImage, RealSet
 from app.search.copies import CopyRule, calibrate_copies, unit_vectors
+from app.search.hash_index import HashIndex
+from app.search.vector_index import Nearest, VectorIndex
+from app.services.search_indices import SearchIndices
 from app.services.source_matching import words_from_hex
 
 #: Sets up to this size also keep their copy-detection descriptors in memory (float32,
-#: 512 bytes an image); larger ones are searched by pHash only until an embedding index
-#: exists (their `copy_of` says so).
+#: 512 bytes an image); larger ones are searched through an embedding index
+#: (app.services.search_indices), as are all sets at or above MEMAUDIT_INDEX_MIN_IMAGES.
 MAX_EMBEDDED_SET = 200_000
 
 
@@ -57,6 +60,18 @@ class SetHashes:
         return self._derived[key]
 
 
+@dataclass(frozen=True)
+class IndexedVectors:
+    """A large set's embedding index and the copy rule calibrated through it."""
+
+    index: VectorIndex
+    rule: CopyRule | None
+
+    def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found: Nearest = self.index.search(queries)
+        return found.indices, found.similarities
+
+
 class SetHashCache:
     """Packed hashes per set, reused across requests until the set's revision changes.
 
@@ -66,10 +81,59 @@ class SetHashCache:
     #: Rows read from the database at a time while loading a set.
     LOAD_CHUNK = 50_000
 
-    def __init__(self, max_hashes: int = 4_000_000) -> None:
+    def __init__(self, max_hashes: int = 4_000_000, indices: SearchIndices | None = None) -> None:
         self._items: OrderedDict[int, SetHashes] = OrderedDict()
         self._lock = threading.Lock()
         self._max_hashes = max_hashes
+        #: On-disk search indices of large sets (None: every set is searched by brute force).
+        self.indices = indices
+        #: Whether every image of a (set, revision) has a copy-detection descriptor.
+        self._described: dict[tuple[int, int], bool] = {}
+
+    def hash_index(self, hashes: SetHashes) -> HashIndex | None:
+        """The set's pHash index when it is large enough to be searched through one."""
+        if self.indices is None or not self.indices.applies(len(hashes.words)):
+            return None
+        return self.indices.hash_index(hashes.real_set_id, hashes.revision, hashes.words)
+
+    def _indexed_vectors(self, image_count: int) -> bool:
+        """Sets whose descriptors are searched through an embedding index, not held here."""
+        return self.indices is not None and (
+            image_count > MAX_EMBEDDED_SET or self.indices.applies(image_count)
+        )
+
+    def vector_index(
+        self, session: Session, real_set: RealSet, quantile: float, min_images: int
+    ) -> IndexedVectors | None:
+        """The embedding index and copy rule of a set too large to hold its descriptors;
+        None when it is held instead, or some image has no descriptor."""
+        if not self._indexed_vectors(real_set.image_count):
+            return None
+        key = (real_set.id, real_set.revision)
+        if key not in self._described:  # once per revision: a count over the set's rows
+            missing = session.scalar(
+                select(func.count())
+                .select_from(RealImage)
+                .where(RealImage.real_set_id == real_set.id, RealImage.embedding.is_(None))
+            )
+            self._described[key] = bool(real_set.image_count) and not missing
+        if not self._described[key]:
+            return None
+        index = self.indices.vector_index(
+            real_set.id, real_set.revision, lambda: self._load_vectors(session, real_set)
+        )
+        rule = self.indices.copy_rule(real_set.id, real_set.revision, index, quantile, min_images)
+        return IndexedVectors(index, rule)
+
+    def _load_vectors(self, session: Session, real_set: RealSet) -> np.ndarray:
+        result = session.execute(
+            select(RealImage.embedding)
+            .where(RealImage.real_set_id == real_set.id)
+            .order_by(RealImage.position)
+            .execution_options(yield_per=self.LOAD_CHUNK)
+        )
+        blocks = [unit_vectors([r.embedding for r in rows]) for rows in result.partitions()]
+        return np.concatenate(blocks)
 
     def get(self, session: Session, real_set: RealSet) -> SetHashes:
         with self._lock:
@@ -79,7 +143,9 @@ class SetHashCache:
                 return cached
         # Streamed in chunks: a million result rows and hex strings at once would double
         # the memory the packed hashes need.
-        with_vectors = real_set.image_count <= MAX_EMBEDDED_SET
+        with_vectors = real_set.image_count <= MAX_EMBEDDED_SET and not self._indexed_vectors(
+            real_set.image_count
+        )
         columns = [RealImage.filename, RealImage.phash]
         if with_vectors:
             columns.append(RealImage.embedding)
@@ -118,3 +184,5 @@ class SetHashCache:
     def forget(self, real_set_id: int) -> None:
         with self._lock:
             self._items.pop(real_set_id, None)
+        if self.indices is not None:
+            self.indices.forget(real_set_id)

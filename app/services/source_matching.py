@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,17 +172,22 @@ def attribute_copies(
     outcome: MatchOutcome,
     generated: Sequence[HashedImage],
     real_words: np.ndarray,
-    real_vectors: np.ndarray,
+    real_vectors: np.ndarray | None,
     rule: CopyRule,
     hash_size: int,
+    find_nearest: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> None:
     """Fill each match's ``copy_of`` by the copy-detection embedding: its most similar real
     image when the similarity reaches ``rule.threshold`` (a generated image without a
-    descriptor keeps None)."""
+    descriptor keeps None). ``find_nearest`` (an embedding index's search, for sets too
+    large to hold their descriptors) replaces the exact search over ``real_vectors``."""
     gen_vectors = unit_vectors([g.embedding for g in generated])
     if gen_vectors is None:
         return
-    best, similarity = nearest_real(gen_vectors, real_vectors)
+    if find_nearest is not None:
+        best, similarity = find_nearest(gen_vectors)
+    else:
+        best, similarity = nearest_real(gen_vectors, real_vectors)
     copies = np.flatnonzero(similarity >= rule.threshold)
     _fill_copies(outcome, generated, real_words, hash_size, copies, best, similarity, None)
 

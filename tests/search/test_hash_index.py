@@ -1,0 +1,112 @@
+"""The multi-index hash index finds exactly the pairs a scan finds within a radius (it may
+prune, never miss), on uniform and on clustered hashes, at and around the radius."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.search import hash_index
+from app.search.hamming import pack_words
+from app.search.hash_index import HashIndex
+
+
+def _flip(rng: np.random.Generator, bits: np.ndarray, count: int) -> np.ndarray:
+    """A copy of ``bits`` with exactly ``count`` bits flipped."""
+    out = bits.copy()
+    out[rng.choice(len(bits), count, replace=False)] ^= True
+    return out
+
+
+def _clustered(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
+    """Hashes like a CT archive's: a few constant bits, families of near copies."""
+    centres = rng.random((max(1, n // 40), bits)) < 0.5
+    centres[:, : bits // 8] = True  # skewed chunks: crowded buckets
+    family = centres[rng.integers(len(centres), size=n)]
+    noise = rng.random((n, bits)) < rng.uniform(0, 0.15, size=(n, 1))
+    return family ^ noise
+
+
+def _pack(bits: np.ndarray) -> np.ndarray:
+    return pack_words(np.packbits(bits, axis=1))
+
+
+def _scan(q_bits: np.ndarray, r_bits: np.ndarray) -> np.ndarray:
+    return (q_bits[:, None, :] != r_bits[None, :, :]).sum(axis=2)
+
+
+def _within(pairs: hash_index.Pairs, radius: int) -> set[tuple[int, int, int]]:
+    keep = pairs.distance <= radius
+    return set(
+        zip(
+            pairs.query[keep].tolist(),
+            pairs.reference[keep].tolist(),
+            pairs.distance[keep].tolist(),
+            strict=True,
+        )
+    )
+
+
+def _expected(dist: np.ndarray, radius: int) -> set[tuple[int, int, int]]:
+    q, r = np.nonzero(dist <= radius)
+    return set(zip(q.tolist(), r.tolist(), dist[q, r].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+@pytest.mark.parametrize("kind", ["uniform", "clustered"])
+def test_search_finds_exactly_the_pairs_a_scan_finds(bits, kind):
+    rng = np.random.default_rng(bits + len(kind))
+    r_bits = rng.random((3000, bits)) < 0.5 if kind == "uniform" else _clustered(rng, 3000, bits)
+    radii = [0, 1, 3, 4, 5, 12] if bits == 64 else [0, 3, 15, 16, 17, 29, 50]
+    # Queries at exactly each radius from some reference (the edge), and further ones.
+    sources = rng.integers(len(r_bits), size=len(radii) * 8)
+    offsets = [r + extra for r in radii for extra in (0, 0, 0, 1, 1, 2, bits // 8, bits // 3)]
+    q_bits = np.array([_flip(rng, r_bits[s], d) for s, d in zip(sources, offsets, strict=True)])
+    index = HashIndex.build(_pack(r_bits))
+    dist = _scan(q_bits, r_bits)
+    for radius in radii:
+        pairs = index.search(_pack(q_bits), radius)
+        assert _within(pairs, radius) == _expected(dist, radius), radius
+        assert any(d == radius for _, _, d in _within(pairs, radius))  # the edge was tested
+        # Every reported pair carries its true distance, sorted by (query, distance, ref).
+        assert np.array_equal(pairs.distance, dist[pairs.query, pairs.reference])
+        order = np.lexsort((pairs.reference, pairs.distance, pairs.query))
+        assert np.array_equal(order, np.arange(len(order)))
+
+
+def test_search_splits_large_candidate_sets_without_losing_pairs(monkeypatch):
+    monkeypatch.setattr(hash_index, "MAX_CANDIDATES", 50)
+    rng = np.random.default_rng(3)
+    r_bits = _clustered(rng, 2000, 256)
+    q_bits = np.array([_flip(rng, r_bits[i], 10) for i in range(0, 2000, 100)])
+    pairs = HashIndex.build(_pack(r_bits)).search(_pack(q_bits), 20)
+    assert _within(pairs, 20) == _expected(_scan(q_bits, r_bits), 20)
+
+
+def test_saved_index_loads_and_answers_the_same(tmp_path):
+    rng = np.random.default_rng(5)
+    words = _pack(_clustered(rng, 1000, 256))
+    index = HashIndex.build(words)
+    index.save(tmp_path / "index")
+    loaded = HashIndex.load(tmp_path / "index")
+    assert np.array_equal(np.asarray(loaded.words), words)
+    queries = words[::50]
+    a, b = index.search(queries, 12), loaded.search(queries, 12)
+    assert np.array_equal(a.reference, b.reference) and np.array_equal(a.query, b.query)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_prunes_only_where_probing_beats_a_scan():
+    rng = np.random.default_rng(9)
+    words = _pack(rng.random((20_000, 256)) < 0.5)
+    index = HashIndex.build(words)
+    assert index.prunes(words[:10], 8)  # 9 single-bucket probes of ~1 reference each
+    assert not index.prunes(words[:10], 120)  # a radius no chunk plan covers
+    assert not index.prunes(words[:0], 8)
+
+
+def test_empty_index_and_bad_queries():
+    index = HashIndex.build(np.empty((0, 4), np.uint64))
+    assert len(index.search(np.zeros((3, 4), np.uint64), 5).query) == 0
+    with pytest.raises(ValueError):
+        index.search(np.zeros((3, 1), np.uint64), 5)
