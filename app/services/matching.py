@@ -219,6 +219,12 @@ def list_batches(session: Session, real_set_id: int | None, offset: int, limit: 
     return {"total": total, "offset": offset, "limit": limit, "items": items}
 
 
+NOT_IN_MEMORY = (
+    "not verified geometrically: the set is searched through its embedding index, which "
+    "keeps no descriptors in memory to verify against"
+)
+
+
 def copy_rule_of(
     hashes: SetHashes, calibration: CalibrationConfig, indexed: IndexedVectors | None
 ) -> CopyRule | None:
@@ -262,7 +268,13 @@ def plan_verification(
 ) -> VerifyPlan:
     """Verify the batch's copy candidates when asked and affordable (the slow part, done
     before the write transaction); the set's inlier bar is measured once per revision."""
-    if embedding_problem(upload, hashes, calibration) is not None or config is None:
+    if config is None:
+        return VerifyPlan()
+    problem = embedding_problem(upload, hashes, calibration)
+    if problem == SET_WITHOUT_EMBEDDINGS and config.wants(mode, len(upload.images)):
+        # A set searched through its embedding index keeps no descriptors in memory.
+        return VerifyPlan(note=NOT_IN_MEMORY)
+    if problem is not None:
         return VerifyPlan()
     if not config.wants(mode, len(upload.images)):
         return VerifyPlan(note=unverified_note(len(upload.images), mode, config.max_images))

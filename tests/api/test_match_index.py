@@ -133,5 +133,11 @@ def test_copy_of_through_the_embedding_index_equals_exact_search(clients, settin
     for a, b in zip(got["matches"], expected["matches"], strict=True):
         assert (a["copy_of"] or {}).get("real") == (b["copy_of"] or {}).get("real")
     assert sum(m["copy_of"] is not None for m in got["matches"]) > 0
+    # By default (verify=auto) an indexed set says why its batch was not verified.
+    auto = _match(indexed, real_set["id"], gen)
+    assert (
+        "not verified geometrically: the set is searched through its embedding index"
+        in (auto["copy_rule"])
+    )
     kinds = {p.name.rsplit("-", 1)[1] for p in (settings.data_dir / "indices").iterdir()}
     assert kinds == {"phash", "embedding"}
