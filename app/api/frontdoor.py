@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -203,6 +204,10 @@ class BodyTimeoutMiddleware:
         limits = self.limits
         waited = 0.0  # seconds spent waiting for body bytes
         received = 0
+        #: (seconds waited, bytes received) after each body message, back to the window's
+        #: start: the rate is judged over the last window, not since the request began (a
+        #: client that sent 64 MiB fast could otherwise trickle for hours).
+        samples: deque[tuple[float, int]] = deque([(0.0, 0)])
         body_done = False
         timed_out: str | None = None
         response_started = False
@@ -223,16 +228,19 @@ class BodyTimeoutMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
-                if (
-                    not body_done
-                    and waited >= limits.idle_timeout_s
-                    and received < limits.min_rate * waited
-                ):
-                    timed_out = (
-                        f"body arriving at {received / waited:.0f} bytes/s, under the "
-                        f"minimum of {limits.min_rate:g}"
-                    )
-                    return _cut_off(timed_out)
+                samples.append((waited, received))
+                window = limits.idle_timeout_s
+                while len(samples) > 1 and samples[1][0] <= waited - window:
+                    samples.popleft()  # samples[0] stays the last one at or before the start
+                since, base = samples[0]
+                if not body_done and waited >= window and since <= waited - window:
+                    rate = (received - base) / (waited - since)
+                    if rate < limits.min_rate:
+                        timed_out = (
+                            f"body arriving at {rate:.0f} bytes/s over the last "
+                            f"{waited - since:.0f} s, under the minimum of {limits.min_rate:g}"
+                        )
+                        return _cut_off(timed_out)
             return message
 
         def _cut_off(reason: str) -> Message:

@@ -236,6 +236,41 @@ def test_a_trickling_upload_is_cut_off(server):
         assert b"bytes/s" in answer
 
 
+def test_a_fast_start_does_not_buy_a_slow_trickle(server):
+    """The rate is judged over the last idle-timeout window, not since the request began: a
+    client that sends 256 KiB at once (250 s of credit at 1 KiB/s since the start) and then a
+    byte every 0.3 s is cut off about a window later."""
+    host, port = server
+    padding = b"x" * (256 * 1024)
+    body, end, headers = raw_multipart([("name", None, b"burst"), ("files", "a.png", padding)])
+    head = (
+        f"POST /real-sets HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: {headers['content-type']}\r\n"
+        f"Content-Length: {len(body) + len(end) + 1000}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, port)) as conn:
+        conn.sendall(head + body[:-100])
+        started = time.monotonic()
+        conn.settimeout(0.3)
+        answer = b""
+        while time.monotonic() - started < BODY_IDLE_TIMEOUT_S + 20:
+            try:
+                conn.sendall(b"y")
+                answer = conn.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            break
+        took = time.monotonic() - started
+        conn.settimeout(10)
+        while chunk := conn.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"over the last" in answer
+    assert took < BODY_IDLE_TIMEOUT_S + 10
+
+
 def test_an_upload_that_is_not_slow_is_stored(server):
     host, port = server
     r = httpx.post(
