@@ -188,7 +188,15 @@ def cmd_match(args: argparse.Namespace) -> int:
             print(f"copy {m['generated']} -> {c['real']} (similarity {c['similarity']:.3f})")
         for m in matched:
             print(f"phash {m['generated']} -> {m['source']} (distance {m['distance']})")
-    found = {"copies": copies, "matches": copies or matched, "never": []}[args.fail_on]
+    undecided = doc.get("copy_threshold") is None
+    if undecided and not args.json:
+        print(f"note: copy_of was not decided ({doc.get('copy_rule')}); pHash sources count")
+    found = {
+        # copy_of where it was decided, else the paper's pHash sources (never nothing at all)
+        "copies": matched if undecided else copies,
+        "any": copies or matched,  # either evidence, as the /filter release gate
+        "never": [],
+    }[args.fail_on]
     return EXIT_FOUND if found else 0
 
 
@@ -302,10 +310,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     match.add_argument("--threshold", type=int, help="pHash threshold (default: the set's)")
     match.add_argument(
         "--fail-on",
-        choices=["copies", "matches", "never"],
+        choices=["copies", "any", "never"],
         default="copies",
-        help="exit 3 when: copy_of names a real image (copies, default); or, where no "
-        "copy_of was decided, a pHash source is within the threshold (matches); never",
+        help="exit 3 when: copy_of names a real image, or, where the batch's copy_of could "
+        "not be decided, a pHash source is within the threshold (copies, default); either "
+        "evidence, as /filter withholds (any); never",
     )
     match.set_defaults(func=cmd_match)
 

@@ -106,6 +106,18 @@ def test_register_match_classify_report_with_exit_codes(server, folders, capsys,
     assert "copy_0.png" in report.read_text()
 
 
+def test_match_gate_falls_back_to_phash_where_copy_of_is_undecided(server, folders, capsys):
+    """A set too small to calibrate the embedding bar: copy_of is null for every image, so
+    the default gate counts the paper's pHash sources instead of passing the batch."""
+    small = sorted(folders["real"].iterdir())[:5]
+    assert client(server, "register", *map(str, small), "--name", "small") == 0
+    set_id = capsys.readouterr().out.split(":")[0].split()[-1]
+    assert client(server, "match", *map(str, small[:2]), "--set", set_id) == EXIT_FOUND
+    out = capsys.readouterr().out
+    assert "copy_of was not decided" in out and "0 copies by the embedding" in out
+    assert client(server, "match", *map(str, small[:2]), "--set", set_id, "--fail-on", "never") == 0
+
+
 def test_refusals_and_unreachable_servers_have_their_own_exit_codes(server, folders, capsys):
     assert client(server, "match", str(folders["novel"]), "--set", "999") == EXIT_REFUSED
     assert "answered 404" in capsys.readouterr().err
