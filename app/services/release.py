@@ -94,8 +94,23 @@ def manifest_csv(document: dict) -> str:
     return out.getvalue()
 
 
+#: Folder of the released images inside the zip (the manifest sits beside it, so no image
+#: name can collide with it).
+RELEASED_FOLDER = "released/"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def zip_member_name(filename: str, data: bytes) -> str:
+    """Where a released image goes in the zip: its stored name, with `.png` added where the
+    stored bytes are the 8-bit PNG memaudit kept of a DICOM or 16-bit upload (`scan.dcm`,
+    `scan.dcm#0001`)."""
+    if data.startswith(PNG_SIGNATURE) and not filename.lower().endswith(".png"):
+        return f"{RELEASED_FOLDER}{filename}.png"
+    return f"{RELEASED_FOLDER}{filename}"
+
+
 def write_released_zip(session: Session, store: ImageStore, document: dict, out: BinaryIO) -> int:
-    """Write the released images (their uploaded bytes, under their names) and the manifest
+    """Write the released images (the bytes kept of each, under its name) and the manifest
     of what was withheld and why into ``out`` as a zip; returns the images written."""
     released = {i["generated"] for i in document["images"] if i["decision"] == "release"}
     rows = session.execute(
@@ -109,12 +124,14 @@ def write_released_zip(session: Session, store: ImageStore, document: dict, out:
         for filename, sha256 in rows:
             if filename not in released:
                 continue
-            if not store.has(sha256):
+            try:
+                data = store.get(sha256)
+            except KeyError:  # deleted meanwhile (DELETE /match, gc)
                 raise Conflict(
                     f"the bytes of {filename} are no longer stored (deleted): "
                     "the released images cannot be given"
-                )
-            archive.writestr(filename, store.get(sha256))
+                ) from None
+            archive.writestr(zip_member_name(filename, data), data)
             written += 1
         kept = [i for i in document["images"] if i["decision"] != "release"]
         manifest = manifest_csv({**document, "images": kept})

@@ -7,7 +7,7 @@ import csv
 import io
 import zipfile
 
-from app.services.release import MANIFEST_NAME
+from app.services.release import MANIFEST_NAME, zip_member_name
 from app.training.synthetic import perturbed_copy
 from tests.helpers import file_parts, register
 from tests.imagegen import phantom, png
@@ -61,9 +61,9 @@ def test_filter_withholds_copies_and_zips_only_the_released(client):
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         names = set(archive.namelist())
         released = {n for n, image in decisions.items() if image["decision"] == "release"}
-        assert names == released | {MANIFEST_NAME}
+        assert names == {f"released/{n}" for n in released} | {MANIFEST_NAME}
         for name in released:  # the uploaded bytes, unchanged
-            assert archive.read(name) == uploads[name]
+            assert archive.read(f"released/{name}") == uploads[name]
         listed = list(csv.DictReader(io.StringIO(archive.read(MANIFEST_NAME).decode())))
     assert {row["generated"] for row in listed} == set(decisions) - released
     assert all(row["decision"] == "withhold" and row["reasons"] for row in listed)
@@ -74,3 +74,11 @@ def test_filter_of_unknown_batches_and_sets_is_404(client):
     assert client.get("/filter/999/released").status_code == 404
     response = client.post("/filter", data={"real_set_id": "999"}, files=file_parts(generated()))
     assert response.status_code == 404
+
+
+def test_released_names_say_what_the_bytes_are():
+    png_bytes = b"\x89PNG\r\n\x1a\n" + b"rest"
+    assert zip_member_name("a.png", png_bytes) == "released/a.png"
+    assert zip_member_name("scan.dcm#0001", png_bytes) == "released/scan.dcm#0001.png"
+    assert zip_member_name("b.jpg", b"\xff\xd8\xff") == "released/b.jpg"
+    assert zip_member_name(MANIFEST_NAME, png_bytes) != MANIFEST_NAME

@@ -94,9 +94,9 @@ def test_register_match_classify_report_with_exit_codes(server, folders, capsys,
         assert f"withhold copy_{i}.png: copy of real_{i:03d}.png by the embedding" in out
     with zipfile.ZipFile(released) as archive:
         names = set(archive.namelist())
-    assert MANIFEST_NAME in names and not any(n.startswith("copy_") for n in names)
-    assert {f"novel_{i}.png" for i in range(6)} - names == {
-        line.split()[1].rstrip(":")
+    assert MANIFEST_NAME in names and not any(n.startswith("released/copy_") for n in names)
+    assert {f"released/novel_{i}.png" for i in range(6)} - names == {
+        "released/" + line.split()[1].rstrip(":")
         for line in out.splitlines()
         if line.startswith("withhold novel")
     }

@@ -96,7 +96,9 @@ def get_filter(
     responses={
         **error_responses(404, 409, 422, e404=NOT_FOUND),
         200: {
-            "description": "The released images as uploaded (same names and bytes) and "
+            "description": "The released images under `released/` (PNG, JPEG, ... as uploaded; "
+            "a DICOM or 16-bit image as the 8-bit PNG memaudit kept of it, `.png` added to "
+            "its name) and "
             f"`{release.MANIFEST_NAME}` (the withheld images and why).",
             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
         },
