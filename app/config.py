@@ -33,11 +33,11 @@ class Settings(BaseSettings):
         "default <data_dir>/images. Replicas of the API must share it.",
     )
     gc_min_age_seconds: float = Field(
-        default=600,
+        default=7200,
         ge=0,
         description="Sweeps (at start, periodic, `memaudit gc`) remove unreferenced image "
         "files and partial writes left alone this long (younger ones may belong to an upload "
-        "still running in another process).",
+        "still running in another process; uploads may take an hour, so two).",
     )
     gc_interval_seconds: float = Field(
         default=3600,

@@ -146,7 +146,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     register_error_handlers(app)
     keep_example_nulls(app)
-    app.add_middleware(RequestMetrics)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -155,8 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=CORS_HEADERS,
             expose_headers=["Content-Disposition", "Retry-After"],
         )
-    # Outermost of the app's own middleware: a stalled body is cut off whatever route reads it.
+    # A stalled body is cut off whatever route reads it.
     app.add_middleware(BodyTimeoutMiddleware, limits=BodyLimits.from_settings(settings))
+    # Outside it: counts the status the client gets (a cut-off body's 408 included).
+    app.add_middleware(RequestMetrics)
     add_offline_docs(app, dependencies=DOCS)
     app.include_router(health.router)  # probes: never a key
     for router in (

@@ -63,7 +63,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="only files left alone this long (default MEMAUDIT_GC_MIN_AGE_SECONDS, 600)",
+        help="only files left alone this long (default MEMAUDIT_GC_MIN_AGE_SECONDS, 7200)",
     )
     gc.add_argument("--db", default=None, help="database URL (default DATABASE_URL)")
     gc.add_argument("--data-dir", default=None, help="data directory (default MEMAUDIT_DATA_DIR)")
