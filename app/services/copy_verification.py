@@ -121,7 +121,7 @@ def _run(work: Callable, items: Sequence) -> list:
         return list(pool.map(work, items))
 
 
-def nearest_other(vectors: np.ndarray, picked: np.ndarray) -> np.ndarray:
+def nearest_other_index(vectors: np.ndarray, picked: np.ndarray) -> np.ndarray:
     """Each picked real image's most similar other real image (index) by the embedding."""
     out = np.empty(len(picked), np.int64)
     for lo in range(0, len(picked), _NEAREST_BLOCK):
@@ -140,7 +140,7 @@ def inlier_bar(
     if len(picked) > MAX_BAR_PAIRS:
         rng = np.random.default_rng(0)
         picked = np.sort(rng.choice(len(vectors), MAX_BAR_PAIRS, replace=False))
-    partners = nearest_other(vectors, picked)
+    partners = nearest_other_index(vectors, picked)
     members = np.unique(np.r_[picked, partners]).tolist()
     found = dict(
         zip(members, _run(lambda j: config.keypoints(sha256s[j], True), members), strict=True)
