@@ -31,6 +31,10 @@ log = logging.getLogger("memaudit.search")
 KEEP_MAPPED = 2
 
 
+#: A staging folder older than this was left by a crashed build (builds take about a minute).
+STALE_STAGING_SECONDS = 3600
+
+
 class SearchIndices:
     """The on-disk indices of sets with at least ``min_images`` images, and a few mapped."""
 
@@ -107,11 +111,15 @@ class SearchIndices:
                     return self._mapped[key]
             folder = self._folder(set_id, revision, kind)
             if not (folder / "meta.json").exists():
-                started = time.perf_counter()
-                build().save(folder)
-                log.info("built %s (%.1f s)", folder.name, time.perf_counter() - started)
-                self._drop_other_revisions(set_id, revision, kind)
-            index = load(folder)
+                self._build(folder, build, set_id, revision, kind)
+            try:
+                index = load(folder)
+            except (OSError, ValueError) as error:
+                # Removed by another replica meanwhile, or of an older format: build anew.
+                log.warning("rebuilding %s: %s", folder.name, error)
+                shutil.rmtree(folder, ignore_errors=True)
+                self._build(folder, build, set_id, revision, kind)
+                index = load(folder)
             with self._lock:
                 self._mapped[key] = index
                 self._building.pop(key, None)
@@ -120,9 +128,24 @@ class SearchIndices:
                     del self._mapped[old]
         return index
 
-    def _drop_other_revisions(self, set_id: int, revision: int, kind: str) -> None:
+    def _build(self, folder: Path, build, set_id: int, revision: int, kind: str) -> None:
+        started = time.perf_counter()
+        build().save(folder)
+        log.info("built %s (%.1f s)", folder.name, time.perf_counter() - started)
+        self._drop_older_revisions(set_id, revision, kind)
+
+    def _drop_older_revisions(self, set_id: int, revision: int, kind: str) -> None:
+        """Remove the set's indices of older revisions (a newer one may be another replica's
+        in use), and staging folders a crashed build left more than an hour ago."""
         pattern = re.compile(rf"set-{set_id}-r(\d+)-{kind}$")
         for folder in self.folder.glob(f"set-{set_id}-r*-{kind}"):
             match = pattern.match(folder.name)
-            if match and int(match.group(1)) != revision:
+            if match and int(match.group(1)) < revision:
                 shutil.rmtree(folder, ignore_errors=True)
+        stale = time.time() - STALE_STAGING_SECONDS
+        for staging in self.folder.glob(f".set-{set_id}-r*"):
+            try:
+                if staging.stat().st_mtime < stale:
+                    shutil.rmtree(staging, ignore_errors=True)
+            except OSError:
+                pass
