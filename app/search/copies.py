@@ -61,14 +61,23 @@ def nearest_other_similarity(vectors: np.ndarray) -> np.ndarray:
     picked = np.arange(n)
     if n > MAX_NULL_QUERIES:
         picked = np.sort(np.random.default_rng(0).choice(n, MAX_NULL_QUERIES, replace=False))
-    out = np.empty(len(picked), np.float32)
-    rows = _block_rows(n)
+    return nearest_others(vectors, picked)[1]
+
+
+def nearest_others(vectors: np.ndarray, picked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each picked row of ``vectors``: the index of its most similar other row and that
+    similarity, in blocks of bounded size."""
+    index = np.empty(len(picked), np.int64)
+    similarity = np.empty(len(picked), np.float32)
+    rows = _block_rows(len(vectors))
     for lo in range(0, len(picked), rows):
         chunk = picked[lo : lo + rows]
         sims = vectors[chunk] @ vectors.T
         sims[np.arange(len(chunk)), chunk] = -np.inf
-        out[lo : lo + len(chunk)] = sims.max(axis=1)
-    return out
+        best = sims.argmax(axis=1)
+        index[lo : lo + len(chunk)] = best
+        similarity[lo : lo + len(chunk)] = sims[np.arange(len(chunk)), best]
+    return index, similarity
 
 
 def _block_rows(references: int) -> int:

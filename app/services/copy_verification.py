@@ -22,7 +22,7 @@ import numpy as np
 from app.config import Settings
 from app.imaging.decode import decode_grayscale
 from app.imaging.features import CopyVerifier, Keypoints
-from app.search.copies import nearest_real
+from app.search.copies import nearest_others, nearest_real
 from app.storage import FeatureStore, ImageStore
 
 VerifyMode = Literal["auto", "always", "never"]
@@ -34,8 +34,6 @@ VERIFIER = CopyVerifier("sift", 128, 300)
 #: Real images whose inliers with their nearest other real image make the bar, at most;
 #: a larger set is sampled (fixed seed), as the embedding's real-vs-real null is.
 MAX_BAR_PAIRS = 2000
-#: Query rows compared with every real image at once while finding nearest other reals.
-_NEAREST_BLOCK = 1024
 
 
 class CannotVerify(Exception):
@@ -121,17 +119,6 @@ def _run(work: Callable, items: Sequence) -> list:
         return list(pool.map(work, items))
 
 
-def nearest_other_index(vectors: np.ndarray, picked: np.ndarray) -> np.ndarray:
-    """Each picked real image's most similar other real image (index) by the embedding."""
-    out = np.empty(len(picked), np.int64)
-    for lo in range(0, len(picked), _NEAREST_BLOCK):
-        chunk = picked[lo : lo + _NEAREST_BLOCK]
-        sims = vectors[chunk] @ vectors.T
-        sims[np.arange(len(chunk)), chunk] = -np.inf
-        out[lo : lo + len(chunk)] = sims.argmax(axis=1)
-    return out
-
-
 def inlier_bar(
     vectors: np.ndarray, sha256s: Sequence[str | None], config: VerifyConfig
 ) -> InlierBar:
@@ -140,7 +127,7 @@ def inlier_bar(
     if len(picked) > MAX_BAR_PAIRS:
         rng = np.random.default_rng(0)
         picked = np.sort(rng.choice(len(vectors), MAX_BAR_PAIRS, replace=False))
-    partners = nearest_other_index(vectors, picked)
+    partners = nearest_others(vectors, picked)[0]
     members = np.unique(np.r_[picked, partners]).tolist()
     found = dict(
         zip(members, _run(lambda j: config.keypoints(sha256s[j], True), members), strict=True)

@@ -9,15 +9,11 @@ start; `memaudit gc` lists and removes unreferenced and partial files.
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -28,8 +24,9 @@ from app.cli import main as cli_main
 from app.config import Settings
 from app.main import create_app
 from app.storage import FeatureStore, ImageStore
-from tests.helpers import REPO_ROOT, file_parts, raw_multipart, real_images, register
+from tests.helpers import file_parts, raw_multipart, real_images, register
 from tests.imagegen import phantom, png
+from tests.serving import free_port, serve_process
 
 
 def digest(data: bytes) -> str:
@@ -293,45 +290,13 @@ def test_an_upload_whose_bytes_another_process_removed_is_refused(live_server, l
     assert httpx.get(f"http://{host}:{port}/real-sets").json() == []
 
 
-def _serve_process(data_dir: Path, db: Path, port: int, **env: str) -> subprocess.Popen:
-    environment = {
-        **os.environ,
-        "MEMAUDIT_DATA_DIR": str(data_dir),
-        "DATABASE_URL": f"sqlite:///{db}",
-        "MEMAUDIT_HASH_WORKERS": "0",
-        "MEMAUDIT_HASH_BATCH_SIZE": "1",
-        **env,
-    }
-    environment.pop("MEMAUDIT_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    if not _wait_for(lambda: _healthy(port), 90):
-        proc.kill()
-        pytest.fail("server did not start")
-    return proc
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_kill_9_mid_upload_then_restart_leaves_no_unreferenced_file(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     data_dir, db = tmp_path / "data", tmp_path / "db.sqlite"
     settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{db}")
     kept = real_images(3)
     cut = real_images(5, offset=900)
-    proc = _serve_process(data_dir, db, port)
+    proc = serve_process(data_dir, db, port, MEMAUDIT_HASH_BATCH_SIZE="1")
     try:
         response = httpx.post(
             f"http://127.0.0.1:{port}/real-sets", data={"name": "kept"}, files=file_parts(kept)
@@ -352,7 +317,9 @@ def test_kill_9_mid_upload_then_restart_leaves_no_unreferenced_file(tmp_path):
     partial.write_bytes(b"half an image")
     assert stored(settings) == digests_of(kept) | digests_of(cut) | {"ab/.tmp-cut"}
 
-    proc = _serve_process(data_dir, db, port, MEMAUDIT_GC_MIN_AGE_SECONDS="0")
+    proc = serve_process(
+        data_dir, db, port, MEMAUDIT_HASH_BATCH_SIZE="1", MEMAUDIT_GC_MIN_AGE_SECONDS="0"
+    )
     try:
         assert _wait_for(lambda: stored(settings) == digests_of(kept)), stored(settings)
         sets = httpx.get(f"http://127.0.0.1:{port}/real-sets").json()

@@ -8,10 +8,7 @@ open forever. Timeouts are set small here; the defaults are in app.config.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,50 +16,25 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers import REPO_ROOT, raw_multipart, real_images
+from tests.helpers import raw_multipart, real_images
+from tests.serving import free_port, serve_process
 
 HEADER_TIMEOUT_S = 2
 BODY_IDLE_TIMEOUT_S = 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[tuple[str, int]]:
     """`python -m app.cli serve` with small timeouts; (host, port)."""
     tmp = tmp_path_factory.mktemp("front_door")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MEMAUDIT_DATA_DIR": str(tmp / "data"),
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite'}",
-        "MEMAUDIT_HASH_WORKERS": "0",
-        "MEMAUDIT_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-        "MEMAUDIT_BODY_IDLE_TIMEOUT_S": str(BODY_IDLE_TIMEOUT_S),
-    }
-    env.pop("MEMAUDIT_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    port = free_port()
+    proc = serve_process(
+        tmp / "data",
+        tmp / "db.sqlite",
+        port,
+        MEMAUDIT_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
+        MEMAUDIT_BODY_IDLE_TIMEOUT_S=str(BODY_IDLE_TIMEOUT_S),
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("server did not start")
     yield "127.0.0.1", port
     proc.terminate()
     proc.wait(timeout=30)

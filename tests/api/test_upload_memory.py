@@ -8,27 +8,17 @@ The peak resident set size of the server process (VmHWM) must stay under a bound
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import REPO_ROOT, real_images, zip_bytes
+from tests.helpers import real_images, zip_bytes
+from tests.serving import free_port, serve_process
 
 #: Stated bound for the API process (it idles at ~250 MB with onnxruntime and scikit-learn).
 PEAK_RSS_BOUND_MB = 600
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -40,32 +30,9 @@ def _peak_rss_mb(pid: int) -> float:
 
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MEMAUDIT_DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-        "MEMAUDIT_HASH_WORKERS": "1",
-    }
-    env.pop("MEMAUDIT_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    proc = serve_process(tmp_path / "data", tmp_path / "db.sqlite", port, MEMAUDIT_HASH_WORKERS="1")
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("server did not start")
     yield base, proc.pid
     proc.terminate()
     proc.wait(timeout=30)
