@@ -692,13 +692,23 @@ def copies_html(doc: dict) -> str:
         return f"<p class='note'><strong>Copies by the embedding:</strong> {esc(rule)}.</p>"
     copied = [m for m in doc["matches"] if m.get("copy_of")]
     sources = len({m["copy_of"]["real"] for m in copied})
+    verified = [m for m in copied if m["copy_of"].get("decided_by") == "verified"]
+    if verified:
+        fewest = min(m["copy_of"]["verified_inliers"] for m in verified)
+        how = (
+            f"each verified geometrically: at least {fewest} SIFT keypoints agree with the "
+            "real image under one rotation, scale and shift, more than any real image of the "
+            "set shares with its own nearest other"
+        )
+        heading = "Copies verified geometrically, bar calibrated on the real set:"
+    else:
+        how = f"descriptor similarity {fmt(doc['copy_threshold'])} or more"
+        heading = f"Copy bar {fmt(doc['copy_threshold'])}, calibrated on the real set:"
     return (
         f"<p><strong>{plural(len(copied), 'generated image')} copy "
-        f"{plural(sources, 'real image')} by the copy-detection embedding</strong> (descriptor "
-        f"similarity {fmt(doc['copy_threshold'])} or more; edited copies the pHash rule "
-        "below misses are found here).</p>"
-        f"<p class='reason'><strong>Copy bar {fmt(doc['copy_threshold'])}, calibrated on the "
-        f"real set:</strong> {esc(rule)}.</p>"
+        f"{plural(sources, 'real image')} by the copy-detection embedding</strong> ({how}; "
+        "edited copies the pHash rule below misses are found here).</p>"
+        f"<p class='reason'><strong>{heading}</strong> {esc(rule)}.</p>"
     )
 
 

@@ -390,3 +390,26 @@ def test_labels_csv_of_the_helpers_is_read_back():
     parsed = parse_labels(labels.encode())
     assert parsed[HOSTILE_REAL] is True and len(parsed) == USED + 8
     assert next(csv.reader(io.StringIO(labels))) == ["real", "used", "memorized"]
+
+
+def test_copy_summary_names_the_rule_that_decided():
+    """A verified batch is summarised by its keypoints, an embedding-decided one by its bar."""
+    from app.services.report_html import copies_html
+
+    def doc(decided_by: str) -> dict:
+        copy = {"decided_by": decided_by, "verified_inliers": None}
+        matches = [
+            {"copy_of": {**copy, "real": "a.png", "verified_inliers": 25}},
+            {"copy_of": {**copy, "real": "b.png", "verified_inliers": 19}},
+            {"copy_of": None},
+        ]
+        if decided_by == "embedding":
+            for m in matches[:2]:
+                m["copy_of"]["verified_inliers"] = None
+        return {"copy_rule": "the rule", "copy_threshold": 0.9, "matches": matches}
+
+    verified = copies_html(doc("verified"))
+    assert "2 generated images copy 2 real images" in verified
+    assert "at least 19 SIFT keypoints agree" in verified and "0.900 or more" not in verified
+    embedded = copies_html(doc("embedding"))
+    assert "descriptor similarity 0.900 or more" in embedded and "SIFT" not in embedded
