@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from app.imaging.features import Keypoints, sift_keypoints, thumbnails
+from app.imaging.hashers import get_hasher
 from app.scoring.base import ModelInfo
 
 
@@ -48,6 +49,10 @@ class ImageSource(Sequence[np.ndarray]):
 
     def keypoints(self, index: int) -> Keypoints:
         return sift_keypoints(self[index])
+
+    def phash_bits(self, indices: Sequence[int], hash_size: int) -> np.ndarray:
+        """pHash bits (n, hash_size**2) of the images at ``indices``, from their pixels."""
+        return get_hasher("phash").hash_bits([self[i] for i in indices], hash_size)
 
     def embeddings(self, embedder: Embedder | None) -> np.ndarray | None:
         """(n, dim) unit copy-detection descriptors, or None without an embedder."""

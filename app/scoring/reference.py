@@ -48,7 +48,6 @@ import cv2
 import numpy as np
 
 from app.imaging.features import verified_inliers
-from app.imaging.hashers import get_hasher
 from app.scoring.base import ModelInfo, Progress, ScoreResult
 from app.scoring.images import Embedder, ImageSource, as_source
 from app.scoring.membership_evidence import (
@@ -237,11 +236,10 @@ class ReferenceScorer:
             chosen = [j for j, _ in credited]
             chosen += [int(j) for j in order[i] if int(j) not in chosen]
             picked.append(chosen[: cfg.evidence_per_real])
-        hasher = get_hasher("phash")
         gen_ids = sorted({j for row in picked for j in row})
-        gen_hashes = hasher.hash_bits([generated[j] for j in gen_ids], cfg.evidence_hash_size)
+        gen_hashes = generated.phash_bits(gen_ids, cfg.evidence_hash_size)
         gen_bits = dict(zip(gen_ids, gen_hashes, strict=True))
-        real_bits = hasher.hash_bits([real[i] for i in range(len(real))], cfg.evidence_hash_size)
+        real_bits = real.phash_bits(range(len(real)), cfg.evidence_hash_size)
         evidence = []
         for i, row in enumerate(picked):
             items = []

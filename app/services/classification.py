@@ -83,11 +83,13 @@ class ImageRef:
     thumbnail: bytes | None = None
     #: Copy-detection descriptor computed at upload (float16 bytes), or None.
     embedding: bytes | None = None
+    #: Its pHash as stored (hex, at its set's or batch's hash size), or None.
+    phash: str | None = None
 
     @classmethod
     def of(cls, image: HashedImage) -> ImageRef:
         """An image just uploaded (hashed, stored, not yet in the database)."""
-        return cls(image.filename, image.sha256, image.thumbnail, image.embedding)
+        return cls(image.filename, image.sha256, image.thumbnail, image.embedding, image.phash)
 
 
 #: SIFT keypoints as app.imaging.features computes them; bump when its parameters change.
@@ -152,6 +154,16 @@ class StoredImages(ImageSource):
         if stored is not None and (embedder is None or stored.shape[1] == _dim(embedder)):
             return stored
         return super().embeddings(embedder)
+
+    def phash_bits(self, indices: Sequence[int], hash_size: int) -> np.ndarray:
+        """The pHashes stored at upload where they are of ``hash_size``; the others (a set
+        hashed at another size) from pixels."""
+        nbytes = hash_size * hash_size // 8
+        stored = [self._refs[i].phash for i in indices]
+        if all(h is not None and len(h) == 2 * nbytes for h in stored):
+            packed = np.frombuffer(bytes.fromhex("".join(stored)), np.uint8)  # type: ignore[arg-type]
+            return np.unpackbits(packed.reshape(len(stored), nbytes), axis=1).astype(bool)
+        return super().phash_bits(indices, hash_size)
 
     def keypoints(self, index: int) -> Keypoints:
         sha256 = self._refs[index].sha256
@@ -352,11 +364,11 @@ def batch_images(session: Session, batch_id: int) -> list[ImageRef] | None:
 def _image_refs(session: Session, model, owner_column, owner_id: int) -> list[ImageRef]:
     """A set's or batch's images in upload order (no pixels: those are read on demand)."""
     rows = session.execute(
-        select(model.filename, model.sha256, model.thumbnail, model.embedding)
+        select(model.filename, model.sha256, model.thumbnail, model.embedding, model.phash)
         .where(owner_column == owner_id)
         .order_by(model.position)
     ).all()
-    return [ImageRef(r.filename, r.sha256, r.thumbnail, r.embedding) for r in rows]
+    return [ImageRef(r.filename, r.sha256, r.thumbnail, r.embedding, r.phash) for r in rows]
 
 
 def save_classification(

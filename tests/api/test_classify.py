@@ -91,11 +91,18 @@ def test_classify_names_its_evidence_in_json_and_csv(client, devset):
         data={"real_set_id": str(real_set["id"]), "batch_id": str(batch["batch_id"])},
     ).json()
     assert body["method"] == "reference"
+    # pHash distances as /match stored the hashes (real: the set's images; generated: the batch)
+    real_hash = {
+        image["filename"]: image["phash"]
+        for image in client.get(f"/real-sets/{real_set['id']}").json()["images"]
+    }
+    gen_hash = {m["generated"]: m["phash"] for m in batch["matches"]}
     for item in body["results"]:
         assert 1 <= len(item["evidence"]) <= 3
         for ev in item["evidence"]:
             assert ev["generated"] in gen and ev["similarity"] is not None
-            assert isinstance(ev["phash_distance"], int)
+            stored = int(real_hash[item["filename"]], 16) ^ int(gen_hash[ev["generated"]], 16)
+            assert ev["phash_distance"] == stored.bit_count()
         sims = [ev["similarity"] for ev in item["evidence"] if not ev["verified_copy"]]
         assert sims == sorted(sims, reverse=True)
     used_items = [r for r in body["results"] if r["label"] == "used"]
