@@ -9,40 +9,24 @@ younger than --min-age (an upload of a running server may be writing them) are l
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from app.cli.database import database_at_head
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from app.config import Settings
-    from app.db.migrate import schema_status
-    from app.db.session import make_engine, make_session_factory
+    from app.db.session import make_session_factory
     from app.services.retention import ImageRetention
     from app.storage import FeatureStore, ImageStore
 
-    overrides: dict = {}
-    if args.db:
-        overrides["database_url"] = args.db
-    if args.data_dir:
-        overrides["data_dir"] = Path(args.data_dir)
-    settings = Settings(**overrides)
-    min_age = settings.gc_min_age_seconds if args.min_age is None else args.min_age
-    engine = make_engine(settings.effective_database_url)
-    try:
-        current, head = schema_status(engine, settings.migrations_dir)
-        if current != head:
-            # Without the schema every stored file would look unreferenced.
-            raise SystemExit(
-                f"memaudit gc: the database is at schema revision {current}, this memaudit "
-                f"expects {head}: check --db, or run `memaudit migrate`; nothing removed"
-            )
+    # Without the schema every stored file would look unreferenced.
+    with database_at_head(args, "; nothing removed") as (settings, engine):
+        min_age = settings.gc_min_age_seconds if args.min_age is None else args.min_age
         retention = ImageRetention(
             ImageStore(settings.effective_image_store_dir),
             FeatureStore(settings.effective_feature_store_dir),
             make_session_factory(engine),
         )
         removed = retention.sweep(min_age, dry_run=args.dry_run)
-    finally:
-        engine.dispose()
     verb = "would remove" if args.dry_run else "removed"
     for path in removed.paths:
         print(f"{verb} {path}")

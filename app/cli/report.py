@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.cli.database import database_at_head
+
 
 def report_path(args: argparse.Namespace) -> str:
     if args.match is not None:
@@ -40,28 +42,13 @@ def fetch_report(server: str, path: str, labels: bytes | None) -> str:
 def build_report(args: argparse.Namespace, labels: bytes | None) -> str:
     """The page built in-process by the service the routes call, from the database and
     image store the settings name (environment, overridden by --db / --data-dir)."""
-    from app.config import Settings
-    from app.db.migrate import schema_status
-    from app.db.session import make_engine, make_session_factory
+    from app.db.session import make_session_factory
     from app.services import audit_report
     from app.services.errors import ServiceError
     from app.services.set_hash_cache import SetHashCache
     from app.storage import ImageStore
 
-    overrides = {}
-    if args.db:
-        overrides["database_url"] = args.db
-    if args.data_dir:
-        overrides["data_dir"] = Path(args.data_dir)
-    settings = Settings(**overrides)
-    engine = make_engine(settings.effective_database_url)
-    try:
-        current, head = schema_status(engine, settings.migrations_dir)
-        if current != head:
-            raise SystemExit(
-                f"memaudit: the database is at schema revision {current}, this memaudit expects "
-                f"{head}: check --db, or run `memaudit migrate`"
-            )
+    with database_at_head(args, "") as (settings, engine):
         sessions = make_session_factory(engine)
         store = ImageStore(settings.effective_image_store_dir)
         try:
@@ -79,8 +66,6 @@ def build_report(args: argparse.Namespace, labels: bytes | None) -> str:
             )
         except ServiceError as exc:
             raise SystemExit(f"memaudit: {exc}") from None
-    finally:
-        engine.dispose()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
