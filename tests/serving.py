@@ -1,5 +1,5 @@
-"""A real `memaudit serve` process for the tests that need one (front-door limits, memory
-bounds, kill -9): SQLite under a folder, settings from the environment."""
+"""Real servers for the tests that need real HTTP: a uvicorn server in a thread for an app's
+settings, or a `memaudit serve` process (front-door limits, memory bounds, kill -9)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,41 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
+from app.config import Settings
+from app.main import create_app
 from tests.helpers import REPO_ROOT
+
+
+@contextmanager
+def served_in_thread(settings: Settings) -> Iterator[tuple[str, int]]:
+    """A real uvicorn server for a fresh app of ``settings`` on a free loopback port, in a
+    thread; yields (host, port)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(create_app(settings), log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield sock.getsockname()
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
 
 
 def free_port() -> int:

@@ -11,22 +11,19 @@ from __future__ import annotations
 import hashlib
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from app.cli import main as cli_main
 from app.config import Settings
-from app.main import create_app
 from app.storage import FeatureStore, ImageStore
 from tests.helpers import file_parts, raw_multipart, real_images, register
 from tests.imagegen import phantom, png
-from tests.serving import free_port, serve_process
+from tests.serving import free_port, serve_process, served_in_thread
 
 
 def digest(data: bytes) -> str:
@@ -189,23 +186,8 @@ def live_settings(database_url, tmp_path) -> Settings:
 @pytest.fixture
 def live_server(live_settings) -> Iterator[tuple[str, int]]:
     """A real uvicorn server in a thread; yields (host, port)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(live_settings), log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield sock.getsockname()
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with served_in_thread(live_settings) as address:
+        yield address
 
 
 def _start_upload(host: str, port: int, path: str, body: bytes, extra: int) -> socket.socket:

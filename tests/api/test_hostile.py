@@ -19,15 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from app.config import Settings
-from app.main import create_app
 from app.services.classification import classification_csv, classification_imageclef
 from app.services.filenames import name_problem, spreadsheet_cell, uploaded_name
 from app.services.reports import batch_csv, batch_text
 from tests.helpers import REPO_ROOT, file_parts, raw_multipart, real_images, register, zip_bytes
 from tests.imagegen import phantom, png
+from tests.serving import served_in_thread
 
 REPO = REPO_ROOT
 
@@ -287,26 +286,6 @@ def test_hash_workers_die_with_their_parent(tmp_path):
     assert not [p for p in workers if _alive(p)], "hash workers outlived their parent"
 
 
-def _serve(settings: Settings) -> Iterator[tuple[str, int]]:
-    """A real uvicorn server for ``settings`` in a thread; yields (host, port)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(settings), log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield sock.getsockname()
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
 @pytest.fixture
 def live_server(tmp_path) -> Iterator[tuple[str, int]]:
     settings = Settings(
@@ -314,7 +293,8 @@ def live_server(tmp_path) -> Iterator[tuple[str, int]]:
         database_url=f"sqlite:///{tmp_path / 'live.db'}",
         hash_workers=0,
     )
-    yield from _serve(settings)
+    with served_in_thread(settings) as address:
+        yield address
 
 
 def test_client_disconnect_mid_upload_logs_one_line(live_server, caplog):
