@@ -220,13 +220,13 @@ def cmd_filter(args: argparse.Namespace) -> int:
     return EXIT_FOUND if doc["withheld_count"] else 0
 
 
-def _download(api: Api, path: str, out: Path) -> None:
-    """Stream a binary answer to ``out`` (a partial file is removed on failure)."""
+def _download(api: Api, path: str, out: Path, params: dict[str, str] | None = None) -> None:
+    """Stream an answer to ``out`` (a partial file is removed on failure)."""
     import httpx
 
     url = api.server + path
     try:
-        with httpx.stream("GET", url, headers=api.headers, timeout=300) as response:
+        with httpx.stream("GET", url, params=params, headers=api.headers, timeout=300) as response:
             if response.status_code != 200:
                 code = EXIT_REFUSED if response.status_code < 500 else EXIT_UNREACHABLE
                 text = response.read()[:500].decode(errors="replace")
@@ -257,20 +257,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import httpx
-
     api = Api(args.server, args.api_key)
     path = f"/match/{args.match}/report" if args.match else f"/classify/{args.classify}/report"
-    url = api.server + path
-    try:
-        response = httpx.get(url, params={"form": "false"}, headers=api.headers, timeout=300)
-    except httpx.HTTPError as exc:
-        raise ClientError(EXIT_UNREACHABLE, f"cannot reach {url}: {exc}") from None
-    if response.status_code != 200:
-        code = EXIT_REFUSED if response.status_code < 500 else EXIT_UNREACHABLE
-        status = response.status_code
-        raise ClientError(code, f"GET {path} answered {status}: {response.text[:500]}")
-    Path(args.out).write_text(response.text, encoding="utf-8")
+    _download(api, path, Path(args.out), params={"form": "false"})  # a saved page cannot post
     print(f"wrote {args.out}")
     return 0
 
