@@ -132,16 +132,18 @@ def create_batch(
         warm_set = real_sets.get_real_set(session, request.real_set_id)
         warm = cache.get(session, warm_set)
         warm.copy_rule(calibration.quantile, calibration.min_images)
+        # A large set's indices are built (once per revision) or mapped here too.
+        cache.hash_index(warm)
+        warm_index = cache.vector_index(
+            session, warm_set, calibration.quantile, calibration.min_images
+        )
         verifying = time.perf_counter()
         plan = plan_verification(
-            session, warm_set, warm, upload, request.verify, calibration, verify
+            session, warm_set, warm, upload, request.verify, calibration, verify, warm_index
         )
         if plan.verification is not None:
             spent = time.perf_counter() - verifying
             metrics.SEARCH_SECONDS.labels("copy_verification").observe(spent)
-        # A large set's indices are built (once per revision) or mapped here too.
-        cache.hash_index(warm)
-        cache.vector_index(session, warm_set, calibration.quantile, calibration.min_images)
     with transaction(sessions) as session:
         real_set = real_sets.get_real_set(session, request.real_set_id)
         bits = real_set.hash_size * real_set.hash_size
@@ -265,17 +267,14 @@ def plan_verification(
     mode: VerifyMode,
     calibration: CalibrationConfig,
     config: VerifyConfig | None,
+    indexed: IndexedVectors | None = None,
 ) -> VerifyPlan:
     """Verify the batch's copy candidates when asked and affordable (the slow part, done
     before the write transaction); the set's inlier bar is measured once per revision."""
-    if config is None:
+    if config is None or embedding_problem(upload, hashes, calibration, indexed) is not None:
         return VerifyPlan()
-    problem = embedding_problem(upload, hashes, calibration)
-    if problem == SET_WITHOUT_EMBEDDINGS and config.wants(mode, len(upload.images)):
-        # A set searched through its embedding index keeps no descriptors in memory.
-        return VerifyPlan(note=NOT_IN_MEMORY)
-    if problem is not None:
-        return VerifyPlan()
+    if hashes.embeddings is None and config.wants(mode, len(upload.images)):
+        return VerifyPlan(note=NOT_IN_MEMORY)  # searched through its index only
     if not config.wants(mode, len(upload.images)):
         return VerifyPlan(note=unverified_note(len(upload.images), mode, config.max_images))
     kind = config.verifier.kind
