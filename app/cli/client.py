@@ -185,7 +185,9 @@ def cmd_match(args: argparse.Namespace) -> int:
     if not args.json:
         for m in copies:
             c = m["copy_of"]
-            print(f"copy {m['generated']} -> {c['real']} (similarity {c['similarity']:.3f})")
+            verified = c.get("verified_inliers")
+            how = f", verified by {verified} matching keypoints" if verified else ""
+            print(f"copy {m['generated']} -> {c['real']} (similarity {c['similarity']:.3f}{how})")
         for m in matched:
             print(f"phash {m['generated']} -> {m['source']} (distance {m['distance']})")
     undecided = doc.get("copy_threshold") is None

@@ -63,6 +63,7 @@ def test_register_match_classify_report_with_exit_codes(server, folders, capsys,
     assert "batch 1: 6 generated images;" in out
     for i in range(6):
         assert f"copy copy_{i}.png -> real_{i:03d}.png" in out
+    assert "verified by" in out  # a small batch's copies are checked geometrically
 
     # Novel images: exit 3 exactly when the answer names a copy (the JSON is printed whole).
     code = client(server, "--json", "match", str(folders["novel"]), "--set", "1")
