@@ -228,6 +228,45 @@ class Settings(BaseSettings):
         "<data_dir>/indices. Replicas that share it share the indices.",
     )
 
+    job_auto_bytes: int = Field(
+        default=1 << 30,
+        ge=0,
+        description="POST /real-sets, /match, /filter and /classify requests whose declared "
+        "body (Content-Length) is larger than this run as jobs even without "
+        "`Prefer: respond-async` (202 + Location of the job); 0: only when asked.",
+    )
+    job_max_body_bytes: int = Field(
+        default=64 << 30,
+        ge=1,
+        description="Largest request body a job stores (under <data_dir>/jobs until it ends).",
+    )
+    job_workers: int = Field(
+        default=1, ge=1, description="Jobs one server process runs at once (others queue)."
+    )
+    job_heartbeat_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a process writes its jobs' progress (and reads cancellations).",
+    )
+    job_stale_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A queued or running job whose process has not written for this long "
+        "(it died, or was restarted) is run again from its stored upload by any process.",
+    )
+    job_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Runs an interrupted job may begin before it is failed (a job that kills "
+        "its process every time must not do so forever).",
+    )
+    job_keep_seconds: float = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="Finished jobs' records (state, progress, result link; not their results) "
+        "are removed this long after they ended.",
+    )
+
     @field_validator("api_keys", "api_keys_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
@@ -258,6 +297,11 @@ class Settings(BaseSettings):
     @property
     def effective_index_dir(self) -> Path:
         return self.index_dir or self.data_dir / "indices"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Jobs' stored request bodies: beside the database, shared by replicas."""
+        return self.data_dir / "jobs"
 
     @property
     def effective_database_url(self) -> str:

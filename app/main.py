@@ -12,11 +12,13 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.errors import register_error_handlers
 from app.api.frontdoor import BodyLimits, BodyTimeoutMiddleware
+from app.api.jobs import JobRunner
 from app.api.metrics import RequestMetrics
 from app.api.routes import (
     classify,
     filter,
     health,
+    jobs,
     match,
     metrics,
     models,
@@ -111,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers = settings.effective_hash_workers
         app.state.hash_pool = HashPool(workers) if workers > 0 else None
         app.state.upload_budget = ByteBudget(settings.max_process_pending_bytes)
+        app.state.jobs = JobRunner(app, settings, app.state.sessions)
+        await app.state.jobs.start()
         log.info(
             "memaudit ready: database %s",
             engine.url.render_as_string(hide_password=True),
@@ -128,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.jobs.stop()  # running jobs are taken over after the restart
             stop_sweeps.set()  # a sweep running ends after its current shard folder
             sweeps.cancel()
             await asyncio.gather(sweeps, return_exceptions=True)
@@ -166,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         match.router,
         filter.router,
         classify.router,
+        jobs.router,
         models.router,
         reports.match_router,
         reports.classify_router,

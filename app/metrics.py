@@ -48,3 +48,9 @@ MODEL_LOADED = Gauge(
     "provider its session really runs on",
     ["method", "status", "provider"],
 )
+JOBS_ENDED = Counter(
+    "memaudit_jobs_ended", "Jobs this process ran to an end, by how they ended", ["state"]
+)
+JOBS_ACTIVE = Gauge(
+    "memaudit_jobs_active", "Jobs this process holds now: queued or running", ["state"]
+)

@@ -21,11 +21,13 @@ from app.services.byte_budget import ByteBudget
 from app.services.copy_verification import VerifyConfig
 from app.services.decode_and_hash import EmbeddingSpec, HashPool
 from app.services.intake import ImageIntake, ingest_limits
+from app.services.jobs import current_job
 from app.services.retention import ImageRetention
 from app.services.set_hash_cache import SetHashCache
 from app.storage import FeatureStore, ImageStore
 
-if TYPE_CHECKING:  # app.api.security builds its checks on these dependencies
+if TYPE_CHECKING:  # app.api.security and app.api.jobs build on these dependencies
+    from app.api.jobs import JobRunner
     from app.api.security import ApiKeys
 
 
@@ -70,6 +72,10 @@ def get_models(request: Request) -> ModelArtifacts:
     return request.app.state.models
 
 
+def get_job_runner(request: Request) -> JobRunner:
+    return request.app.state.jobs
+
+
 def get_api_keys(request: Request) -> ApiKeys:
     """The keys loaded at start (empty: access control off)."""
     return request.app.state.api_keys
@@ -94,6 +100,7 @@ RetentionDep = Annotated[ImageRetention, Depends(get_retention)]
 HashPoolDep = Annotated[HashPool | None, Depends(get_hash_pool)]
 ModelsDep = Annotated[ModelArtifacts, Depends(get_models)]
 ApiKeysDep = Annotated["ApiKeys", Depends(get_api_keys)]
+JobRunnerDep = Annotated["JobRunner", Depends(get_job_runner)]
 
 
 async def get_intake(
@@ -109,6 +116,7 @@ async def get_intake(
     path = models.embedding_file()
     spec = EmbeddingSpec(str(path), settings.use_cuda) if path is not None else None
     held = retention.hold()
+    job = current_job.get()  # a job counts the files of its upload in its progress
     try:
         yield ImageIntake(
             ingest_limits(settings),
@@ -117,6 +125,7 @@ async def get_intake(
             spec,
             held=held,
             budget=get_upload_budget(request),
+            on_ingest=job.watch if job is not None else None,
         )
     finally:
         with anyio.CancelScope(shield=True):  # also when the request is cancelled

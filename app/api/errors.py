@@ -14,6 +14,7 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app.api.jobs import JobAccepted, job_accepted_response
 from app.services import errors
 
 log = logging.getLogger("memaudit")
@@ -73,6 +74,7 @@ async def internal_error_response(_request: Request, _exc: Exception) -> JSONRes
 
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.ServiceError, service_error_response)
+    app.add_exception_handler(JobAccepted, job_accepted_response)
     for exc_class in DATABASE_DOWN:
         app.add_exception_handler(exc_class, database_down_response)
     app.add_exception_handler(Exception, internal_error_response)

@@ -34,6 +34,10 @@ from app.config import Settings, get_settings
 
 log = logging.getLogger("memaudit.frontdoor")
 
+#: Set in the scope of a job's replayed request (app.api.jobs): its body is a stored file,
+#: not a client's, so it is not timed here nor counted as a request (app.api.metrics).
+REPLAY_SCOPE_KEY = "memaudit.job"
+
 
 @dataclass(frozen=True)
 class HeadLimits:
@@ -198,7 +202,7 @@ class BodyTimeoutMiddleware:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or REPLAY_SCOPE_KEY in scope:  # a job reads a stored body
             await self.app(scope, receive, send)
             return
         limits = self.limits

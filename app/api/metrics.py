@@ -7,6 +7,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+from app.api.frontdoor import REPLAY_SCOPE_KEY
 
 
 class RequestMetrics:
@@ -17,7 +18,7 @@ class RequestMetrics:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or REPLAY_SCOPE_KEY in scope:  # a job's replay is no request
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -629,6 +629,71 @@ class ErrorOut(BaseModel):
     )
 
 
+JOB_ID_EXAMPLE = "3f2c9a0e8b7d4c1fa6e5d4c3b2a19087"
+
+
+class JobProgressOut(BaseModel):
+    """How far a job has come."""
+
+    stage: str = Field(
+        description="`queued`; `hashing` (reading the stored upload and fingerprinting its "
+        "files; `done` / `total` count files, `total` null until the whole upload is read); "
+        "then the work itself (`matching`, `registering`, `importing`, or the scoring stage "
+        "of /classify such as `verified generated images`); finally the job's state.",
+        examples=["hashing"],
+    )
+    done: int = Field(description="Units of the stage done (files while hashing).", examples=[1200])
+    total: int | None = Field(description="Units of the stage in all, when known.", examples=[None])
+    upload_bytes: int = Field(description="Bytes of the stored upload.", examples=[52428800])
+    upload_read: int = Field(
+        description="Bytes of the upload read so far (a measure of progress while `total` "
+        "is not known).",
+        examples=[12582912],
+    )
+
+
+class JobError(BaseModel):
+    """What the request would have answered instead of its result."""
+
+    status: int = Field(description="The HTTP status it would have had.", examples=[422])
+    detail: Any = Field(
+        description="Its `detail`, as the synchronous answer would give it.",
+        examples=["real set 42 does not exist"],
+    )
+
+
+class JobOut(BaseModel):
+    """A long request run in the background (POST with `Prefer: respond-async`)."""
+
+    id: str = Field(description="The job's id (GET /jobs/{id}).", examples=[JOB_ID_EXAMPLE])
+    kind: str = Field(
+        description="What was asked: `real_set`, `real_set_images`, `real_set_hashes`, "
+        "`match`, `filter` or `classify`.",
+        examples=["match"],
+    )
+    state: Literal["queued", "running", "canceling", "succeeded", "failed", "canceled"] = Field(
+        description="`queued` → `running` → `succeeded` (see `result`), `failed` (see "
+        "`error`) or `canceled` (DELETE /jobs/{id}; nothing was stored). A job whose server "
+        "process stopped is run again from its stored upload (`attempts` counts the runs).",
+        examples=["running"],
+    )
+    progress: JobProgressOut = Field(description="How far it has come.")
+    result: str | None = Field(
+        description="Where the result is read once `succeeded` (the same document the "
+        "synchronous request answers), else null.",
+        examples=["/match/12"],
+    )
+    error: JobError | None = Field(description="Why it failed (null unless `failed`).")
+    attempts: int = Field(description="Runs begun (more than 1 after a restart).", examples=[1])
+    created_at: UtcDatetime = _created("the job")
+    started_at: UtcDatetime | None = Field(
+        description="When its latest run began (UTC).", examples=[CREATED_EXAMPLE]
+    )
+    finished_at: UtcDatetime | None = Field(
+        description="When it ended (UTC), else null.", examples=[None]
+    )
+
+
 class HealthOut(BaseModel):
     """The process answers."""
 

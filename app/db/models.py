@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -243,3 +245,45 @@ class ClassificationResult(Base):
     components: Mapped[dict] = mapped_column(JSON, default=dict)
     #: The generated images behind the verdict (filenames and figures), strongest first.
     evidence: Mapped[list | None] = mapped_column(JSON, nullable=True)
+
+
+class Job(Base):
+    """A long request run in the background (``Prefer: respond-async``): its stored upload,
+    where it stands, and what it produced. The upload is replayed through the same route,
+    so a job answers exactly what the request would have."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_heartbeat", "state", "heartbeat_at"),)
+
+    #: Random (uuid4 hex): a job's address is not guessable from another's.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: What the request was (app.services.jobs.KINDS): real_set, real_set_images, match ...
+    kind: Mapped[str] = mapped_column(String(20))
+    #: The request replayed: its path, query string and Content-Type (the multipart boundary).
+    path: Mapped[str] = mapped_column(String(200))
+    query: Mapped[str] = mapped_column(Text, default="")
+    content_type: Mapped[str] = mapped_column(Text)
+    #: Where the request body waits (relative to the jobs folder); removed when the job ends.
+    body_file: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    body_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Whether cancelling it needs an admin key (the route it replays did).
+    needs_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: queued, running, canceling, then succeeded, failed or canceled.
+    state: Mapped[str] = mapped_column(String(12))
+    stage: Mapped[str] = mapped_column(String(60), default="queued")
+    #: Files hashed (or, after hashing, the stage's own units) out of ``total``.
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    body_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The id of what it created (a set, batch or classification); its URL follows from kind.
+    result_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: {"status": 422, "detail": ...}: what the request would have answered instead.
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: Runs begun: an interrupted job is run again from its stored upload, a few times.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: The process running it, and when it last said so (epoch seconds).
+    owner: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    heartbeat_at: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

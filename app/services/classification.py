@@ -39,7 +39,7 @@ from app.scoring.images import Embedder, ImageSource
 from app.scoring.methods import ScoringContext, build_scorer
 from app.search.calibration import Threshold, resolve_threshold
 from app.search.copies import unit_vectors
-from app.services import batches, real_sets
+from app.services import batches, jobs, real_sets
 from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.services.filenames import one_line, spreadsheet_cell
 from app.services.ingest import HashedImage, IngestResult
@@ -321,10 +321,12 @@ def _generated_refs(
 
 
 def _progress_logger(method: str) -> Callable[[str, int, int], None]:
-    """Log long scoring runs every 10% so an operator can follow them."""
+    """Log long scoring runs every 10% so an operator can follow them (and a job's
+    client: its progress shows the stage)."""
     last: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int) -> None:
+        jobs.report_progress(stage, done, total)
         step = max(total // 10, 1)
         if done == total or done // step != last.get(stage, -1):
             last[stage] = done // step
@@ -400,6 +402,7 @@ def save_classification(
     )
     session.add(row)
     session.flush()
+    jobs.record_result(session, row.id)
     insert_rows(
         session,
         ClassificationResult,

@@ -173,6 +173,10 @@ class ImageIngest:
         #: Encoded bytes of the chunks in :attr:`_in_flight`.
         self._in_flight_bytes = 0
         self._received = 0
+        #: Files handed to the decoders, and of those the ones decided (hashed, refused or
+        #: found to be duplicates): a job's progress.
+        self.files_queued = 0
+        self.files_done = 0
         self._progress = progress
         self._keep = keep
         self._pool = pool
@@ -247,6 +251,7 @@ class ImageIngest:
             )
             return
         self._pending.append((filename, data))
+        self.files_queued += 1
         self._pending_bytes += len(data)
         self._hold(len(data))
 
@@ -294,10 +299,12 @@ class ImageIngest:
             if first is not None:
                 self.result.duplicates.append(Duplicate(filename, first))
                 self._let_go(len(data))
+                self.files_done += 1
                 continue
             if filename in self._names:
                 self.reject(filename, "another image with this filename is already included")
                 self._let_go(len(data))
+                self.files_done += 1
                 continue
             self._tentative_sha.add(digest)
             self._tentative_names.add(filename)
@@ -362,6 +369,7 @@ class ImageIngest:
         self._record(chunk, hashed)
 
     def _record(self, chunk: list[tuple[str, str, bytes]], hashed: list) -> None:
+        self.files_done += len(chunk)
         for (filename, digest, data), (hex_, width, height, thumb, error, frames, vector) in zip(
             chunk, hashed, strict=True
         ):

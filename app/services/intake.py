@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from app.config import Settings
@@ -42,6 +42,8 @@ class ImageIntake:
     held: HeldImages | None = None
     #: The process-wide budget of bytes waiting to be hashed (None: per-request bounds only).
     budget: ByteBudget | None = None
+    #: Told of every ingest made (a job counts their files in its progress).
+    on_ingest: Callable[[ImageIngest], None] | None = None
 
     def ingest(
         self,
@@ -52,7 +54,7 @@ class ImageIntake:
         window: Window | None = None,
     ) -> ImageIngest:
         """``window``: how DICOM and 16-bit images are brought to 8 bits (None: automatic)."""
-        return ImageIngest(
+        ingest = ImageIngest(
             hash_size,
             self.limits,
             hash_kind=hash_kind,
@@ -64,3 +66,6 @@ class ImageIntake:
             embedding=self.embedding,
             budget=self.budget,
         )
+        if self.on_ingest is not None:
+            self.on_ingest(ingest)
+        return ingest

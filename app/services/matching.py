@@ -17,7 +17,7 @@ from app.db.session import transaction
 from app.imaging.windowing import Window
 from app.search.calibration import resolve_threshold
 from app.search.copies import CopyRule, unit_vectors
-from app.services import batches, real_sets
+from app.services import batches, jobs, real_sets
 from app.services.copy_verification import (
     CannotVerify,
     InlierBar,
@@ -187,6 +187,7 @@ def create_batch(
         session.flush()
         if held is not None:
             held.require_stored(session, (g.sha256 for g in upload.images))
+        jobs.record_result(session, batch.id)
         return batches.batch_document(
             batch,
             outcome.matches,

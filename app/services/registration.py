@@ -15,7 +15,7 @@ from app.config import Settings
 from app.db.models import RealImage, RealSet
 from app.db.session import transaction
 from app.imaging.windowing import Window
-from app.services import hash_import, real_sets
+from app.services import hash_import, jobs, real_sets
 from app.services.errors import Conflict, InvalidInput
 from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
@@ -62,6 +62,7 @@ def register_images(
         )
         if held is not None:
             held.require_stored(session, (i.sha256 for i in upload.images))
+        jobs.record_result(session, real_set.id)
         return real_set, real_sets.list_images(session, real_set.id, 0, len(upload.images))
 
 
@@ -87,6 +88,7 @@ def register_hashes(
         real_set = hash_import.create_hash_set(session, name, parsed, calibration_config(settings))
         real_sets.set_window(real_set, window)
         session.flush()
+        jobs.record_result(session, real_set.id)
         return real_set, parsed
 
 
@@ -138,6 +140,7 @@ def add_images(
             added = real_sets.list_images(session, real_set_id, start, len(upload.images))
             if held is not None:
                 held.require_stored(session, (i.sha256 for i in upload.images))
+            jobs.record_result(session, real_set_id)
     except IntegrityError:
         raise Conflict(CONCURRENT_ADD) from None
     cache.forget(real_set_id)
@@ -161,6 +164,7 @@ def add_hashes(
             real_set = hash_import.append_hashes(
                 session, real_set, parsed, calibration_config(settings)
             )
+            jobs.record_result(session, real_set_id)
     except IntegrityError:
         raise Conflict(CONCURRENT_ADD) from None
     cache.forget(real_set_id)

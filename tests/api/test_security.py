@@ -29,6 +29,7 @@ from app.api.security import (
 )
 from app.config import Settings
 from app.main import create_app
+from app.services import jobs
 from tests.helpers import file_parts, real_images, register
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -73,8 +74,35 @@ def operations(app) -> list[tuple[str, str, object]]:
 
 
 def admin_expected(method: str, path: str) -> bool:
-    """The rule: every DELETE, and every POST that registers or appends to a set."""
+    """The rule: every DELETE, and every POST that registers or appends to a set; a job is
+    cancelled with the key its request needed (test_cancelling_a_job_needs_what_it_needed)."""
+    if path.startswith("/jobs/"):
+        return False
     return method == "DELETE" or (method == "POST" and path.startswith("/real-sets"))
+
+
+def test_cancelling_a_job_needs_what_its_request_needed(keyed_client):
+    sessions = keyed_client.app.state.sessions
+    read, admin = {"X-API-Key": READ_KEY}, {"X-API-Key": ADMIN_KEY}
+    for kind, needs_admin in (("match", False), ("real_set", True)):
+        job = jobs.create_job(
+            sessions,
+            jobs.new_job_id(),
+            kind=kind,
+            path="/x",
+            query="",
+            content_type="multipart/form-data",
+            body_file="x.body",
+            body_bytes=1,
+            needs_admin=needs_admin,
+            owner="another process",
+        )
+        by_read = keyed_client.delete(f"/jobs/{job.id}", headers=read)
+        if needs_admin:
+            assert by_read.status_code == 403 and "admin" in by_read.json()["detail"]
+            by_read = keyed_client.delete(f"/jobs/{job.id}", headers=admin)
+        assert by_read.status_code == 202 and by_read.json()["state"] == "canceled"
+        assert keyed_client.get(f"/jobs/{job.id}", headers=read).json()["state"] == "canceled"
 
 
 def test_every_route_but_probes_and_docs_needs_a_key(keyed_client):

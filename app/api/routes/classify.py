@@ -19,6 +19,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.forms import MAX_INT, ClassifyForm
+from app.api.jobs import ACCEPTED_AS_JOB, runs_as_job
 from app.api.responses import csv_download, error_responses
 from app.api.schemas import ClassificationOut, ClassificationPage
 from app.api.security import ADMIN
@@ -45,18 +46,22 @@ NOT_FOUND = "Unknown real set, batch or classification."
     "Without files the fields may also be sent as application/x-www-form-urlencoded "
     "(`curl -d method=reference -d real_set_id=1 -d batch_id=1 ...`).",
     openapi_extra=ClassifyForm.openapi_extra(also_urlencoded=True),
-    responses=error_responses(
-        400,
-        404,
-        409,
-        413,
-        415,
-        422,
-        503,
-        e409="Stored image bytes are missing, the set was registered by hash only, or the "
-        "set or batch was deleted while scoring.",
-        e404=NOT_FOUND,
-    ),
+    dependencies=[runs_as_job("classify")],
+    responses={
+        **error_responses(
+            400,
+            404,
+            409,
+            413,
+            415,
+            422,
+            503,
+            e409="Stored image bytes are missing, the set was registered by hash only, or "
+            "the set or batch was deleted while scoring.",
+            e404=NOT_FOUND,
+        ),
+        **ACCEPTED_AS_JOB,
+    },
 )
 async def create_classification(
     request: Request,

@@ -18,6 +18,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.forms import MAX_INT, MatchForm
+from app.api.jobs import ACCEPTED_AS_JOB, runs_as_job
 from app.api.responses import REMOVED_MEANWHILE, csv_download, error_responses
 from app.api.routes.match import run_match
 from app.api.schemas import ReleaseOut
@@ -43,9 +44,13 @@ ZIP_IN_MEMORY = 16 * 1024 * 1024
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/filter\n"
     "curl -o released.zip http://localhost:8000/filter/1/released\n```",
     openapi_extra=MatchForm.openapi_extra(),
-    responses=error_responses(
-        400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE
-    ),
+    dependencies=[runs_as_job("filter")],
+    responses={
+        **error_responses(
+            400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE
+        ),
+        **ACCEPTED_AS_JOB,
+    },
 )
 async def create_filter(
     request: Request,

@@ -19,6 +19,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.forms import MAX_INT, REAL_SUMMARY_HELP, MatchForm
+from app.api.jobs import ACCEPTED_AS_JOB, runs_as_job
 from app.api.responses import REMOVED_MEANWHILE, csv_download, error_responses
 from app.api.schemas import MatchBatchOut, MatchBatchPage
 from app.api.security import ADMIN
@@ -47,9 +48,13 @@ NOT_FOUND = "Unknown real set or batch."
     "GET /match/{batch_id} returns it again.\n\n"
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/match\n```",
     openapi_extra=MatchForm.openapi_extra(),
-    responses=error_responses(
-        400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE
-    ),
+    dependencies=[runs_as_job("match")],
+    responses={
+        **error_responses(
+            400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE
+        ),
+        **ACCEPTED_AS_JOB,
+    },
 )
 async def create_match(
     request: Request,

@@ -14,6 +14,7 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.forms import MAX_INT, AddHashesForm, AddImagesForm, NewSetForm
+from app.api.jobs import ACCEPTED_AS_JOB, runs_as_job
 from app.api.responses import REMOVED_MEANWHILE, error_responses
 from app.api.schemas import (
     HashesImported,
@@ -63,7 +64,7 @@ def _imported_body(real_set, parsed) -> dict:
     status_code=201,
     response_model=RealSetCreated | HashesImported,
     summary="Register a set of real images (or of their precomputed pHashes)",
-    dependencies=ADMIN,
+    dependencies=[*ADMIN, runs_as_job("real_set", needs_admin=True)],
     description="Upload the real training-candidate images (files and/or zips) with a name. "
     "Each image is pHashed; identical bytes are stored once and reported in `duplicates`; "
     "files that are not usable images are listed in `rejected` with the reason while the "
@@ -78,7 +79,10 @@ def _imported_body(real_set, parsed) -> dict:
     "```\nfilename,phash\n"
     "real_0000.png,c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1\n```",
     openapi_extra=NewSetForm.openapi_extra(),
-    responses=error_responses(400, 409, 413, 415, 422, 503, e409=REMOVED_MEANWHILE),
+    responses={
+        **error_responses(400, 409, 413, 415, 422, 503, e409=REMOVED_MEANWHILE),
+        **ACCEPTED_AS_JOB,
+    },
 )
 async def create_real_set(
     request: Request, settings: SettingsDep, sessions: SessionsDep, intake: IntakeDep
@@ -155,11 +159,14 @@ def get_real_set(
     status_code=201,
     response_model=RealSetCreated,
     summary="Add images to a real set",
-    dependencies=ADMIN,
+    dependencies=[*ADMIN, runs_as_job("real_set_images", needs_admin=True)],
     description="Same upload rules as registration. The set's revision increases and its "
     "calibrated threshold is recomputed. Answers with the set and the images added.",
     openapi_extra=AddImagesForm.openapi_extra(),
-    responses=error_responses(400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND),
+    responses={
+        **error_responses(400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND),
+        **ACCEPTED_AS_JOB,
+    },
 )
 async def add_images(
     request: Request,
@@ -197,14 +204,17 @@ async def add_images(
     status_code=201,
     response_model=HashesImported,
     summary="Add precomputed pHashes to a real set",
-    dependencies=ADMIN,
+    dependencies=[*ADMIN, runs_as_job("real_set_hashes", needs_admin=True)],
     description="A `hashes` file of `filename,phash_hex` lines (the set's hash_size) is "
     "appended as images without pixels, in one transaction: any bad line, or a name the set "
     "already has, gives a 422 naming the first bad lines and nothing is stored. The set's "
     "revision increases and its calibrated threshold is recomputed.\n\n"
     "```\ncurl -F hashes=@more.csv http://localhost:8000/real-sets/1/hashes\n```",
     openapi_extra=AddHashesForm.openapi_extra(),
-    responses=error_responses(400, 404, 409, 413, 415, 422, e404=NOT_FOUND),
+    responses={
+        **error_responses(400, 404, 409, 413, 415, 422, e404=NOT_FOUND),
+        **ACCEPTED_AS_JOB,
+    },
 )
 async def add_hashes(
     request: Request,

@@ -1,0 +1,434 @@
+"""Long requests as jobs: ``Prefer: respond-async`` (RFC 7240), or a body over a size.
+
+A route that may run as a job lists :func:`runs_as_job` among its dependencies (after the
+access checks). When the client asks for it (or its Content-Length is over
+``MEMAUDIT_JOB_AUTO_BYTES``) the body is stored under ``<data_dir>/jobs`` and the answer is
+202 with ``Location: /jobs/{id}``. The process's :class:`JobRunner` then replays the stored
+request through the app itself: the same route, form parsing, limits and errors, so a job's
+result (or error) is exactly what the request would have answered. Its progress (files
+hashed, the stage) is written to the database every heartbeat.
+
+Restart: the jobs of a process that stops (crash, kill, restart, deploy) keep their stored
+upload; once their heartbeat is ``MEMAUDIT_JOB_STALE_SECONDS`` old any process runs them
+again from the start (the result is stored in one transaction with the job's success, so
+nothing is stored twice), up to ``MEMAUDIT_JOB_MAX_ATTEMPTS`` runs, then they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from app import metrics
+from app.api.deps import JobRunnerDep, SettingsDep
+from app.api.frontdoor import REPLAY_SCOPE_KEY
+from app.api.schemas import JobOut
+from app.config import Settings
+from app.db.models import Job, utcnow
+from app.services import jobs
+from app.services.errors import TooLarge
+
+log = logging.getLogger("memaudit.jobs")
+
+#: Body bytes written to the job's file at once.
+SPOOL_CHUNK = 1 << 20
+#: Most bytes of an error answer kept in the job (rejection lists are capped well below).
+MAX_ERROR_BYTES = 1 << 20
+PREFER_HELP = (
+    "`respond-async` (RFC 7240): run as a job; the answer is 202 with `Location: /jobs/{id}` "
+    "(poll it for progress and the result). Bodies over MEMAUDIT_JOB_AUTO_BYTES (1 GiB) run "
+    "as jobs anyway."
+)
+
+
+class JobAccepted(Exception):
+    """Raised by :func:`runs_as_job` once the request is stored as a job: answered 202."""
+
+    def __init__(self, job: Job, asked: bool) -> None:
+        super().__init__(job.id)
+        self.job = job
+        self.asked = asked
+
+
+def job_document(job: Job) -> dict[str, Any]:
+    """A job as GET /jobs/{id} answers it (app.api.schemas.JobOut)."""
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "progress": {
+            "stage": job.stage,
+            "done": job.done,
+            "total": job.total,
+            "upload_bytes": job.body_bytes,
+            "upload_read": job.body_read,
+        },
+        "result": jobs.result_url(job),
+        "error": job.error,
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+async def job_accepted_response(_request: Request, exc: Exception) -> JSONResponse:
+    """202 with the job's address (and ``Preference-Applied`` when the client asked)."""
+    assert isinstance(exc, JobAccepted)
+    headers = {"Location": f"/jobs/{exc.job.id}", "Retry-After": "2"}
+    if exc.asked:
+        headers["Preference-Applied"] = "respond-async"
+    content = jsonable_encoder(JobOut.model_validate(job_document(exc.job)))
+    return JSONResponse(status_code=202, content=content, headers=headers)
+
+
+def prefers_async(prefer: str | None) -> bool:
+    """Whether a ``Prefer`` header (possibly several, comma-separated) asks respond-async."""
+    if not prefer:
+        return False
+    return any(p.split(";", 1)[0].strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+def runs_as_job(kind: str, needs_admin: bool = False) -> Any:
+    """The dependency of a route that may run as a job of ``kind``."""
+
+    async def offer_job(
+        request: Request,
+        settings: SettingsDep,
+        runner: JobRunnerDep,
+        prefer: Annotated[str | None, Header(description=PREFER_HELP)] = None,
+    ) -> None:
+        if jobs.current_job.get() is not None:
+            return  # this is the job's own replay
+        asked = prefers_async(prefer)
+        declared = request.headers.get("content-length", "")
+        big = (
+            settings.job_auto_bytes > 0
+            and declared.isdigit()
+            and int(declared) > settings.job_auto_bytes
+        )
+        if not (asked or big):
+            return
+        job = await runner.submit(request, kind, needs_admin)
+        raise JobAccepted(job, asked)
+
+    return Depends(offer_job)
+
+
+def _process_name() -> str:
+    """Who owns a job: this host and process, and a nonce (a restarted container has pid 1
+    again)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{jobs.new_job_id()[:8]}"
+
+
+class JobRunner:
+    """Runs this process's jobs (``job_workers`` at once), writes their progress, takes over
+    jobs whose process stopped, and expires old records."""
+
+    def __init__(self, app: FastAPI, settings: Settings, sessions: sessionmaker[Session]):
+        self.app = app
+        self.settings = settings
+        self.sessions = sessions
+        self.folder: Path = settings.jobs_dir
+        self.owner = _process_name()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        #: job id -> (its progress, the task replaying it)
+        self._running: dict[str, tuple[jobs.JobProgress, asyncio.Task]] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    # --- life ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(self.settings.job_workers):
+            self._tasks.append(asyncio.create_task(self._work()))
+        self._tasks.append(asyncio.create_task(self._beat()))
+
+    async def stop(self) -> None:
+        """Stop running jobs where they are: they stay ``running`` in the database and are
+        run again (by this process's successor or another) once their heartbeat is stale."""
+        self._stopping = True
+        for _progress, task in list(self._running.values()):
+            task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(
+            *self._tasks, *(t for _, t in self._running.values()), return_exceptions=True
+        )
+
+    # --- submission ------------------------------------------------------------------------
+    async def submit(self, request: Request, kind: str, needs_admin: bool) -> Job:
+        """Store the request body and queue a job for it (413 over the job body limit)."""
+        job_id = jobs.new_job_id()
+        body_file = f"{job_id}.body"
+        path = self.folder / body_file
+        size = await self._spool(request, path)
+        try:
+            job = await run_in_threadpool(
+                jobs.create_job,
+                self.sessions,
+                job_id,
+                kind=kind,
+                path=request.url.path,
+                query=request.url.query,
+                content_type=request.headers.get("content-type", ""),
+                body_file=body_file,
+                body_bytes=size,
+                needs_admin=needs_admin,
+                owner=self.owner,
+            )
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        metrics.JOBS_ACTIVE.labels(jobs.QUEUED).inc()
+        self._queue.put_nowait(job.id)
+        log.info("job %s (%s %s): %d bytes stored, queued", job.id, kind, job.path, size)
+        return job
+
+    async def _spool(self, request: Request, path: Path) -> int:
+        limit = self.settings.job_max_body_bytes
+        size = 0
+        buffer = bytearray()
+        handle = await run_in_threadpool(open, path, "xb")
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(
+                        f"the request body is over {limit} bytes, the most a job stores "
+                        "(MEMAUDIT_JOB_MAX_BODY_BYTES); send it in parts (POST "
+                        "/real-sets/{id}/images appends)"
+                    )
+                buffer += chunk
+                if len(buffer) >= SPOOL_CHUNK:
+                    await run_in_threadpool(handle.write, bytes(buffer))
+                    buffer.clear()
+            await run_in_threadpool(handle.write, bytes(buffer))
+            await run_in_threadpool(handle.close)
+        except BaseException:  # a client that went away (ClientDisconnect), a limit, cancel
+            handle.close()
+            path.unlink(missing_ok=True)
+            raise
+        return size
+
+    # --- running ---------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            try:
+                await self._run(job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the runner must outlive any one job
+                log.exception("job %s: the runner failed", job_id)
+
+    async def _run(self, job_id: str) -> None:
+        metrics.JOBS_ACTIVE.labels(jobs.QUEUED).dec()
+        job = await run_in_threadpool(jobs.start, self.sessions, job_id, self.owner)
+        if job is None:
+            return  # cancelled while queued, or claimed elsewhere
+        progress = jobs.JobProgress(job.id, job.kind, job.body_bytes)
+        task = asyncio.create_task(self._replay(job, progress))
+        self._running[job.id] = (progress, task)
+        metrics.JOBS_ACTIVE.labels(jobs.RUNNING).inc()
+        try:
+            status, body = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise  # left running: taken over after a restart
+            status, body = 499, b""
+        except Exception:
+            log.exception("job %s: the request failed", job.id)
+            status, body = 500, b""
+        finally:
+            self._running.pop(job.id, None)
+            metrics.JOBS_ACTIVE.labels(jobs.RUNNING).dec()
+        state = await run_in_threadpool(self._conclude, job, progress, status, body)
+        metrics.JOBS_ENDED.labels(state).inc()
+        log.info("job %s: %s (%d)", job.id, state, status)
+
+    def _conclude(self, job: Job, progress: jobs.JobProgress, status: int, body: bytes) -> str:
+        """Record how the replay ended (a success is already recorded with its result) and
+        remove the stored body."""
+        with self.sessions() as session:
+            state = jobs.get_job(session, job.id).state
+        if state == jobs.CANCELING or status == 499:
+            jobs.finish(self.sessions, job.id, jobs.CANCELED, progress=progress)
+        elif state == jobs.RUNNING:
+            jobs.finish(self.sessions, job.id, jobs.FAILED, _error(status, body), progress)
+        self._remove_body(job)
+        with self.sessions() as session:
+            return jobs.get_job(session, job.id).state
+
+    def _remove_body(self, job: Job) -> None:
+        if job.body_file:
+            (self.folder / job.body_file).unlink(missing_ok=True)
+            jobs.drop_body(self.sessions, job.id)
+
+    async def _replay(self, job: Job, progress: jobs.JobProgress) -> tuple[int, bytes]:
+        """Run the stored request through the app as this job; (status, error body)."""
+        jobs.current_job.set(progress)  # this task's context, and the threads it starts
+        assert job.body_file is not None
+        handle = await run_in_threadpool(open, self.folder / job.body_file, "rb")
+        ended = asyncio.Event()
+        status = 500
+        error = bytearray()
+
+        async def receive() -> dict:
+            if progress.body_done:
+                await ended.wait()  # "still connected" until the answer is sent
+                return {"type": "http.disconnect"}
+            chunk = await run_in_threadpool(handle.read, SPOOL_CHUNK)
+            progress.body_read += len(chunk)
+            progress.body_done = not chunk or progress.body_read >= job.body_bytes
+            return {"type": "http.request", "body": chunk, "more_body": not progress.body_done}
+
+        async def send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status >= 300:
+                error.extend(message.get("body", b"")[: MAX_ERROR_BYTES - len(error)])
+
+        headers = [
+            (b"content-type", job.content_type.encode("latin-1")),
+            (b"content-length", str(job.body_bytes).encode()),
+            (b"host", b"memaudit-job"),
+        ]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": job.path,
+            "raw_path": job.path.encode(),
+            "root_path": "",
+            "query_string": job.query.encode("latin-1"),
+            "headers": headers,
+            "client": None,
+            "server": None,
+            "state": {},
+            REPLAY_SCOPE_KEY: job.id,
+        }
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            log.exception("job %s: unhandled error", job.id)
+            status = 500
+        finally:
+            ended.set()
+            handle.close()
+        return status, bytes(error)
+
+    # --- heartbeat, takeover, expiry -------------------------------------------------------
+    async def _beat(self) -> None:
+        every = self.settings.job_heartbeat_s
+        last_sweep = 0.0
+        while True:
+            try:
+                await self._beat_once()
+                if time.monotonic() - last_sweep >= min(self.settings.job_stale_s / 2, 60):
+                    last_sweep = time.monotonic()
+                    await self._take_over()
+                    await run_in_threadpool(self._expire)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a database outage: try again next beat
+                log.warning("job heartbeat failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(every)
+
+    async def _beat_once(self) -> None:
+        running = dict(self._running)
+        if not running and self._queue.empty():
+            return  # nothing of this process's to report (no write every beat on SQLite)
+        states = await run_in_threadpool(
+            jobs.heartbeat, self.sessions, self.owner, [p for p, _ in running.values()]
+        )
+        for job_id, (_progress, task) in running.items():
+            if states.get(job_id) == jobs.CANCELING and not task.done():
+                log.info("job %s: cancelled by request", job_id)
+                task.cancel()
+
+    async def _take_over(self) -> None:
+        queued, ended = await run_in_threadpool(
+            jobs.claim_stale,
+            self.sessions,
+            self.owner,
+            self.settings.job_stale_s,
+            self.settings.job_max_attempts,
+        )
+        for job_id in ended:
+            log.warning("job %s: its process stopped; ended (cancelled or out of attempts)", job_id)
+            await run_in_threadpool(self._remove_body_of, job_id)
+        for job_id in queued:
+            log.warning("job %s: its process stopped; running it again here", job_id)
+            metrics.JOBS_ACTIVE.labels(jobs.QUEUED).inc()
+            self._queue.put_nowait(job_id)
+
+    def forget(self, job_id: str) -> None:
+        """Remove a finished job's record (and its body file, should one be left)."""
+        name = jobs.forget(self.sessions, job_id)
+        if name:
+            (self.folder / name).unlink(missing_ok=True)
+
+    def _remove_body_of(self, job_id: str) -> None:
+        with self.sessions() as session:
+            job = jobs.get_job(session, job_id)
+        self._remove_body(job)
+
+    def _expire(self) -> None:
+        """Old finished records go; body files no record names (a crash between storing
+        the body and its record) go once as old as the image sweeps' minimum age."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.job_keep_seconds)
+        for name in jobs.expire_finished(self.sessions, cutoff):
+            if name:
+                (self.folder / name).unlink(missing_ok=True)
+        named = jobs.body_files(self.sessions)
+        too_old = time.time() - self.settings.gc_min_age_seconds
+        for path in self.folder.glob("*.body"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.name not in named and path.stat().st_mtime < too_old:
+                    path.unlink()
+
+
+def _error(status: int, body: bytes) -> dict:
+    """The failed request's status and ``detail`` (what the synchronous answer held)."""
+    detail: Any = "the request failed inside the server (see its log)"
+    if status == 499:
+        detail = "cancelled"
+    with contextlib.suppress(ValueError):
+        parsed = json.loads(body.decode("utf-8"))
+        if isinstance(parsed, dict) and "detail" in parsed:
+            detail = parsed["detail"]
+    if status < 400:  # a 2xx without a recorded result: a route that does not record one
+        status, detail = 500, "the job ended without storing its result (a bug; see the log)"
+    return {"status": status, "detail": detail}
+
+
+#: The OpenAPI answer of a route that may run as a job.
+ACCEPTED_AS_JOB: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": JobOut,
+        "description": "Running as a job (`Prefer: respond-async`, or a body over "
+        "MEMAUDIT_JOB_AUTO_BYTES): poll `Location` (GET /jobs/{id}) for progress and the result.",
+        "headers": {
+            "Location": {"schema": {"type": "string"}, "example": "/jobs/3f2c9a0e8b7d4c1f"},
+            "Preference-Applied": {"schema": {"type": "string"}, "example": "respond-async"},
+        },
+    }
+}

@@ -1,0 +1,96 @@
+"""/jobs: long requests run in the background — where they stand, their result, cancelling."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Path, Query, Response
+
+from app.api.deps import ApiKeysDep, JobRunnerDep, SessionDep, SessionsDep
+from app.api.forms import MAX_INT
+from app.api.jobs import job_document
+from app.api.responses import error_responses
+from app.api.schemas import JobOut
+from app.api.security import PresentedKeyDep, require_admin
+from app.services import jobs
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+JobId = Path(
+    min_length=32,
+    max_length=32,
+    pattern="^[0-9a-f]{32}$",
+    description="Job id from the 202 answer's `Location`.",
+    examples=["3f2c9a0e8b7d4c1fa6e5d4c3b2a19087"],
+)
+NOT_FOUND = "Unknown job (finished jobs' records are kept for MEMAUDIT_JOB_KEEP_SECONDS)."
+HOW = (
+    "Any POST to /real-sets (and its /images, /hashes), /match, /filter or /classify runs as "
+    "a job when sent with `Prefer: respond-async` (or when its body is over "
+    "MEMAUDIT_JOB_AUTO_BYTES): it answers 202 with `Location: /jobs/{id}`."
+)
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    summary="Where a job stands: state, progress, result link",
+    description=f"{HOW} Poll this (every second or two) until `state` is `succeeded` (GET "
+    "`result` for the answer the request would have given), `failed` (`error` holds that "
+    "answer's status and detail) or `canceled`.\n\n"
+    "```\ncurl -H 'Prefer: respond-async' -F real_set_id=1 -F files=@generated.zip "
+    "http://localhost:8000/match\ncurl http://localhost:8000/jobs/3f2c9a0e8b7d4c1fa6e5d4c3b2a19087"
+    "\n```",
+    responses=error_responses(404, 422, e404=NOT_FOUND),
+)
+def get_job(session: SessionDep, job_id: str = JobId):
+    return job_document(jobs.get_job(session, job_id))
+
+
+@router.get(
+    "",
+    response_model=list[JobOut],
+    summary="Jobs, newest first",
+    description=HOW,
+    responses=error_responses(422),
+)
+def list_jobs(
+    session: SessionDep,
+    state: Literal[jobs.STATES] | None = Query(  # type: ignore[valid-type]
+        None, description="Only jobs in this state.", examples=["running"]
+    ),
+    offset: int = Query(0, ge=0, le=MAX_INT, description="Jobs to skip.", examples=[0]),
+    limit: int = Query(100, ge=1, le=1000, description="Jobs per page.", examples=[100]),
+):
+    return [job_document(job) for job in jobs.list_jobs(session, state, offset, limit)]
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobOut,
+    status_code=202,
+    summary="Cancel a job, or forget a finished one",
+    description="A queued job is cancelled at once; a running one stops at its next step "
+    "and stores nothing (202 with the job, `state` `canceling` then `canceled`; a job whose "
+    "result was already stored stays `succeeded`). DELETE of a finished job removes its "
+    "record (204), not its result (DELETE /match/{id} etc. does that). Cancelling a job that "
+    "registers or changes a set needs an admin key, as the request did.",
+    responses={
+        **error_responses(404, 409, 422, e404=NOT_FOUND),
+        204: {"description": "The finished job's record was removed."},
+    },
+)
+def delete_job(
+    session: SessionDep,
+    sessions: SessionsDep,
+    runner: JobRunnerDep,
+    keys: ApiKeysDep,
+    presented: PresentedKeyDep,
+    job_id: str = JobId,
+):
+    job = jobs.get_job(session, job_id)
+    if job.needs_admin:
+        require_admin(keys, presented)
+    if job.state in jobs.FINISHED:
+        runner.forget(job_id)
+        return Response(status_code=204)
+    return job_document(jobs.request_cancel(sessions, job_id))

@@ -1,0 +1,381 @@
+"""Jobs: long requests run in the background, their state kept in the database (the queue).
+
+A job is a request whose body was stored (under ``Settings.jobs_dir``) and answered 202; a
+server process then runs it through the same route (app.api.jobs) and records here where it
+stands. What it creates is recorded in the same transaction that creates it
+(:func:`record_result`), so a job either succeeded with its result or left nothing, also
+when its process is killed; a job whose process stops writing (``heartbeat_at``) is claimed
+by any process and run again from its stored upload.
+
+Nothing here knows HTTP: the route layer gives the kind, path and body.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import Job, utcnow
+from app.db.session import transaction
+from app.services.errors import Conflict, NotFound
+
+QUEUED, RUNNING, CANCELING = "queued", "running", "canceling"
+SUCCEEDED, FAILED, CANCELED = "succeeded", "failed", "canceled"
+#: States of a job not finished yet (a process owns it and writes its heartbeat).
+ACTIVE = (QUEUED, RUNNING, CANCELING)
+FINISHED = (SUCCEEDED, FAILED, CANCELED)
+STATES = ACTIVE + FINISHED
+
+#: What a job of each kind creates, as the URL its result is read at.
+RESULT_PATHS = {
+    "real_set": "/real-sets/{id}",
+    "real_set_images": "/real-sets/{id}",
+    "real_set_hashes": "/real-sets/{id}",
+    "match": "/match/{id}",
+    "filter": "/filter/{id}",
+    "classify": "/classify/{id}",
+}
+KINDS = tuple(RESULT_PATHS)
+#: The stage after hashing, by kind (until the result is stored).
+WORK_STAGE = {
+    "real_set": "registering",
+    "real_set_images": "registering",
+    "real_set_hashes": "importing",
+    "match": "matching",
+    "filter": "matching",
+    "classify": "scoring",
+}
+
+
+class JobCanceled(Conflict):
+    """The job was cancelled before its result was stored: nothing was stored."""
+
+
+# --- the job a piece of work belongs to --------------------------------------------------
+
+
+@dataclass
+class JobProgress:
+    """Where one running job stands, updated by the work (any thread) and written to the
+    database by its process every heartbeat. Plain counters: a reader may see a value one
+    step old, never a torn one."""
+
+    job_id: str
+    kind: str
+    body_bytes: int
+    body_read: int = 0
+    #: Set by the work: a stage and its own units (e.g. scoring real images), or None.
+    stage: str | None = None
+    stage_done: int = 0
+    stage_total: int | None = None
+    #: The upload's ingests (app.services.ingest.ImageIngest): files queued and hashed.
+    ingests: list = field(default_factory=list)
+    body_done: bool = False
+
+    def watch(self, ingest) -> None:
+        """Count the files of ``ingest`` (an upload's images) in this job's progress."""
+        self.ingests.append(ingest)
+
+    def report(self, stage: str, done: int, total: int | None) -> None:
+        self.stage, self.stage_done, self.stage_total = stage[:60], done, total
+
+    def files(self) -> tuple[int, int]:
+        """(files hashed, files handed to hashing) of the upload so far."""
+        return (
+            sum(i.files_done for i in self.ingests),
+            sum(i.files_queued for i in self.ingests),
+        )
+
+    def final_values(self) -> dict:
+        """The progress columns of a job that has ended: its upload's files, all read."""
+        hashed, queued = self.files()
+        return {"done": hashed, "total": queued, "body_read": self.body_read}
+
+    def snapshot(self) -> tuple[str, int, int | None]:
+        """(stage, done, total): reading and hashing the upload by files, then the stage the
+        work reports (or the kind's, without units)."""
+        hashed, queued = self.files()
+        if self.stage is not None:
+            return self.stage, self.stage_done, self.stage_total
+        if not self.body_done or hashed < queued:
+            return "hashing", hashed, queued if self.body_done else None
+        return WORK_STAGE[self.kind], 0, None
+
+
+#: The job the current request replays (None for a client's own request): set by the job
+#: runner for the task that runs it; threads started from it (run_in_threadpool) see it too.
+current_job: contextvars.ContextVar[JobProgress | None] = contextvars.ContextVar(
+    "memaudit_current_job", default=None
+)
+
+
+def report_progress(stage: str, done: int, total: int | None) -> None:
+    """Tell the current job (if any) how far a stage has come."""
+    job = current_job.get()
+    if job is not None:
+        job.report(stage, done, total)
+
+
+def record_result(session: Session, result_id: int) -> None:
+    """Within the transaction that stores a job's result: mark the job succeeded with it,
+    or raise :class:`JobCanceled` (rolling the result back) when it was cancelled meanwhile.
+    Outside a job, nothing."""
+    job = current_job.get()
+    if job is None:
+        return
+    marked = session.execute(
+        update(Job)
+        .where(Job.id == job.job_id, Job.state == RUNNING)
+        .values(
+            state=SUCCEEDED,
+            result_id=result_id,
+            stage=SUCCEEDED,
+            finished_at=utcnow(),
+            **job.final_values(),
+        )
+    ).rowcount
+    if marked != 1:
+        raise JobCanceled("the job was cancelled; nothing was stored")
+
+
+# --- rows --------------------------------------------------------------------------------
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def create_job(
+    sessions: sessionmaker[Session],
+    job_id: str,
+    *,
+    kind: str,
+    path: str,
+    query: str,
+    content_type: str,
+    body_file: str,
+    body_bytes: int,
+    needs_admin: bool,
+    owner: str,
+) -> Job:
+    """A queued job owned by ``owner`` (the process that will run it)."""
+    if kind not in RESULT_PATHS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    with transaction(sessions) as session:
+        job = Job(
+            id=job_id,
+            kind=kind,
+            path=path,
+            query=query,
+            content_type=content_type,
+            body_file=body_file,
+            body_bytes=body_bytes,
+            needs_admin=needs_admin,
+            state=QUEUED,
+            stage="queued",
+            done=0,
+            total=None,
+            body_read=0,
+            attempts=0,
+            owner=owner,
+            heartbeat_at=time.time(),
+        )
+        session.add(job)
+        session.flush()
+        session.expunge(job)
+        return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist (finished jobs are kept for a while)")
+    return job
+
+
+def list_jobs(session: Session, state: str | None, offset: int, limit: int) -> list[Job]:
+    query = select(Job).order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)
+    if state is not None:
+        query = query.where(Job.state == state)
+    return list(session.scalars(query))
+
+
+def counts_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+    return {state: count for state, count in rows}
+
+
+def start(sessions: sessionmaker[Session], job_id: str, owner: str) -> Job | None:
+    """Mark a queued job running for ``owner`` (one more attempt); None when it is not
+    queued for ``owner`` any more (cancelled, or claimed by another process)."""
+    with transaction(sessions) as session:
+        started = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == QUEUED, Job.owner == owner)
+            .values(
+                state=RUNNING,
+                stage="hashing",
+                attempts=Job.attempts + 1,
+                started_at=utcnow(),
+                heartbeat_at=time.time(),
+            )
+        ).rowcount
+        if started != 1:
+            return None
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def finish(
+    sessions: sessionmaker[Session],
+    job_id: str,
+    state: str,
+    error: dict | None = None,
+    progress: JobProgress | None = None,
+) -> bool:
+    """End a job that has not ended: ``failed`` with ``error`` or ``canceled`` (with how
+    far it came)."""
+    assert state in (FAILED, CANCELED)
+    final = progress.final_values() if progress is not None else {}
+    with transaction(sessions) as session:
+        return (
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_(ACTIVE))
+                .values(state=state, error=error, stage=state, finished_at=utcnow(), **final)
+            ).rowcount
+            == 1
+        )
+
+
+def heartbeat(
+    sessions: sessionmaker[Session], owner: str, progress: Iterable[JobProgress]
+) -> dict[str, str]:
+    """Write each running job's progress and every job of ``owner``'s heartbeat; return
+    the states of ``owner``'s jobs (a job another process cancelled reads ``canceling``)."""
+    now = time.time()
+    with transaction(sessions) as session:
+        for job in progress:
+            stage, done, total = job.snapshot()
+            session.execute(
+                update(Job)
+                .where(Job.id == job.job_id, Job.state == RUNNING)
+                .values(stage=stage, done=done, total=total, body_read=job.body_read)
+            )
+        session.execute(
+            update(Job).where(Job.owner == owner, Job.state.in_(ACTIVE)).values(heartbeat_at=now)
+        )
+        rows = session.execute(
+            select(Job.id, Job.state).where(Job.owner == owner, Job.state.in_(ACTIVE))
+        ).all()
+    return {job_id: state for job_id, state in rows}
+
+
+def claim_stale(
+    sessions: sessionmaker[Session], owner: str, stale_s: float, max_attempts: int
+) -> tuple[list[str], list[str]]:
+    """Take over active jobs whose process stopped writing ``stale_s`` ago: queue them again
+    for ``owner``, or fail those that already began ``max_attempts`` runs. Returns (queued,
+    failed) job ids. Each claim is one conditional UPDATE, so two processes never both win."""
+    cutoff = time.time() - stale_s
+    queued, failed = [], []
+    with sessions() as session:
+        stale = session.execute(
+            select(Job.id, Job.attempts, Job.state).where(
+                Job.state.in_(ACTIVE), Job.heartbeat_at < cutoff
+            )
+        ).all()
+    for job_id, attempts, state in stale:
+        with transaction(sessions) as session:
+            claim = update(Job).where(
+                Job.id == job_id, Job.state == state, Job.heartbeat_at < cutoff
+            )
+            if state == CANCELING:
+                won = session.execute(
+                    claim.values(state=CANCELED, stage=CANCELED, finished_at=utcnow())
+                ).rowcount
+                if won:
+                    failed.append(job_id)
+                continue
+            if attempts >= max_attempts:
+                error = {
+                    "status": 500,
+                    "detail": f"the job was interrupted {attempts} times (its server process "
+                    "stopped each time); it is not run again",
+                }
+                won = session.execute(
+                    claim.values(state=FAILED, stage=FAILED, error=error, finished_at=utcnow())
+                ).rowcount
+                if won:
+                    failed.append(job_id)
+                continue
+            won = session.execute(
+                claim.values(state=QUEUED, stage="queued", owner=owner, heartbeat_at=time.time())
+            ).rowcount
+            if won:
+                queued.append(job_id)
+    return queued, failed
+
+
+def request_cancel(sessions: sessionmaker[Session], job_id: str) -> Job:
+    """Cancel a queued job at once, ask a running one to stop (it ends ``canceled`` without
+    storing anything, or ``succeeded`` if its result was already stored); returns the job."""
+    with transaction(sessions) as session:
+        job = get_job(session, job_id)
+        if job.state == QUEUED:
+            job.state, job.stage, job.finished_at = CANCELED, CANCELED, utcnow()
+        elif job.state == RUNNING:
+            job.state = CANCELING
+        session.flush()
+        session.expunge(job)
+        return job
+
+
+def forget(sessions: sessionmaker[Session], job_id: str) -> str | None:
+    """Remove a finished job's record; returns its body file name (to remove) if any.
+    Conflict while it has not finished (cancel it first)."""
+    with transaction(sessions) as session:
+        job = get_job(session, job_id)
+        if job.state not in FINISHED:
+            raise Conflict(f"job {job_id} is {job.state}; cancel it first (DELETE again after)")
+        body = job.body_file
+        session.delete(job)
+        return body
+
+
+def drop_body(sessions: sessionmaker[Session], job_id: str) -> None:
+    """The job's stored body is gone: forget its name."""
+    with transaction(sessions) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(body_file=None))
+
+
+def expire_finished(sessions: sessionmaker[Session], older_than: datetime) -> list[str | None]:
+    """Remove the records of jobs that ended before ``older_than``; their body files'
+    names (normally already removed) are returned for the caller to remove."""
+    finished = (Job.state.in_(FINISHED), Job.finished_at < older_than)
+    with sessions() as session:  # a read first: no write lock taken while nothing expires
+        rows = session.execute(select(Job.id, Job.body_file).where(*finished)).all()
+    if rows:
+        with transaction(sessions) as session:
+            session.execute(delete(Job).where(Job.id.in_([r.id for r in rows]), *finished))
+    return [r.body_file for r in rows]
+
+
+def body_files(sessions: sessionmaker[Session]) -> set[str]:
+    """Body files some job record still names."""
+    with sessions() as session:
+        return set(session.scalars(select(Job.body_file).where(Job.body_file.is_not(None))))
+
+
+def result_url(job: Job) -> str | None:
+    if job.result_id is None:
+        return None
+    return RESULT_PATHS[job.kind].format(id=job.result_id)

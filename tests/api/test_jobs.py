@@ -1,0 +1,281 @@
+"""Jobs (Prefer: respond-async): a job answers what the request would have answered, shows
+its progress, can be cancelled without storing anything, and survives its process being
+killed (run again from its stored upload, its result stored once). SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from app.db.models import Job
+from app.db.session import transaction
+from app.services import jobs
+from app.training.synthetic import perturbed_copy
+from tests.helpers import file_parts, register
+from tests.imagegen import phantom, png
+from tests.serving import free_port, serve_process
+
+ASYNC = {"Prefer": "respond-async"}
+
+
+def generated(copies: int = 4, novel: int = 4) -> dict[str, bytes]:
+    out = {f"copy_{i}.png": png(perturbed_copy(phantom(i, 128), seed=i)) for i in range(copies)}
+    out.update({f"novel_{i}.png": png(phantom(9000 + i, 128)) for i in range(novel)})
+    return out
+
+
+def wait_for(client, location: str, timeout: float = 60) -> dict:
+    """Poll a job until it has ended; returns its last document."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(location).json()
+        if job["state"] in jobs.FINISHED:
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+
+
+def comparable(batch: dict) -> list[tuple]:
+    """What a match answer says about each image (ids and timings aside)."""
+    return [
+        (m["generated"], m["source"], m["distance"], (m["copy_of"] or {}).get("real"))
+        for m in batch["matches"]
+    ]
+
+
+def test_match_as_a_job_answers_what_the_request_answers(client):
+    real_set = register(client, {f"real_{i:03d}.png": png(phantom(i, 128)) for i in range(30)})
+    uploads = generated()
+    form = {"real_set_id": str(real_set["id"])}
+    sync = client.post("/match", data=form, files=file_parts(uploads))
+    assert sync.status_code == 200, sync.text
+
+    accepted = client.post("/match", data=form, files=file_parts(uploads), headers=ASYNC)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.headers["preference-applied"] == "respond-async"
+    location = accepted.headers["location"]
+    assert location == f"/jobs/{accepted.json()['id']}"
+    assert accepted.json()["state"] in ("queued", "running")
+    assert accepted.json()["progress"]["upload_bytes"] > 0
+
+    job = wait_for(client, location)
+    assert job["state"] == "succeeded", job
+    assert job["error"] is None and job["attempts"] == 1
+    assert job["progress"]["upload_read"] == job["progress"]["upload_bytes"]
+    assert job["result"].startswith("/match/")
+    result = client.get(job["result"]).json()
+    assert comparable(result) == comparable(sync.json())
+    assert sum(m["copy_of"] is not None for m in result["matches"]) == 4
+    # the job is listed; its stored body is gone once it ended
+    assert job["id"] in [j["id"] for j in client.get("/jobs?state=succeeded").json()]
+    settings = client.app.state.settings
+    assert list(settings.jobs_dir.iterdir()) == []
+
+
+def test_a_failed_job_carries_the_answer_the_request_would_have_had(client):
+    form = {"real_set_id": "999"}
+    sync = client.post("/match", data=form, files=file_parts(generated(1, 1)))
+    accepted = client.post("/match", data=form, files=file_parts(generated(1, 1)), headers=ASYNC)
+    assert accepted.status_code == 202
+    job = wait_for(client, accepted.headers["location"])
+    assert job["state"] == "failed" and job["result"] is None
+    assert job["error"] == {"status": sync.status_code, "detail": sync.json()["detail"]}
+    assert sync.status_code == 404
+
+
+def test_register_then_classify_as_jobs(client):
+    reals = {f"real_{i:03d}.png": png(phantom(i, 128)) for i in range(24)}
+    accepted = client.post(
+        "/real-sets", data={"name": "as a job"}, files=file_parts(reals), headers=ASYNC
+    )
+    assert accepted.status_code == 202, accepted.text
+    job = wait_for(client, accepted.headers["location"])
+    assert job["state"] == "succeeded", job
+    assert job["kind"] == "real_set" and job["result"].startswith("/real-sets/")
+    real_set = client.get(job["result"]).json()
+    assert real_set["name"] == "as a job" and real_set["image_count"] == 24
+
+    form = {"method": "reference", "real_set_id": str(real_set["id"])}
+    parts = [("generated_files", part) for _field, part in file_parts(generated())]
+    accepted = client.post("/classify", data=form, files=parts, headers=ASYNC)
+    assert accepted.status_code == 202, accepted.text
+    job = wait_for(client, accepted.headers["location"])
+    assert job["state"] == "succeeded", job
+    classification = client.get(job["result"]).json()
+    assert classification["real_count"] == 24 and classification["generated_count"] == 8
+
+
+def test_bodies_over_the_auto_size_run_as_jobs(settings):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    settings.job_auto_bytes = 10_000
+    with TestClient(create_app(settings)) as client:
+        real_set = register(client, {f"r{i}.png": png(phantom(i, 64)) for i in range(2)})
+        small = client.post(
+            "/match",
+            data={"real_set_id": str(real_set["id"])},
+            files=file_parts({"g.png": png(phantom(0, 64))}),
+        )
+        assert small.status_code == 200  # under the size: answered at once
+        big = client.post(
+            "/match", data={"real_set_id": str(real_set["id"])}, files=file_parts(generated())
+        )
+        assert big.status_code == 202 and "preference-applied" not in big.headers
+        assert wait_for(client, big.headers["location"])["state"] == "succeeded"
+
+
+def test_cancelling_a_running_job_stores_nothing(client):
+    """A job cancelled while running: the transaction storing its result sees the
+    cancellation and rolls back (the race a DELETE meets, whatever the timing)."""
+    sessions = client.app.state.sessions
+    job = make_job(sessions, "match", owner="test-process")
+    assert jobs.start(sessions, job.id, "test-process").state == jobs.RUNNING
+    canceling = client.delete(f"/jobs/{job.id}")
+    assert canceling.status_code == 202 and canceling.json()["state"] == "canceling"
+
+    written_meanwhile = jobs.new_job_id()  # stands for the result's rows
+    token = jobs.current_job.set(jobs.JobProgress(job.id, "match", 1))
+    try:
+        with pytest.raises(jobs.JobCanceled), transaction(sessions) as session:
+            session.add(Job(**{**job_fields("match", "test-process"), "id": written_meanwhile}))
+            session.flush()
+            jobs.record_result(session, 1)
+    finally:
+        jobs.current_job.reset(token)
+    with sessions() as session:
+        assert session.get(Job, written_meanwhile) is None  # rolled back with it
+    assert jobs.finish(sessions, job.id, jobs.CANCELED)
+    assert client.get(f"/jobs/{job.id}").json()["state"] == "canceled"
+    assert client.delete(f"/jobs/{job.id}").status_code == 204  # forgotten
+    assert client.get(f"/jobs/{job.id}").status_code == 404
+
+
+def test_cancel_through_the_api_ends_canceled_with_nothing_stored(client):
+    real_set = register(client, {f"real_{i:03d}.png": png(phantom(i, 128)) for i in range(10)})
+    uploads = {f"g_{i:03d}.png": png(phantom(3000 + i, 256)) for i in range(300)}
+    accepted = client.post(
+        "/match",
+        data={"real_set_id": str(real_set["id"])},
+        files=file_parts(uploads),
+        headers=ASYNC,
+    )
+    assert accepted.status_code == 202
+    cancel = client.delete(accepted.headers["location"])
+    assert cancel.status_code == 202, cancel.text
+    job = wait_for(client, accepted.headers["location"])
+    assert job["state"] == "canceled", job
+    assert client.get("/match").json()["total"] == 0
+    assert list(client.app.state.settings.jobs_dir.iterdir()) == []
+
+
+def test_job_ids_are_checked(client):
+    assert client.get("/jobs/not-a-job").status_code == 422
+    assert client.get(f"/jobs/{'0' * 32}").status_code == 404
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_job_whose_server_is_killed_runs_again_and_stores_once(database, tmp_path, request):
+    """kill -9 mid-job, restart: the job is run again from its stored upload (attempts 2)
+    and exactly one batch is stored."""
+    data_dir, db = tmp_path / "data", tmp_path / "memaudit.db"
+    env = {
+        "MEMAUDIT_JOB_STALE_S": "2",
+        "MEMAUDIT_JOB_HEARTBEAT_S": "0.3",
+        "MEMAUDIT_HASH_BATCH_SIZE": "8",
+    }
+    if database == "postgres":
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = serve_process(data_dir, db, port, **env)
+    try:
+        reals = {f"real_{i:03d}.png": png(phantom(i, 128)) for i in range(20)}
+        real_set = httpx.post(
+            f"{base}/real-sets", data={"name": "s"}, files=file_parts(reals), timeout=60
+        ).json()
+        uploads = {f"g_{i:03d}.png": png(phantom(4000 + i, 256)) for i in range(400)}
+        accepted = httpx.post(
+            f"{base}/match",
+            data={"real_set_id": str(real_set["id"])},
+            files=file_parts(uploads),
+            headers=ASYNC,
+            timeout=60,
+        )
+        assert accepted.status_code == 202, accepted.text
+        location = base + accepted.headers["location"]
+        deadline = time.monotonic() + 60
+        while True:  # until the job shows progress: it is mid-way
+            job = httpx.get(location).json()
+            if job["state"] == "running" and job["progress"]["done"] > 0:
+                break
+            assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(10)
+        proc = serve_process(data_dir, db, port, **env)
+        deadline = time.monotonic() + 120
+        while True:
+            job = httpx.get(location).json()
+            if job["state"] in jobs.FINISHED:
+                break
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        assert job["state"] == "succeeded", job
+        assert job["attempts"] == 2
+        batches = httpx.get(f"{base}/match").json()
+        assert batches["total"] == 1
+        assert httpx.get(base + job["result"]).json()["generated_count"] == 400
+        assert list((data_dir / "jobs").iterdir()) == []
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def job_fields(kind: str, owner: str) -> dict:
+    return {
+        "kind": kind,
+        "path": f"/{kind}",
+        "query": "",
+        "content_type": "multipart/form-data",
+        "body_file": None,
+        "body_bytes": 5 << 30,
+        "needs_admin": False,
+        "state": jobs.QUEUED,
+        "stage": "queued",
+        "done": 0,
+        "body_read": 0,
+        "attempts": 0,
+        "owner": owner,
+        "heartbeat_at": time.time(),
+    }
+
+
+def make_job(sessions, kind: str, owner: str) -> Job:
+    fields = job_fields(kind, owner)
+    return jobs.create_job(
+        sessions,
+        jobs.new_job_id(),
+        kind=kind,
+        path=fields["path"],
+        query="",
+        content_type=fields["content_type"],
+        body_file="b.body",
+        body_bytes=fields["body_bytes"],
+        needs_admin=False,
+        owner=owner,
+    )
+
+
+def test_a_queued_job_is_started_by_its_owner_only_and_not_once_cancelled(client):
+    sessions = client.app.state.sessions
+    job = make_job(sessions, "classify", owner="me")
+    with sessions() as session:
+        stored = session.get(Job, job.id)
+        assert stored.body_bytes == 5 << 30 and stored.state == jobs.QUEUED  # 64-bit sizes
+    assert jobs.start(sessions, job.id, "someone else") is None
+    assert jobs.request_cancel(sessions, job.id).state == jobs.CANCELED
+    assert jobs.start(sessions, job.id, "me") is None
