@@ -79,6 +79,8 @@ def job_document(job: Job) -> dict[str, Any]:
         },
         "result": jobs.result_url(job),
         "error": job.error,
+        "rejected": job.rejected or [],
+        "duplicates": job.duplicates or [],
         "attempts": job.attempts,
         "created_at": job.created_at,
         "started_at": job.started_at,

@@ -684,6 +684,14 @@ class JobOut(BaseModel):
         examples=["/match/12"],
     )
     error: JobError | None = Field(description="Why it failed (null unless `failed`).")
+    rejected: list[RejectedOut] = Field(
+        description="Files of the upload that were not used, and why (once it has ended).",
+        examples=[[]],
+    )
+    duplicates: list[DuplicateOut] = Field(
+        description="Files whose bytes came earlier in the upload or are already stored.",
+        examples=[[]],
+    )
     attempts: int = Field(description="Runs begun (more than 1 after a restart).", examples=[1])
     created_at: UtcDatetime = _created("the job")
     started_at: UtcDatetime | None = Field(

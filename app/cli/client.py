@@ -1,6 +1,11 @@
 """`memaudit client`: the API from another host, for pipelines (register, match, filter,
 classify, report), with uploads streamed from disk and exit codes a CI job can branch on.
 
+Uploads and audits run as server-side jobs (``Prefer: respond-async``): the client shows the
+upload's progress, then the job's (files hashed, the stage), and reads the result when it is
+done, so no proxy or client timeout cuts a long audit. Interrupted with Ctrl-C, the job goes
+on at the server (its address is printed; ``curl -X DELETE`` it to cancel).
+
 Exit codes: 0 done and nothing found; 3 the audit found something (`match`: a generated image
 copies a real one, by `copy_of` or the pHash rule; `filter`: an image is withheld;
 `classify`: a real image labelled used — choose with --fail-on); 4 the server refused the
@@ -28,6 +33,8 @@ EXIT_UNREACHABLE = 5
 CHUNK = 1024 * 1024
 #: Seconds the client waits for an answer after its upload (a large audit takes minutes).
 ANSWER_TIMEOUT = 3600.0
+#: Seconds between two looks at a job's progress.
+POLL_SECONDS = 1.0
 
 
 class ClientError(SystemExit):
@@ -109,6 +116,42 @@ class MultipartStream:
         yield f"--{self.boundary}--\r\n".encode()
 
 
+class JobProgressLine:
+    """A job's progress on one stderr line (when it is a terminal): its stage, files hashed
+    of those read so far, how much of the stored upload has been read."""
+
+    #: Without a terminal (a CI log) a line is written at each new stage and this often.
+    LOG_EVERY_S = 30.0
+
+    def __init__(self) -> None:
+        self.terminal = sys.stderr.isatty()
+        self.shown = ""
+        self.logged_stage = ""
+        self.logged_at = 0.0
+
+    def show(self, job: dict) -> None:
+        progress = job["progress"]
+        text = f"job {job['id'][:8]}: {progress['stage']}"
+        if progress["total"]:
+            share = progress["done"] / progress["total"]
+            text += f" {progress['done']:,} / {progress['total']:,} ({share:.0%})"
+        elif progress["done"]:
+            text += f" {progress['done']:,}"
+        if progress["stage"] == "hashing" and progress["upload_bytes"]:
+            text += f", upload read {progress['upload_read'] / progress['upload_bytes']:.0%}"
+        ended = job["state"] in ("succeeded", "failed", "canceled")
+        if self.terminal:
+            if text != self.shown or ended:
+                print(f"\r{text:<78}", end="\n" if ended else "", file=sys.stderr, flush=True)
+        elif (
+            progress["stage"] != self.logged_stage
+            or time.monotonic() - self.logged_at >= self.LOG_EVERY_S
+        ):
+            print(text, file=sys.stderr, flush=True)
+            self.logged_stage, self.logged_at = progress["stage"], time.monotonic()
+        self.shown = text
+
+
 class Api:
     """The server's URL and key; each call answers the JSON document or ends the command."""
 
@@ -117,30 +160,81 @@ class Api:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def call(self, method: str, path: str, **kwargs) -> dict:
+        return self._answer(method, path, self._send(method, path, **kwargs))
+
+    def _send(self, method: str, path: str, **kwargs):
         import httpx
 
         url = self.server + path
         timeout = httpx.Timeout(30.0, read=ANSWER_TIMEOUT)
         headers = {**self.headers, **kwargs.pop("headers", {})}
         try:
-            response = httpx.request(method, url, headers=headers, timeout=timeout, **kwargs)
+            return httpx.request(method, url, headers=headers, timeout=timeout, **kwargs)
         except httpx.HTTPError as exc:
             raise ClientError(EXIT_UNREACHABLE, f"cannot reach {url}: {exc}") from None
+
+    def _answer(self, method: str, path: str, response) -> dict:
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
             except ValueError:
                 detail = response.text[:500]
-            code = EXIT_REFUSED if response.status_code < 500 else EXIT_UNREACHABLE
-            detail_text = detail if isinstance(detail, str) else json.dumps(detail)[:2000]
-            status = response.status_code
-            raise ClientError(code, f"{method} {path} answered {status}: {detail_text}")
+            raise self._refusal(method, path, response.status_code, detail)
         return response.json() if response.content else {}
 
-    def upload(self, path: str, fields: dict[str, str], files: Sequence[tuple[str, Path]]) -> dict:
+    @staticmethod
+    def _refusal(method: str, path: str, status: int, detail) -> ClientError:
+        code = EXIT_REFUSED if status < 500 else EXIT_UNREACHABLE
+        detail_text = detail if isinstance(detail, str) else json.dumps(detail)[:2000]
+        return ClientError(code, f"{method} {path} answered {status}: {detail_text}")
+
+    def upload(
+        self,
+        path: str,
+        fields: dict[str, str],
+        files: Sequence[tuple[str, Path]],
+        result_params: dict[str, str] | None = None,
+    ) -> dict:
         body = MultipartStream(fields, files)
         headers = {"Content-Type": body.content_type}
-        return self.call("POST", path, content=iter(body), headers=headers)
+        return self.run_job("POST", path, result_params, content=iter(body), headers=headers)
+
+    def run_job(
+        self, method: str, path: str, result_params: dict[str, str] | None = None, **kwargs
+    ) -> dict:
+        """Send the request as a job, follow its progress, and answer its result document
+        (what the request itself would have answered; a server that answers at once is
+        fine too)."""
+        headers = {**kwargs.pop("headers", {}), "Prefer": "respond-async"}
+        response = self._send(method, path, headers=headers, **kwargs)
+        if response.status_code != 202:
+            return self._answer(method, path, response)
+        job = self._follow(response.headers["location"], JobProgressLine())
+        if job["state"] == "failed":
+            error = job["error"] or {"status": 500, "detail": "unknown"}
+            raise self._refusal(method, path, error["status"], error["detail"])
+        if job["state"] != "succeeded":
+            raise ClientError(EXIT_REFUSED, f"{method} {path}: the job was {job['state']}")
+        document = self.call("GET", job["result"], params=result_params)
+        document.setdefault("rejected", job["rejected"])  # a set's record does not keep them
+        document.setdefault("duplicates", job["duplicates"])
+        return document
+
+    def _follow(self, location: str, line: JobProgressLine) -> dict:
+        """Poll the job until it ends; Ctrl-C leaves it running and says where it is."""
+        try:
+            while True:
+                job = self.call("GET", location)
+                line.show(job)
+                if job["state"] in ("succeeded", "failed", "canceled"):
+                    return job
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            raise ClientError(
+                130,
+                f"stopped waiting; the job goes on at {self.server}{location} "
+                f"(cancel: curl -X DELETE {self.server}{location})",
+            ) from None
 
 
 def _print(document: dict, args: argparse.Namespace, summary: str) -> None:
@@ -172,7 +266,8 @@ def cmd_match(args: argparse.Namespace) -> int:
     fields = {"real_set_id": str(args.set), "real_summary": "used"}
     if args.threshold is not None:
         fields["threshold"] = str(args.threshold)
-    doc = api.upload("/match", fields, [("files", p) for p in upload_files(args.paths)])
+    files = [("files", p) for p in upload_files(args.paths)]
+    doc = api.upload("/match", fields, files, result_params={"real_summary": "used"})
     copies = [m for m in doc["matches"] if m.get("copy_of")]
     matched = [m for m in doc["matches"] if m.get("source")]
     summary = (
@@ -246,7 +341,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     fields = {"method": args.method, "real_set_id": str(args.set), "batch_id": str(args.batch)}
     if args.threshold is not None:
         fields["threshold"] = str(args.threshold)
-    doc = api.call("POST", "/classify", data=fields)
+    doc = api.run_job("POST", "/classify", data=fields)
     results = doc.get("results", [])
     used = [r for r in results if r.get("label") == "used"]
     summary = (

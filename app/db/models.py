@@ -279,6 +279,10 @@ class Job(Base):
     result_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: {"status": 422, "detail": ...}: what the request would have answered instead.
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    #: The upload's refused files and duplicates, as the answer lists them (a set's record
+    #: does not keep them, so a registration job's would be lost otherwise).
+    rejected: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    duplicates: Mapped[list | None] = mapped_column(JSON, nullable=True)
     #: Runs begun: an interrupted job is run again from its stored upload, a few times.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: The process running it, and when it last said so (epoch seconds).

@@ -54,6 +54,10 @@ WORK_STAGE = {
 }
 
 
+#: Duplicates listed in a job's record (the rest counted in one entry).
+MAX_LISTED_DUPLICATES = 1000
+
+
 class JobCanceled(Conflict):
     """The job was cancelled before its result was stored: nothing was stored."""
 
@@ -94,9 +98,22 @@ class JobProgress:
         )
 
     def final_values(self) -> dict:
-        """The progress columns of a job that has ended: its upload's files, all read."""
+        """The columns of a job that has ended: how far it came, and its upload's refused
+        files and duplicates as the answer lists them (the latter capped like the former)."""
         hashed, queued = self.files()
-        return {"done": hashed, "total": queued, "body_read": self.body_read}
+        rejected = [r for i in self.ingests for r in i.result.rejected_json()]
+        duplicates = [d for i in self.ingests for d in i.result.duplicates_json()]
+        if len(duplicates) > MAX_LISTED_DUPLICATES:
+            more = len(duplicates) - MAX_LISTED_DUPLICATES
+            summary = {"filename": f"(and {more:,} more files)", "duplicate_of": ""}
+            duplicates = [*duplicates[:MAX_LISTED_DUPLICATES], summary]
+        return {
+            "done": hashed,
+            "total": queued,
+            "body_read": self.body_read,
+            "rejected": rejected,
+            "duplicates": duplicates,
+        }
 
     def snapshot(self) -> tuple[str, int, int | None]:
         """(stage, done, total): reading and hashing the upload by files, then the stage the

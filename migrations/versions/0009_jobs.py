@@ -36,6 +36,8 @@ def upgrade() -> None:
         sa.Column("body_read", sa.BigInteger(), nullable=False),
         sa.Column("result_id", sa.Integer(), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
+        sa.Column("rejected", sa.JSON(), nullable=True),
+        sa.Column("duplicates", sa.JSON(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("owner", sa.String(80), nullable=True),
         sa.Column("heartbeat_at", sa.Float(), nullable=False),

@@ -87,6 +87,8 @@ def test_a_failed_job_carries_the_answer_the_request_would_have_had(client):
 
 def test_register_then_classify_as_jobs(client):
     reals = {f"real_{i:03d}.png": png(phantom(i, 128)) for i in range(24)}
+    reals["notes.txt"] = b"not an image"
+    reals["again.png"] = reals["real_000.png"]
     accepted = client.post(
         "/real-sets", data={"name": "as a job"}, files=file_parts(reals), headers=ASYNC
     )
@@ -94,6 +96,10 @@ def test_register_then_classify_as_jobs(client):
     job = wait_for(client, accepted.headers["location"])
     assert job["state"] == "succeeded", job
     assert job["kind"] == "real_set" and job["result"].startswith("/real-sets/")
+    # what the 201 would have listed, which the set's record does not keep
+    assert [r["filename"] for r in job["rejected"]] == ["notes.txt"]
+    assert job["duplicates"] == [{"filename": "again.png", "duplicate_of": "real_000.png"}]
+    assert job["progress"]["done"] == job["progress"]["total"] == 26  # every file decided
     real_set = client.get(job["result"]).json()
     assert real_set["name"] == "as a job" and real_set["image_count"] == 24
 

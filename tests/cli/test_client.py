@@ -59,7 +59,11 @@ def test_register_match_classify_report_with_exit_codes(server, folders, capsys,
 
     # Copies of registered images: the gate fails (exit 3) and names each copy's source.
     assert client(server, "match", str(folders["copies"]), "--set", "1") == EXIT_FOUND
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # It ran as a job; without a terminal its progress is logged one line per stage.
+    progress = [line for line in err.splitlines() if line.startswith("job ")]
+    assert progress[0].split(": ")[1].startswith(("queued", "hashing")), progress
+    assert progress[-1].endswith("succeeded 6 / 6 (100%)"), progress
     assert "batch 1: 6 generated images;" in out
     for i in range(6):
         assert f"copy copy_{i}.png -> real_{i:03d}.png" in out
