@@ -55,16 +55,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def memaudit_server(
-    env: dict[str, str] | None = None, tree: Path = ROOT
+    env: dict[str, str] | None = None, tree: Path = ROOT, port: int | None = None
 ) -> Iterator[tuple[subprocess.Popen, str]]:
     """`memaudit serve` on a free loopback port, running the code of source tree ``tree``
     (default this checkout) with this interpreter, by default on a fresh SQLite database in a
     fresh data dir; ``env`` overrides settings (DATABASE_URL, a shared MEMAUDIT_DATA_DIR,
-    MEMAUDIT_HASH_WORKERS, ...). Yields (process, base URL) once /ready answers."""
+    MEMAUDIT_HASH_WORKERS, ...), on ``port`` when given (a restart on the same address).
+    Yields (process, base URL) once /ready answers."""
     tree = Path(tree).resolve()
     if not ((tree / "app" / "cli.py").exists() or (tree / "app" / "cli").is_dir()):
         raise SystemExit(f"{tree} is not a memaudit source tree (no app/cli)")
-    port = free_port()
+    port = port or free_port()
     full_env = dict(os.environ, MEMAUDIT_DATA_DIR=tempfile.mkdtemp(), MEMAUDIT_LOG_LEVEL="WARNING")
     full_env.pop("DATABASE_URL", None)
     full_env.update(env or {})

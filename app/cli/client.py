@@ -35,6 +35,9 @@ CHUNK = 1024 * 1024
 ANSWER_TIMEOUT = 3600.0
 #: Seconds between two looks at a job's progress.
 POLL_SECONDS = 1.0
+#: Seconds a job is followed while its server cannot be reached (a restart: the job goes on
+#: in the restarted server, or another replica, from its stored upload).
+RECONNECT_SECONDS = 300.0
 
 
 class ClientError(SystemExit):
@@ -221,10 +224,26 @@ class Api:
         return document
 
     def _follow(self, location: str, line: JobProgressLine) -> dict:
-        """Poll the job until it ends; Ctrl-C leaves it running and says where it is."""
+        """Poll the job until it ends, through a restart of its server; Ctrl-C leaves it
+        running and says where it is."""
+        import httpx
+
+        lost_since = None
         try:
             while True:
-                job = self.call("GET", location)
+                try:
+                    response = httpx.get(self.server + location, headers=self.headers, timeout=30)
+                    unavailable = response.status_code >= 500
+                except httpx.HTTPError:
+                    unavailable = True
+                if unavailable:
+                    lost_since = lost_since or time.monotonic()
+                    if time.monotonic() - lost_since > RECONNECT_SECONDS:
+                        job = self.call("GET", location)  # ends the command with the reason
+                    time.sleep(POLL_SECONDS)
+                    continue
+                lost_since = None
+                job = self._answer("GET", location, response)
                 line.show(job)
                 if job["state"] in ("succeeded", "failed", "canceled"):
                     return job
