@@ -59,6 +59,8 @@ to train the generator) with one of these methods (`GET /models` shows which are
 {methods}
 
 Uploads are `multipart/form-data`; text fields may come before or after the files.
+Long uploads and audits run as **jobs** when sent with `Prefer: respond-async` (or over
+1 GiB): 202 with `Location: /jobs/{id}`, where their progress and result link are.
 Errors come back as JSON `{"detail": ...}` with a 4xx status; per-file problems are
 listed in `rejected` while the good files of the same request are still used.
 While the database cannot be reached every endpoint answers 503 with `Retry-After`.
@@ -66,8 +68,9 @@ While the database cannot be reached every endpoint answers 503 with `Retry-Afte
 **Access**: when the server has API keys (`MEMAUDIT_API_KEYS`), send one as
 `Authorization: Bearer <key>` or `X-API-Key: <key>` (the Authorize button). A `read` key may
 GET and run /match and /classify; registering or appending to a set and every DELETE need an
-`admin` key. 401: no key or an unknown one; 403: a read-only key where admin is needed, or a
-POST/DELETE from a browser on another site. `/health` and `/ready` never need a key.
+`admin` key (cancelling a job needs the key its request needed). 401: no key or an unknown
+one; 403: a read-only key where admin is needed, or a POST/DELETE from a browser on another
+site. `/health` and `/ready` never need a key.
 """
 
 #: Methods the browser may use cross-site when MEMAUDIT_CORS_ORIGINS allows an origin.

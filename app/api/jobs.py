@@ -9,7 +9,7 @@ result (or error) is exactly what the request would have answered. Its progress 
 hashed, the stage) is written to the database every heartbeat.
 
 Restart: the jobs of a process that stops (crash, kill, restart, deploy) keep their stored
-upload; once their heartbeat is ``MEMAUDIT_JOB_STALE_SECONDS`` old any process runs them
+upload; once their heartbeat is ``MEMAUDIT_JOB_STALE_S`` old any process runs them
 again from the start (the result is stored in one transaction with the job's success, so
 nothing is stored twice), up to ``MEMAUDIT_JOB_MAX_ATTEMPTS`` runs, then they fail.
 """
