@@ -40,7 +40,7 @@ from app.api.schemas import JobOut
 from app.config import Settings
 from app.db.models import Job, utcnow
 from app.services import jobs
-from app.services.errors import TooLarge
+from app.services.errors import TooLarge, Unavailable
 
 log = logging.getLogger("memaudit.jobs")
 
@@ -206,7 +206,7 @@ class JobRunner:
         size = 0
         buffer = bytearray()
         handle = await run_in_threadpool(open, path, "xb")
-        try:
+        try:  # (a full disk is an OSError: answered 503 below, nothing kept)
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
@@ -221,9 +221,13 @@ class JobRunner:
                     buffer.clear()
             await run_in_threadpool(handle.write, bytes(buffer))
             await run_in_threadpool(handle.close)
-        except BaseException:  # a client that went away (ClientDisconnect), a limit, cancel
+        except BaseException as exc:  # a client gone (ClientDisconnect), a limit, a cancel
             handle.close()
             path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise Unavailable(
+                    f"the job's upload could not be stored ({exc.strerror}); nothing was kept"
+                ) from None
             raise
         return size
 
@@ -400,6 +404,9 @@ class JobRunner:
         for name in jobs.expire_finished(self.sessions, cutoff):
             if name:
                 (self.folder / name).unlink(missing_ok=True)
+        for job_id, name in jobs.finished_with_body(self.sessions):
+            (self.folder / name).unlink(missing_ok=True)
+            jobs.drop_body(self.sessions, job_id)
         named = jobs.body_files(self.sessions)
         too_old = time.time() - self.settings.gc_min_age_seconds
         for path in self.folder.glob("*.body"):

@@ -299,15 +299,17 @@ def heartbeat(
 def claim_stale(
     sessions: sessionmaker[Session], owner: str, stale_s: float, max_attempts: int
 ) -> tuple[list[str], list[str]]:
-    """Take over active jobs whose process stopped writing ``stale_s`` ago: queue them again
-    for ``owner``, or fail those that already began ``max_attempts`` runs. Returns (queued,
-    failed) job ids. Each claim is one conditional UPDATE, so two processes never both win."""
+    """Take over active jobs of other processes that stopped writing ``stale_s`` ago: queue
+    them again for ``owner``, or fail those that already began ``max_attempts`` runs. Returns
+    (queued, ended) job ids. Each claim is one conditional UPDATE, so two processes never both
+    win; ``owner``'s own jobs are never taken (a heartbeat it could not write during a database
+    outage must not start a second run of a job it is running)."""
     cutoff = time.time() - stale_s
     queued, failed = [], []
     with sessions() as session:
         stale = session.execute(
             select(Job.id, Job.attempts, Job.state).where(
-                Job.state.in_(ACTIVE), Job.heartbeat_at < cutoff
+                Job.state.in_(ACTIVE), Job.heartbeat_at < cutoff, Job.owner != owner
             )
         ).all()
     for job_id, attempts, state in stale:
@@ -384,6 +386,16 @@ def expire_finished(sessions: sessionmaker[Session], older_than: datetime) -> li
         with transaction(sessions) as session:
             session.execute(delete(Job).where(Job.id.in_([r.id for r in rows]), *finished))
     return [r.body_file for r in rows]
+
+
+def finished_with_body(sessions: sessionmaker[Session]) -> list[tuple[str, str]]:
+    """(job id, body file) of ended jobs whose body was not removed (their process stopped
+    right after the job ended)."""
+    with sessions() as session:
+        rows = session.execute(
+            select(Job.id, Job.body_file).where(Job.state.in_(FINISHED), Job.body_file.is_not(None))
+        ).all()
+    return [(job_id, body) for job_id, body in rows]
 
 
 def body_files(sessions: sessionmaker[Session]) -> set[str]:

@@ -285,3 +285,27 @@ def test_a_queued_job_is_started_by_its_owner_only_and_not_once_cancelled(client
     assert jobs.start(sessions, job.id, "someone else") is None
     assert jobs.request_cancel(sessions, job.id).state == jobs.CANCELED
     assert jobs.start(sessions, job.id, "me") is None
+
+
+def test_stale_jobs_are_taken_over_from_other_processes_only(client):
+    sessions = client.app.state.sessions
+    mine = make_job(sessions, "match", owner="me")
+    theirs = make_job(sessions, "match", owner="a process that died")
+    worn_out = make_job(sessions, "match", owner="a process that died")
+    canceling = make_job(sessions, "match", owner="a process that died")
+    for job in (worn_out, canceling):
+        jobs.start(sessions, job.id, "a process that died")
+    jobs.request_cancel(sessions, canceling.id)
+    with transaction(sessions) as session:
+        session.query(Job).update({"heartbeat_at": time.time() - 60})
+        session.get(Job, worn_out.id).attempts = 3
+    queued, ended = jobs.claim_stale(sessions, "me", stale_s=30, max_attempts=3)
+    assert queued == [theirs.id] and sorted(ended) == sorted([worn_out.id, canceling.id])
+    with sessions() as session:
+        assert session.get(Job, mine.id).state == jobs.QUEUED  # its own: never taken
+        taken = session.get(Job, theirs.id)
+        assert (taken.state, taken.owner) == (jobs.QUEUED, "me")
+        assert session.get(Job, worn_out.id).error["detail"].startswith("the job was interrupted")
+        assert session.get(Job, canceling.id).state == jobs.CANCELED
+    # another process takes what "me" left stale, not what "me" just claimed (fresh heartbeat)
+    assert jobs.claim_stale(sessions, "another", stale_s=30, max_attempts=3) == ([mine.id], [])
