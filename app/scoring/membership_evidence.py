@@ -118,7 +118,7 @@ def size_matched_votes(
     rng = np.random.default_rng(seed)
     rounds = max(1, -(-draws // rows))
     picks = np.stack([rng.choice(n, rest, replace=False) for _ in range(rounds)])
-    chosen = np.zeros((n, rounds))
+    chosen = np.zeros((n, rounds), weights.dtype)
     np.put_along_axis(chosen, picks.T, 1.0, axis=0)  # voter x draw: 1 when it votes
     return ((base[:, None] + weights @ chosen) * rows / batch).ravel()
 
