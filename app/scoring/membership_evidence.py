@@ -10,7 +10,11 @@ thumbnails and copy-detection embeddings.
   is the mean similarity of the real image to its k nearest other real images and
   ``rho_gen`` that of the generated image to its k nearest real images.
 * **Nulls from the real set.** Every signal is compared with what the real images give
-  each other: the real set stands in for a generator that copied nothing.
+  each other: the real set stands in for a generator that copied nothing. A null of votes
+  is cast by as many real voters as the batch has images: a real image's share of m votes
+  is noisier the smaller m is (one vote of a 50-image batch is worth three of a 150-image
+  real set's own votes), so a null of the real set's size would let a small batch's chance
+  votes pass and make a large batch's pass less often.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from app.search.copies import nearest_other_similarity
 HUBNESS_NEIGHBOURS = 10
 #: Similarities held at once (float32) when a batch is compared block by block.
 BLOCK_ENTRIES = 4_000_000
+#: Null values drawn when the real voters are resampled to the batch's size (about; whole
+#: draws of one value per real image).
+NULL_DRAWS = 20_000
 
 
 def top_k_mean(similarity: np.ndarray, k: int, axis: int) -> np.ndarray:
@@ -43,19 +50,25 @@ def real_crowding(real: np.ndarray, k: int = HUBNESS_NEIGHBOURS) -> np.ndarray:
     return top_k_mean(among, min(k, len(real) - 1), axis=1)  # never the -inf diagonal
 
 
-def soft_votes(similarity: np.ndarray, temperature: float) -> np.ndarray:
-    """Column-wise softmax over rows (real images), summed per row; mean 1 over rows."""
+def vote_weights(similarity: np.ndarray, temperature: float) -> np.ndarray:
+    """Column-wise softmax over rows: column j is how voter j splits its one vote."""
     z = similarity / temperature
     z = z - z.max(axis=0, keepdims=True)
     w = np.exp(z)
-    w /= w.sum(axis=0, keepdims=True)
+    return w / w.sum(axis=0, keepdims=True)
+
+
+def soft_votes(similarity: np.ndarray, temperature: float) -> np.ndarray:
+    """Column-wise softmax over rows (real images), summed per row; mean 1 over rows."""
+    w = vote_weights(similarity, temperature)
     return w.sum(axis=1) * similarity.shape[0] / max(similarity.shape[1], 1)
 
 
 @dataclass(frozen=True)
 class Votes:
     """Hubness-corrected nearest-neighbour votes per real image (mean 1 over the set) and
-    the same votes when the real images vote among themselves (the null)."""
+    the null: the votes real images get when as many real images as the batch holds vote
+    over the others (several draws pooled)."""
 
     votes: np.ndarray
     null: np.ndarray
@@ -69,7 +82,8 @@ def csls_votes(
     block_entries: int = BLOCK_ENTRIES,
 ) -> Votes:
     """Every generated row casts a soft vote over the real rows by CSLS-corrected
-    similarity; the null lets every real row vote over the others, corrected the same way."""
+    similarity; in the null, real rows vote over the others, corrected the same way, in a
+    batch of the generated batch's size (size_matched_votes)."""
     n, m = len(real), len(generated)
     rho_real = real_crowding(real, k)
     vote_sum = np.zeros(n, np.float64)
@@ -85,7 +99,28 @@ def csls_votes(
     among = real @ real.T
     np.fill_diagonal(among, -np.inf)
     corrected = 2 * among - rho_real[:, None] - rho_real[None, :]
-    return Votes(votes, soft_votes(corrected, temperature))
+    return Votes(votes, size_matched_votes(vote_weights(corrected, temperature), max(m, 1)))
+
+
+def size_matched_votes(
+    weights: np.ndarray, batch: int, draws: int = NULL_DRAWS, seed: int = 0
+) -> np.ndarray:
+    """The votes (mean 1 over rows, as soft_votes) that rows get from a batch of ``batch``
+    of the columns' voters, each voter used as evenly as ``batch`` allows: every one
+    ``batch // n`` times, plus a different random ``batch % n`` of them without replacement
+    in each draw (seeded: the same null every call); all draws pooled. A batch of n voters,
+    or a multiple, is the voters themselves (one draw)."""
+    rows, n = weights.shape
+    full, rest = divmod(batch, n)
+    base = weights.sum(axis=1) * full
+    if not rest:
+        return base * rows / batch
+    rng = np.random.default_rng(seed)
+    rounds = max(1, -(-draws // rows))
+    picks = np.stack([rng.choice(n, rest, replace=False) for _ in range(rounds)])
+    chosen = np.zeros((n, rounds), weights.dtype)
+    np.put_along_axis(chosen, picks.T, 1.0, axis=0)  # voter x draw: 1 when it votes
+    return ((base[:, None] + weights @ chosen) * rows / batch).ravel()
 
 
 def nearest_other(real: np.ndarray) -> np.ndarray:

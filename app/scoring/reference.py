@@ -16,7 +16,8 @@ Two kinds of evidence, because generators leave two kinds of traces:
   correlation, corrected for hubness (CSLS, app/scoring/membership_evidence.py: a noisy
   generator's outputs collapse onto a few typical real images whatever it learned); images
   the generator was trained on collect more votes than the real set's own images give each
-  other (the null, computed by letting the real images vote among themselves).
+  other (the null, computed by letting as many real images as the batch holds vote over the
+  others: a small batch's votes are noisier than the whole real set's).
 
 Cost: thumbnails (stored at upload) are compared all against all as one matrix product;
 SIFT and RANSAC, ~100x dearer per image, run only on a shortlist the thumbnails pick: each
@@ -97,7 +98,7 @@ class ReferenceConfig:
 class ReferenceScorer:
     name = "reference"
     needs_generated = True
-    version = "4"
+    version = "5"
 
     def __init__(self, config: ReferenceConfig | None = None, embedder: Embedder | None = None):
         self.config = config or ReferenceConfig()
@@ -180,8 +181,9 @@ class ReferenceScorer:
                 else f"; the embedding evidence is left out: {embedding_note}"
             )
             + f"; or it draws more of the batch's nearest-neighbour votes, corrected for "
-            f"hubness (CSLS), than the real images draw from each other (vote bar "
-            f"{vote_bar:.2f}). Score = the largest evidence, each scaled so 1.0 is its bar. "
+            f"hubness (CSLS), than the real images draw from {len(generated)} real voters "
+            f"(each real image voting over the others, as evenly as that count allows; vote "
+            f"bar {vote_bar:.2f}). Score = the largest evidence, each scaled so 1.0 is its bar. "
             f"SIFT/RANSAC checked {copies.verified} generated images: each real image's "
             f"{cfg.generated_per_real} most similar by thumbnail correlation, "
             f"{cfg.verify_round or cfg.generated_per_real} ranks at a time until its copy "

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from app.scoring.artifacts import ModelArtifacts
-from app.scoring.membership_evidence import Bar, csls_votes, soft_votes
+from app.scoring.membership_evidence import (
+    Bar,
+    csls_votes,
+    size_matched_votes,
+    soft_votes,
+    vote_weights,
+)
 from app.scoring.reference import ReferenceScorer
 from app.training.synthetic import perturbed_copy, phantom
 from tests.helpers import REPO_MODELS
@@ -73,3 +79,42 @@ def test_csls_moves_votes_off_a_hub():
 def test_bar_scales_the_null_median_to_zero_and_its_quantile_to_one():
     bar = Bar.of(np.arange(101, dtype=np.float64), 0.9)
     assert bar.scale(np.array([50.0, 90.0])) == pytest.approx([0.0, 1.0])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_a_small_batch_that_copied_nothing_stays_under_the_vote_bar():
+    """A batch far smaller than the real set, drawn like the real images: one chance vote
+    of 25 is worth eight of the 200 real images' own votes, so a null of the real set's size
+    labels every real image that got one (measured 24 of 200); the null cast by 25 real
+    voters keeps them within the budget."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(20, 32))
+
+    def draw(count: int) -> np.ndarray:
+        return _unit(centres[rng.integers(0, 20, count)] + rng.normal(size=(count, 32)))
+
+    real, generated = draw(200), draw(25)
+    votes = csls_votes(real, generated, 0.005)
+    bar = Bar.of(votes.null, 1 - 0.05 / 3).bar
+    assert np.count_nonzero(votes.votes >= bar) <= 0.05 * len(real)
+    assert votes.null.mean() == pytest.approx(1.0)
+
+
+def test_size_matched_votes_are_the_voters_themselves_at_the_set_size():
+    """At the voters' own count (or a multiple) the null is the real-vs-real votes; a
+    smaller batch spreads them (noisier), keeps their mean, and is the same every call."""
+    rng = np.random.default_rng(0)
+    real = _unit(rng.normal(size=(60, 16)))
+    among = real @ real.T
+    np.fill_diagonal(among, -np.inf)
+    weights = vote_weights(among, 0.05)
+    plain = soft_votes(among, 0.05)
+    assert size_matched_votes(weights, 60) == pytest.approx(plain)
+    assert size_matched_votes(weights, 180) == pytest.approx(plain)
+    small = size_matched_votes(weights, 15, draws=6_000)
+    assert len(small) >= 6_000 and small.mean() == pytest.approx(1.0)
+    assert small.std() > 1.5 * plain.std()
+    assert np.array_equal(small, size_matched_votes(weights, 15, draws=6_000))
