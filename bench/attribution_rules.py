@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from negative_controls import outside_batch, outside_pool  # noqa: E402
+from control_batches import outside_pool  # noqa: E402
+from negative_controls import outside_batch  # noqa: E402
 
 from app.imaging.features import CopyVerifier, sift_keypoints, verified_inliers  # noqa: E402
 from app.scoring.artifacts import ModelArtifacts  # noqa: E402

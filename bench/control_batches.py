@@ -15,6 +15,7 @@ Needs ../shared/data (not shipped); nothing here is used by tests.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import cv2
@@ -33,31 +34,58 @@ def devset_rows(devset: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+#: IQ-OTH/NCCD files numbered this close to a registered one may be the same case: left out
+#: (its names and manifest carry no patient id).
+IQ_NEIGHBOURS = 5
+#: Fewer slices of other patients than this in the set's own folders: every folder is used.
+MIN_POOL = 100
+
+
+def same_patient(patient: str, patients: set[str]) -> bool:
+    """The manifest's id and labels.csv's may each be the longer form of the other (LUNA16
+    labels 'subset2 seriesuid=...', Lung-PET-CT-Dx manifests 'Lung_Dx-A0001|series=...')."""
+    return any(patient in p or p in patient for p in patients)
+
+
+def outside_pool(labels: list[dict], ct_root: Path, min_pool: int = MIN_POOL) -> list[Path]:
+    """Slices of patients outside the set's real images: from the folders its originals come
+    from, or, where those hold fewer than ``min_pool`` such slices (lung-window: its reals
+    cover nearly every patient of its folders), from every folder of ``ct_root``."""
+    originals = {row["original"] for row in labels}
+    patients = {row["patient"] for row in labels if row["patient"]}
+    near: set[str] = set()
+    for original in originals:
+        found = re.match(r"(iq_othnccd_lung_cancer/[a-z]+)_(\d+)\.png$", original)
+        if found:
+            for step in range(-IQ_NEIGHBOURS, IQ_NEIGHBOURS + 1):
+                near.add(f"{found.group(1)}_{int(found.group(2)) + step:04d}.png")
+
+    def pool_of(folders: list[str]) -> list[Path]:
+        pool = []
+        for folder in folders:
+            with (ct_root / folder / "manifest.csv").open(newline="") as fh:
+                for row in csv.DictReader(fh):
+                    name = f"{folder}/{row['filename']}"
+                    patient = row["patient_or_scan_id"]
+                    if name in originals or name in near:
+                        continue
+                    if patient and same_patient(patient, patients):
+                        continue
+                    pool.append(ct_root / name)
+        return pool
+
+    pool = pool_of(sorted({o.split("/")[0] for o in originals}))
+    if len(pool) < min_pool:
+        pool = pool_of(sorted(p.name for p in ct_root.iterdir() if (p / "manifest.csv").exists()))
+    return pool
+
+
 def outside_slices(devset: Path, count: int, seed: int = 0) -> list[Path]:
-    """CT slices from the folders the dev set's reals come from, minus those reals and
-    every other slice of their scans (file names sharing the scan prefix before the first
-    ``_``; IQ-OTH/NCCD names carry no scan id, so there only the slices themselves)."""
-    rows = devset_rows(devset)
-    folders = sorted({r["original"].split("/")[0] for r in rows})
-    taken = {r["original"] for r in rows}
-    scans = {scan_prefix(r["original"]) for r in rows} - {None}
-    candidates = [
-        p
-        for folder in folders
-        for p in sorted((DATA / "ct" / folder).glob("*.png"))
-        if f"{folder}/{p.name}" not in taken and scan_prefix(f"{folder}/{p.name}") not in scans
-    ]
+    """``count`` slices of :func:`outside_pool` (all of them when it has fewer)."""
+    candidates = outside_pool(devset_rows(devset), DATA / "ct")
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(candidates), min(count, len(candidates)), replace=False)
     return [candidates[i] for i in sorted(picked)]
-
-
-def scan_prefix(original: str) -> str | None:
-    """``folder/scan`` for a slice named ``scan_...`` (None when the prefix is only a class
-    word such as ``malignant``)."""
-    folder, name = original.split("/", 1)
-    prefix = name.split("_")[0].split("-")[0]
-    return None if prefix.isalpha() else f"{folder}/{prefix}"
 
 
 def resynthesise(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:

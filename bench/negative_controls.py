@@ -6,9 +6,9 @@ of the registered set, through /match, `copy_of` beside the pHash `source` of th
 
 Per dev set, two controls (every generated image should get copy_of null and source null):
 - outside: ``--count`` images made only from ../shared/data/ct slices of patients outside the
-  set's real/ (same folders as its originals; a slice of a patient in labels.csv is left out,
-  and for IQ-OTH/NCCD, which has no patient ids, every file numbered within 5 of a real one),
-  half of them a blend of two such slices (a latent mixture), each then edited by the training
+  set's real/ (control_batches.outside_pool: the same folders as its originals where enough
+  slices of other patients are left, else every folder), half of them a blend of two such
+  slices (a latent mixture), each then edited by the training
   edits (app.training.embedding.generator_edit: warp, re-synthesis, blur, noise, gamma, JPEG)
   at 128 px and brought back to 256 px;
 - reverse: the set's unused real images (labels.csv used=0) are registered instead of all of
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -34,38 +33,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from attribution_devsets import zipped  # noqa: E402
+from control_batches import outside_pool  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.training.embedding import generator_edit  # noqa: E402
-
-#: IQ-OTH/NCCD files numbered this close to a registered one may be the same case: left out.
-IQ_NEIGHBOURS = 5
-
-
-def outside_pool(labels: list[dict], ct_root: Path) -> list[Path]:
-    """Slices of the set's source folders whose patient is not among the registered reals."""
-    originals = {row["original"] for row in labels}
-    patients = {row["patient"] for row in labels if row["patient"]}
-    near: set[str] = set()
-    for original in originals:
-        found = re.match(r"(iq_othnccd_lung_cancer/[a-z]+)_(\d+)\.png$", original)
-        if found:
-            for step in range(-IQ_NEIGHBOURS, IQ_NEIGHBOURS + 1):
-                near.add(f"{found.group(1)}_{int(found.group(2)) + step:04d}.png")
-    pool: list[Path] = []
-    for folder in sorted({o.split("/")[0] for o in originals}):
-        with (ct_root / folder / "manifest.csv").open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                name = f"{folder}/{row['filename']}"
-                patient = row["patient_or_scan_id"]
-                if name in originals or name in near:
-                    continue
-                # labels.csv may carry a longer form of the id (LUNA16 'subset2 seriesuid=...').
-                if patient and any(patient in p for p in patients):
-                    continue
-                pool.append(ct_root / name)
-    return pool
 
 
 def outside_batch(pool: list[Path], count: int, seed: int, out: Path) -> None:
