@@ -243,13 +243,24 @@ class Settings(BaseSettings):
     job_workers: int = Field(
         default=1, ge=1, description="Jobs one server process runs at once (others queue)."
     )
+    job_max_queued: int = Field(
+        default=100,
+        ge=1,
+        description="Jobs one server process holds (queued or running); more: 503, retry later.",
+    )
+    job_min_free_bytes: int = Field(
+        default=2 << 30,
+        ge=0,
+        description="Disk space kept free where jobs' uploads are stored: an upload that would "
+        "leave less is refused (503) before and while it is stored.",
+    )
     job_heartbeat_s: float = Field(
         default=2.0,
         gt=0,
         description="How often a process writes its jobs' progress (and reads cancellations).",
     )
     job_stale_s: float = Field(
-        default=30.0,
+        default=60.0,
         gt=0,
         description="A queued or running job whose process has not written for this long "
         "(it died, or was restarted) is run again from its stored upload by any process.",

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from datetime import timedelta
@@ -40,7 +41,7 @@ from app.api.schemas import JobOut
 from app.config import Settings
 from app.db.models import Job, utcnow
 from app.services import jobs
-from app.services.errors import TooLarge, Unavailable
+from app.services.errors import Busy, InvalidInput, TooLarge, Unavailable
 
 log = logging.getLogger("memaudit.jobs")
 
@@ -58,14 +59,16 @@ PREFER_HELP = (
 class JobAccepted(Exception):
     """Raised by :func:`runs_as_job` once the request is stored as a job: answered 202."""
 
-    def __init__(self, job: Job, asked: bool) -> None:
+    def __init__(self, job: Job, asked: bool, root_path: str = "") -> None:
         super().__init__(job.id)
         self.job = job
         self.asked = asked
+        self.root_path = root_path
 
 
-def job_document(job: Job) -> dict[str, Any]:
-    """A job as GET /jobs/{id} answers it (app.api.schemas.JobOut)."""
+def job_document(job: Job, files: bool = True) -> dict[str, Any]:
+    """A job as GET /jobs/{id} answers it (app.api.schemas.JobOut); without ``files`` (the
+    list) its refused files and duplicates are left out (null)."""
     return {
         "id": job.id,
         "kind": job.kind,
@@ -79,8 +82,8 @@ def job_document(job: Job) -> dict[str, Any]:
         },
         "result": jobs.result_url(job),
         "error": job.error,
-        "rejected": job.rejected or [],
-        "duplicates": job.duplicates or [],
+        "rejected": (job.rejected or []) if files else None,
+        "duplicates": (job.duplicates or []) if files else None,
         "attempts": job.attempts,
         "created_at": job.created_at,
         "started_at": job.started_at,
@@ -91,7 +94,7 @@ def job_document(job: Job) -> dict[str, Any]:
 async def job_accepted_response(_request: Request, exc: Exception) -> JSONResponse:
     """202 with the job's address (and ``Preference-Applied`` when the client asked)."""
     assert isinstance(exc, JobAccepted)
-    headers = {"Location": f"/jobs/{exc.job.id}", "Retry-After": "2"}
+    headers = {"Location": f"{exc.root_path}/jobs/{exc.job.id}", "Retry-After": "2"}
     if exc.asked:
         headers["Preference-Applied"] = "respond-async"
     content = jsonable_encoder(JobOut.model_validate(job_document(exc.job)))
@@ -114,8 +117,11 @@ def runs_as_job(kind: str, needs_admin: bool = False) -> Any:
         runner: JobRunnerDep,
         prefer: Annotated[str | None, Header(description=PREFER_HELP)] = None,
     ) -> None:
-        if jobs.current_job.get() is not None:
-            return  # this is the job's own replay
+        replaying = jobs.current_job.get()
+        if replaying is not None:  # the job's own replay, of the route it was accepted for
+            if replaying.kind != kind:
+                raise InvalidInput(f"a {replaying.kind} job cannot replay a {kind} request")
+            return
         asked = prefers_async(prefer)
         declared = request.headers.get("content-length", "")
         big = (
@@ -126,7 +132,7 @@ def runs_as_job(kind: str, needs_admin: bool = False) -> Any:
         if not (asked or big):
             return
         job = await runner.submit(request, kind, needs_admin)
-        raise JobAccepted(job, asked)
+        raise JobAccepted(job, asked, request.scope.get("root_path", ""))
 
     return Depends(offer_job)
 
@@ -139,7 +145,10 @@ def _process_name() -> str:
 
 class JobRunner:
     """Runs this process's jobs (``job_workers`` at once), writes their progress, takes over
-    jobs whose process stopped, and expires old records."""
+    jobs nobody runs any more, and expires old records."""
+
+    #: Seconds a shutdown waits for running jobs to reach a step where they can stop.
+    STOP_WAIT_S = 20.0
 
     def __init__(self, app: FastAPI, settings: Settings, sessions: sessionmaker[Session]):
         self.app = app
@@ -148,7 +157,9 @@ class JobRunner:
         self.folder: Path = settings.jobs_dir
         self.owner = _process_name()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
-        #: job id -> (its progress, the task replaying it)
+        #: Jobs this process holds: queued here or running here (their heartbeat is written).
+        self._held: set[str] = set()
+        #: job id -> (its run's progress, the task replaying it)
         self._running: dict[str, tuple[jobs.JobProgress, asyncio.Task]] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -161,20 +172,29 @@ class JobRunner:
         self._tasks.append(asyncio.create_task(self._beat()))
 
     async def stop(self) -> None:
-        """Stop running jobs where they are: they stay ``running`` in the database and are
+        """Stop running jobs at their next step: they stay ``running`` in the database and are
         run again (by this process's successor or another) once their heartbeat is stale."""
         self._stopping = True
-        for _progress, task in list(self._running.values()):
+        for progress, _task in list(self._running.values()):
+            progress.stop.set()
+        replays = [task for _, task in self._running.values()]
+        if replays:
+            await asyncio.wait(replays, timeout=self.STOP_WAIT_S)
+        for task in (*replays, *self._tasks):
             task.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(
-            *self._tasks, *(t for _, t in self._running.values()), return_exceptions=True
-        )
+        await asyncio.gather(*replays, *self._tasks, return_exceptions=True)
 
     # --- submission ------------------------------------------------------------------------
     async def submit(self, request: Request, kind: str, needs_admin: bool) -> Job:
-        """Store the request body and queue a job for it (413 over the job body limit)."""
+        """Store the request body and queue a job for it: 413 over the job body limit, 503
+        (retry later) when this process holds too many jobs or the disk would fill."""
+        if len(self._held) >= self.settings.job_max_queued:
+            raise Busy(
+                f"this server process holds {len(self._held)} jobs, its limit "
+                "(MEMAUDIT_JOB_MAX_QUEUED); retry when some have finished"
+            )
+        declared = request.headers.get("content-length", "")
+        self._check_room(int(declared) if declared.isdigit() else 0)
         job_id = jobs.new_job_id()
         body_file = f"{job_id}.body"
         path = self.folder / body_file
@@ -185,8 +205,9 @@ class JobRunner:
                 self.sessions,
                 job_id,
                 kind=kind,
-                path=request.url.path,
-                query=request.url.query,
+                root_path=request.scope.get("root_path", ""),
+                path=request.scope["path"],
+                query=request.scope.get("query_string", b"").decode("latin-1"),
                 content_type=request.headers.get("content-type", ""),
                 body_file=body_file,
                 body_bytes=size,
@@ -196,14 +217,23 @@ class JobRunner:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        metrics.JOBS_ACTIVE.labels(jobs.QUEUED).inc()
-        self._queue.put_nowait(job.id)
+        self._hold(job.id)
         log.info("job %s (%s %s): %d bytes stored, queued", job.id, kind, job.path, size)
         return job
 
+    def _check_room(self, coming: int) -> None:
+        """503 when storing ``coming`` more bytes would leave less than the disk reserve."""
+        free = shutil.disk_usage(self.folder).free
+        if free - coming < self.settings.job_min_free_bytes:
+            raise Busy(
+                f"not enough disk space to store this upload as a job ({free:,} bytes free, "
+                f"{self.settings.job_min_free_bytes:,} kept in reserve: "
+                "MEMAUDIT_JOB_MIN_FREE_BYTES); nothing was kept"
+            )
+
     async def _spool(self, request: Request, path: Path) -> int:
         limit = self.settings.job_max_body_bytes
-        size = 0
+        size = checked = 0
         buffer = bytearray()
         handle = await run_in_threadpool(open, path, "xb")
         try:  # (a full disk is an OSError: answered 503 below, nothing kept)
@@ -219,6 +249,9 @@ class JobRunner:
                 if len(buffer) >= SPOOL_CHUNK:
                     await run_in_threadpool(handle.write, bytes(buffer))
                     buffer.clear()
+                if size - checked >= 64 * SPOOL_CHUNK:  # a body without Content-Length too
+                    checked = size
+                    self._check_room(0)
             await run_in_threadpool(handle.write, bytes(buffer))
             await run_in_threadpool(handle.close)
         except BaseException as exc:  # a client gone (ClientDisconnect), a limit, a cancel
@@ -231,6 +264,11 @@ class JobRunner:
             raise
         return size
 
+    def _hold(self, job_id: str) -> None:
+        self._held.add(job_id)
+        metrics.JOBS_ACTIVE.labels(jobs.QUEUED).inc()
+        self._queue.put_nowait(job_id)
+
     # --- running ---------------------------------------------------------------------------
     async def _work(self) -> None:
         while True:
@@ -239,23 +277,31 @@ class JobRunner:
                 await self._run(job_id)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the runner must outlive any one job
-                log.exception("job %s: the runner failed", job_id)
+            except Exception:  # the runner must outlive any one job (the job, unheld, is
+                log.exception("job %s: the runner failed", job_id)  # taken over later)
+            finally:
+                self._held.discard(job_id)
 
     async def _run(self, job_id: str) -> None:
         metrics.JOBS_ACTIVE.labels(jobs.QUEUED).dec()
+        if self._stopping:
+            return
         job = await run_in_threadpool(jobs.start, self.sessions, job_id, self.owner)
         if job is None:
             return  # cancelled while queued, or claimed elsewhere
-        progress = jobs.JobProgress(job.id, job.kind, job.body_bytes)
+        progress = jobs.JobProgress(
+            job.id, job.kind, job.body_bytes, owner=self.owner, attempt=job.attempts
+        )
         task = asyncio.create_task(self._replay(job, progress))
         self._running[job.id] = (progress, task)
         metrics.JOBS_ACTIVE.labels(jobs.RUNNING).inc()
         try:
+            # Not cancelled from outside: a cancellation or shutdown sets progress.stop and
+            # the run ends at its next step, with its threads (this worker's slot held).
             status, body = await asyncio.shield(task)
         except asyncio.CancelledError:
             if self._stopping:
-                raise  # left running: taken over after a restart
+                raise
             status, body = 499, b""
         except Exception:
             log.exception("job %s: the request failed", job.id)
@@ -263,16 +309,21 @@ class JobRunner:
         finally:
             self._running.pop(job.id, None)
             metrics.JOBS_ACTIVE.labels(jobs.RUNNING).dec()
+        if self._stopping:
+            return  # left running: taken over after the restart
         state = await run_in_threadpool(self._conclude, job, progress, status, body)
         metrics.JOBS_ENDED.labels(state).inc()
         log.info("job %s: %s (%d)", job.id, state, status)
 
     def _conclude(self, job: Job, progress: jobs.JobProgress, status: int, body: bytes) -> str:
-        """Record how the replay ended (a success is already recorded with its result) and
-        remove the stored body."""
+        """Record how this run ended (a success is already recorded with its result) and
+        remove the stored body; nothing when another process has taken the job over."""
         with self.sessions() as session:
-            state = jobs.get_job(session, job.id).state
-        if state == jobs.CANCELING or status == 499:
+            now = jobs.get_job(session, job.id)
+            state, current = now.state, (now.owner, now.attempts) == (self.owner, job.attempts)
+        if not current:
+            return state
+        if state == jobs.CANCELING or progress.stop.is_set():
             jobs.finish(self.sessions, job.id, jobs.CANCELED, progress=progress)
         elif state == jobs.RUNNING:
             jobs.finish(self.sessions, job.id, jobs.FAILED, _error(status, body), progress)
@@ -295,6 +346,8 @@ class JobRunner:
         error = bytearray()
 
         async def receive() -> dict:
+            if progress.stop.is_set():  # as a client that went away: the route unwinds
+                return {"type": "http.disconnect"}
             if progress.body_done:
                 await ended.wait()  # "still connected" until the answer is sent
                 return {"type": "http.disconnect"}
@@ -323,7 +376,7 @@ class JobRunner:
             "scheme": "http",
             "path": job.path,
             "raw_path": job.path.encode(),
-            "root_path": "",
+            "root_path": job.root_path,
             "query_string": job.query.encode("latin-1"),
             "headers": headers,
             "client": None,
@@ -338,7 +391,7 @@ class JobRunner:
             status = 500
         finally:
             ended.set()
-            handle.close()
+            await run_in_threadpool(handle.close)
         return status, bytes(error)
 
     # --- heartbeat, takeover, expiry -------------------------------------------------------
@@ -359,32 +412,38 @@ class JobRunner:
             await asyncio.sleep(every)
 
     async def _beat_once(self) -> None:
-        running = dict(self._running)
-        if not running and self._queue.empty():
+        if not self._held:
             return  # nothing of this process's to report (no write every beat on SQLite)
+        running = dict(self._running)
         states = await run_in_threadpool(
-            jobs.heartbeat, self.sessions, self.owner, [p for p, _ in running.values()]
+            jobs.heartbeat,
+            self.sessions,
+            self.owner,
+            set(self._held),
+            [p for p, _ in running.values()],
         )
-        for job_id, (_progress, task) in running.items():
-            if states.get(job_id) == jobs.CANCELING and not task.done():
-                log.info("job %s: cancelled by request", job_id)
-                task.cancel()
+        for job_id, (progress, _task) in running.items():
+            if states.get(job_id) == jobs.CANCELING and not progress.stop.is_set():
+                log.info("job %s: cancelled by request; stopping at its next step", job_id)
+                progress.stop.set()
 
     async def _take_over(self) -> None:
         queued, ended = await run_in_threadpool(
             jobs.claim_stale,
             self.sessions,
             self.owner,
+            set(self._held),
             self.settings.job_stale_s,
             self.settings.job_max_attempts,
         )
         for job_id in ended:
-            log.warning("job %s: its process stopped; ended (cancelled or out of attempts)", job_id)
+            log.warning(
+                "job %s: nobody ran it any more; ended (cancelled, or out of attempts)", job_id
+            )
             await run_in_threadpool(self._remove_body_of, job_id)
         for job_id in queued:
-            log.warning("job %s: its process stopped; running it again here", job_id)
-            metrics.JOBS_ACTIVE.labels(jobs.QUEUED).inc()
-            self._queue.put_nowait(job_id)
+            log.warning("job %s: nobody ran it any more; running it again here", job_id)
+            self._hold(job_id)
 
     def forget(self, job_id: str) -> None:
         """Remove a finished job's record (and its body file, should one be left)."""

@@ -684,12 +684,14 @@ class JobOut(BaseModel):
         examples=["/match/12"],
     )
     error: JobError | None = Field(description="Why it failed (null unless `failed`).")
-    rejected: list[RejectedOut] = Field(
-        description="Files of the upload that were not used, and why (once it has ended).",
+    rejected: list[RejectedOut] | None = Field(
+        description="Files of the upload that were not used, and why (once it has ended; "
+        "null in GET /jobs, which lists jobs without them).",
         examples=[[]],
     )
-    duplicates: list[DuplicateOut] = Field(
-        description="Files whose bytes came earlier in the upload or are already stored.",
+    duplicates: list[DuplicateOut] | None = Field(
+        description="Files whose bytes came earlier in the upload or are already stored "
+        "(null in GET /jobs).",
         examples=[[]],
     )
     attempts: int = Field(description="Runs begun (more than 1 after a restart).", examples=[1])

@@ -259,7 +259,9 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     #: What the request was (app.services.jobs.KINDS): real_set, real_set_images, match ...
     kind: Mapped[str] = mapped_column(String(20))
-    #: The request replayed: its path, query string and Content-Type (the multipart boundary).
+    #: The request replayed: its root path (behind a proxy's prefix), path, query string and
+    #: Content-Type (the multipart boundary).
+    root_path: Mapped[str] = mapped_column(String(200), default="")
     path: Mapped[str] = mapped_column(String(200))
     query: Mapped[str] = mapped_column(Text, default="")
     content_type: Mapped[str] = mapped_column(Text)

@@ -402,7 +402,6 @@ def save_classification(
     )
     session.add(row)
     session.flush()
-    jobs.record_result(session, row.id)
     insert_rows(
         session,
         ClassificationResult,
@@ -420,7 +419,9 @@ def save_classification(
             for i, name in enumerate(real_names)
         ),
     )
-    return load_classification(session, row.id)
+    document = load_classification(session, row.id)
+    jobs.record_result(session, row.id)  # last: the job's row is locked until the commit
+    return document
 
 
 def named_evidence(

@@ -23,6 +23,7 @@ from app.config import Settings
 from app.imaging.decode import decode_grayscale
 from app.imaging.features import CopyVerifier, Keypoints
 from app.search.copies import nearest_others, nearest_real
+from app.services import jobs
 from app.storage import FeatureStore, ImageStore
 
 VerifyMode = Literal["auto", "always", "never"]
@@ -114,9 +115,19 @@ def _threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def _run(work: Callable, items: Sequence) -> list:
-    with ThreadPoolExecutor(_threads()) as pool:
-        return list(pool.map(work, items))
+def _run(work: Callable, items: Sequence, stage: str | None = None) -> list:
+    """``work`` of every item on the cores; with ``stage``, reported to the current job (if
+    any) as it goes, which may stop it (the items not begun are dropped)."""
+    pool = ThreadPoolExecutor(_threads())
+    out: list = []
+    try:
+        for done, result in enumerate(pool.map(work, items), start=1):
+            out.append(result)
+            if stage is not None and (done % 32 == 0 or done == len(items)):
+                jobs.report_progress(stage, done, len(items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return out
 
 
 def inlier_bar(
@@ -158,7 +169,9 @@ def verify_batch(
         query = config.keypoints(generated_sha256s[i], False)
         return config.verifier.inliers(query, real_kp[int(nearest[i])])
 
-    inliers = np.asarray(_run(check, range(len(generated_sha256s))), np.int64)
+    inliers = np.asarray(
+        _run(check, range(len(generated_sha256s)), "verifying copies (SIFT)"), np.int64
+    )
     return Verification(nearest, similarity, inliers, bar)
 
 

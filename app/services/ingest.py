@@ -177,6 +177,9 @@ class ImageIngest:
         #: found to be duplicates): a job's progress.
         self.files_queued = 0
         self.files_done = 0
+        #: Called between chunks of hashing results; raises to stop the upload (a job
+        #: cancelled, or its process shutting down).
+        self.interrupt: Callable[[], None] | None = None
         self._progress = progress
         self._keep = keep
         self._pool = pool
@@ -369,6 +372,8 @@ class ImageIngest:
         self._record(chunk, hashed)
 
     def _record(self, chunk: list[tuple[str, str, bytes]], hashed: list) -> None:
+        if self.interrupt is not None:
+            self.interrupt()
         self.files_done += len(chunk)
         for (filename, digest, data), (hex_, width, height, thumb, error, frames, vector) in zip(
             chunk, hashed, strict=True

@@ -13,6 +13,7 @@ Nothing here knows HTTP: the route layer gives the kind, path and body.
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -67,13 +68,18 @@ class JobCanceled(Conflict):
 
 @dataclass
 class JobProgress:
-    """Where one running job stands, updated by the work (any thread) and written to the
+    """Where one run of a job stands, updated by the work (any thread) and written to the
     database by its process every heartbeat. Plain counters: a reader may see a value one
-    step old, never a torn one."""
+    step old, never a torn one. ``owner`` and ``attempt`` fence this run's writes: a run
+    whose job another process has since taken over changes nothing."""
 
     job_id: str
     kind: str
     body_bytes: int
+    owner: str = ""
+    attempt: int = 0
+    #: Set to stop the run at its next step (a cancellation, or the process shutting down).
+    stop: threading.Event = field(default_factory=threading.Event)
     body_read: int = 0
     #: Set by the work: a stage and its own units (e.g. scoring real images), or None.
     stage: str | None = None
@@ -84,11 +90,23 @@ class JobProgress:
     body_done: bool = False
 
     def watch(self, ingest) -> None:
-        """Count the files of ``ingest`` (an upload's images) in this job's progress."""
+        """Count the files of ``ingest`` (an upload's images) in this job's progress, and
+        stop its hashing between chunks when the run is stopped."""
         self.ingests.append(ingest)
+        ingest.interrupt = self.check
 
     def report(self, stage: str, done: int, total: int | None) -> None:
         self.stage, self.stage_done, self.stage_total = stage[:60], done, total
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`JobCanceled` once the run is to stop (called between steps)."""
+        if self.stop.is_set():
+            raise JobCanceled("the job was stopped; nothing was stored")
+
+    def fence(self) -> tuple:
+        """SQL conditions that hold while this run is the job's current one."""
+        return (Job.id == self.job_id, Job.owner == self.owner, Job.attempts == self.attempt)
 
     def files(self) -> tuple[int, int]:
         """(files hashed, files handed to hashing) of the upload so far."""
@@ -134,7 +152,8 @@ current_job: contextvars.ContextVar[JobProgress | None] = contextvars.ContextVar
 
 
 def report_progress(stage: str, done: int, total: int | None) -> None:
-    """Tell the current job (if any) how far a stage has come."""
+    """Tell the current job (if any) how far a stage has come; raises JobCanceled when the
+    job is to stop (so a long step ends at its next report)."""
     job = current_job.get()
     if job is not None:
         job.report(stage, done, total)
@@ -149,7 +168,7 @@ def record_result(session: Session, result_id: int) -> None:
         return
     marked = session.execute(
         update(Job)
-        .where(Job.id == job.job_id, Job.state == RUNNING)
+        .where(*job.fence(), Job.state == RUNNING)
         .values(
             state=SUCCEEDED,
             result_id=result_id,
@@ -176,6 +195,7 @@ def create_job(
     kind: str,
     path: str,
     query: str,
+    root_path: str = "",
     content_type: str,
     body_file: str,
     body_bytes: int,
@@ -189,6 +209,7 @@ def create_job(
         job = Job(
             id=job_id,
             kind=kind,
+            root_path=root_path,
             path=path,
             query=query,
             content_type=content_type,
@@ -259,14 +280,15 @@ def finish(
     progress: JobProgress | None = None,
 ) -> bool:
     """End a job that has not ended: ``failed`` with ``error`` or ``canceled`` (with how
-    far it came)."""
+    far ``progress``'s run came, and only while that run is the job's current one)."""
     assert state in (FAILED, CANCELED)
     final = progress.final_values() if progress is not None else {}
+    fence = progress.fence() if progress is not None else (Job.id == job_id,)
     with transaction(sessions) as session:
         return (
             session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.state.in_(ACTIVE))
+                .where(*fence, Job.state.in_(ACTIVE))
                 .values(state=state, error=error, stage=state, finished_at=utcnow(), **final)
             ).rowcount
             == 1
@@ -274,45 +296,56 @@ def finish(
 
 
 def heartbeat(
-    sessions: sessionmaker[Session], owner: str, progress: Iterable[JobProgress]
+    sessions: sessionmaker[Session],
+    owner: str,
+    held: Iterable[str],
+    progress: Iterable[JobProgress],
 ) -> dict[str, str]:
-    """Write each running job's progress and every job of ``owner``'s heartbeat; return
-    the states of ``owner``'s jobs (a job another process cancelled reads ``canceling``)."""
+    """Write each running job's progress and the heartbeat of the jobs ``owner`` holds
+    (queued or running here); return their states (one another process cancelled reads
+    ``canceling``). A job of ``owner`` it does not hold (its start failed) gets no
+    heartbeat, so the takeover sweep runs it again."""
+    held = list(held)
     now = time.time()
     with transaction(sessions) as session:
         for job in progress:
             stage, done, total = job.snapshot()
             session.execute(
                 update(Job)
-                .where(Job.id == job.job_id, Job.state == RUNNING)
+                .where(*job.fence(), Job.state == RUNNING)
                 .values(stage=stage, done=done, total=total, body_read=job.body_read)
             )
-        session.execute(
-            update(Job).where(Job.owner == owner, Job.state.in_(ACTIVE)).values(heartbeat_at=now)
-        )
-        rows = session.execute(
-            select(Job.id, Job.state).where(Job.owner == owner, Job.state.in_(ACTIVE))
-        ).all()
+        mine = (Job.id.in_(held), Job.owner == owner, Job.state.in_(ACTIVE))
+        session.execute(update(Job).where(*mine).values(heartbeat_at=now))
+        rows = session.execute(select(Job.id, Job.state).where(*mine)).all()
     return {job_id: state for job_id, state in rows}
 
 
 def claim_stale(
-    sessions: sessionmaker[Session], owner: str, stale_s: float, max_attempts: int
+    sessions: sessionmaker[Session],
+    owner: str,
+    held: Iterable[str],
+    stale_s: float,
+    max_attempts: int,
 ) -> tuple[list[str], list[str]]:
-    """Take over active jobs of other processes that stopped writing ``stale_s`` ago: queue
-    them again for ``owner``, or fail those that already began ``max_attempts`` runs. Returns
-    (queued, ended) job ids. Each claim is one conditional UPDATE, so two processes never both
-    win; ``owner``'s own jobs are never taken (a heartbeat it could not write during a database
-    outage must not start a second run of a job it is running)."""
+    """Take over active jobs nobody wrote for ``stale_s`` (their process stopped, or a start
+    failed): queue them again for ``owner``, or fail those that already began
+    ``max_attempts`` runs. Returns (queued, ended) job ids. Each claim is one conditional
+    UPDATE, so two processes never both win; jobs ``owner`` holds are never taken (a
+    heartbeat it could not write during a database outage must not start a second run), and
+    a run that lost its job to a takeover can no longer write it (JobProgress.fence)."""
     cutoff = time.time() - stale_s
+    keep = set(held)
     queued, failed = [], []
     with sessions() as session:
         stale = session.execute(
             select(Job.id, Job.attempts, Job.state).where(
-                Job.state.in_(ACTIVE), Job.heartbeat_at < cutoff, Job.owner != owner
+                Job.state.in_(ACTIVE), Job.heartbeat_at < cutoff
             )
         ).all()
     for job_id, attempts, state in stale:
+        if job_id in keep:
+            continue
         with transaction(sessions) as session:
             claim = update(Job).where(
                 Job.id == job_id, Job.state == state, Job.heartbeat_at < cutoff
@@ -346,14 +379,22 @@ def claim_stale(
 
 def request_cancel(sessions: sessionmaker[Session], job_id: str) -> Job:
     """Cancel a queued job at once, ask a running one to stop (it ends ``canceled`` without
-    storing anything, or ``succeeded`` if its result was already stored); returns the job."""
+    storing anything, or ``succeeded`` if its result was already stored); returns the job.
+    Each change is conditional on the state it changes, so a result committed meanwhile
+    stays ``succeeded``."""
     with transaction(sessions) as session:
+        get_job(session, job_id)  # 404 before anything
+        canceled = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == QUEUED)
+            .values(state=CANCELED, stage=CANCELED, finished_at=utcnow())
+        ).rowcount
+        if not canceled:
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.state == RUNNING).values(state=CANCELING)
+            )
+    with sessions() as session:
         job = get_job(session, job_id)
-        if job.state == QUEUED:
-            job.state, job.stage, job.finished_at = CANCELED, CANCELED, utcnow()
-        elif job.state == RUNNING:
-            job.state = CANCELING
-        session.flush()
         session.expunge(job)
         return job
 
@@ -405,6 +446,7 @@ def body_files(sessions: sessionmaker[Session]) -> set[str]:
 
 
 def result_url(job: Job) -> str | None:
+    """Where the result is read, under the root path the request came through."""
     if job.result_id is None:
         return None
-    return RESULT_PATHS[job.kind].format(id=job.result_id)
+    return job.root_path + RESULT_PATHS[job.kind].format(id=job.result_id)

@@ -62,8 +62,9 @@ def register_images(
         )
         if held is not None:
             held.require_stored(session, (i.sha256 for i in upload.images))
-        jobs.record_result(session, real_set.id)
-        return real_set, real_sets.list_images(session, real_set.id, 0, len(upload.images))
+        images = real_sets.list_images(session, real_set.id, 0, len(upload.images))
+        jobs.record_result(session, real_set.id)  # last: the job's row is locked until commit
+        return real_set, images
 
 
 def parse_hashes(hashes: BinaryIO, hash_size: int, settings: Settings) -> hash_import.ParsedHashes:

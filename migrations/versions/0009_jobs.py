@@ -23,6 +23,7 @@ def upgrade() -> None:
         "jobs",
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("root_path", sa.String(200), nullable=False),
         sa.Column("path", sa.String(200), nullable=False),
         sa.Column("query", sa.Text(), nullable=False),
         sa.Column("content_type", sa.Text(), nullable=False),

@@ -144,7 +144,8 @@ def test_cancelling_a_running_job_stores_nothing(client):
     assert canceling.status_code == 202 and canceling.json()["state"] == "canceling"
 
     written_meanwhile = jobs.new_job_id()  # stands for the result's rows
-    token = jobs.current_job.set(jobs.JobProgress(job.id, "match", 1))
+    run = jobs.JobProgress(job.id, "match", 1, owner="test-process", attempt=1)
+    token = jobs.current_job.set(run)
     try:
         with pytest.raises(jobs.JobCanceled), transaction(sessions) as session:
             session.add(Job(**{**job_fields("match", "test-process"), "id": written_meanwhile}))
@@ -299,13 +300,47 @@ def test_stale_jobs_are_taken_over_from_other_processes_only(client):
     with transaction(sessions) as session:
         session.query(Job).update({"heartbeat_at": time.time() - 60})
         session.get(Job, worn_out.id).attempts = 3
-    queued, ended = jobs.claim_stale(sessions, "me", stale_s=30, max_attempts=3)
+    queued, ended = jobs.claim_stale(sessions, "me", {mine.id}, stale_s=30, max_attempts=3)
     assert queued == [theirs.id] and sorted(ended) == sorted([worn_out.id, canceling.id])
     with sessions() as session:
-        assert session.get(Job, mine.id).state == jobs.QUEUED  # its own: never taken
+        assert session.get(Job, mine.id).state == jobs.QUEUED  # held by "me": never taken
         taken = session.get(Job, theirs.id)
         assert (taken.state, taken.owner) == (jobs.QUEUED, "me")
         assert session.get(Job, worn_out.id).error["detail"].startswith("the job was interrupted")
         assert session.get(Job, canceling.id).state == jobs.CANCELED
     # another process takes what "me" left stale, not what "me" just claimed (fresh heartbeat)
-    assert jobs.claim_stale(sessions, "another", stale_s=30, max_attempts=3) == ([mine.id], [])
+    assert jobs.claim_stale(sessions, "another", set(), stale_s=30, max_attempts=3) == (
+        [mine.id],
+        [],
+    )
+
+
+def test_a_run_whose_job_was_taken_over_cannot_store_its_result(client):
+    """A process whose heartbeat stalled (not dead) finds its job run by another: its late
+    result is refused, so the job is stored once, by the current run."""
+    sessions = client.app.state.sessions
+    job = make_job(sessions, "match", owner="slow")
+    first = jobs.start(sessions, job.id, "slow")
+    with transaction(sessions) as session:
+        session.get(Job, job.id).heartbeat_at = time.time() - 600
+    assert jobs.claim_stale(sessions, "other", set(), stale_s=60, max_attempts=3)[0] == [job.id]
+    second = jobs.start(sessions, job.id, "other")
+    assert (first.attempts, second.attempts) == (1, 2)
+    runs = {
+        "slow": jobs.JobProgress(job.id, "match", 1, owner="slow", attempt=1),
+        "other": jobs.JobProgress(job.id, "match", 1, owner="other", attempt=2),
+    }
+    for owner, expected in (("slow", jobs.JobCanceled), ("other", None)):
+        token = jobs.current_job.set(runs[owner])
+        try:
+            with transaction(sessions) as session:
+                if expected is None:
+                    jobs.record_result(session, 7)
+                else:
+                    with pytest.raises(expected):
+                        jobs.record_result(session, 6)
+        finally:
+            jobs.current_job.reset(token)
+    assert not jobs.finish(sessions, job.id, jobs.FAILED, {"status": 500}, runs["slow"])
+    stored = client.get(f"/jobs/{job.id}").json()
+    assert (stored["state"], stored["result"], stored["attempts"]) == ("succeeded", "/match/7", 2)

@@ -61,7 +61,7 @@ def list_jobs(
     offset: int = Query(0, ge=0, le=MAX_INT, description="Jobs to skip.", examples=[0]),
     limit: int = Query(100, ge=1, le=1000, description="Jobs per page.", examples=[100]),
 ):
-    return [job_document(job) for job in jobs.list_jobs(session, state, offset, limit)]
+    return [job_document(j, files=False) for j in jobs.list_jobs(session, state, offset, limit)]
 
 
 @router.delete(
