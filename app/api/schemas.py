@@ -289,7 +289,8 @@ class ReleaseImageOut(BaseModel):
     distance: int = Field(description="pHash distance to the nearest real image.", examples=[52])
     real_set_id: int | None = Field(
         description="The set `copy_of`, `source` and `distance` are from: the first set that "
-        "withholds the image, else the one nearest to it by pHash (null: deleted since).",
+        "withholds the image, else the one nearest to it by pHash relative to its hash bits "
+        "(null: deleted since).",
         examples=[1],
     )
     withheld_by: list[GateEvidenceOut] = Field(

@@ -160,10 +160,11 @@ def gate_decision(name: str, checks: list[tuple[dict, dict | None]], several: bo
         )
         reasons += [f"{set_label(batch)}: {r}" for r in why] if several else why
     checked = [(batch, decided) for batch, decided in checks if decided is not None]
-    # The evidence shown: the first set that withholds it, else its nearest by pHash.
+    # The evidence shown: the first set that withholds it, else its nearest by pHash
+    # (relative to each set's hash bits: sets may hash at different sizes).
     shown_batch, shown = next(
         ((b, d) for b, d in checked if d["decision"] == "withhold"),
-        min(checked, key=lambda pair: pair[1]["distance"]),
+        min(checked, key=lambda pair: pair[1]["distance"] / pair[0]["hash_size"] ** 2),
     )
     return {
         "generated": name,
