@@ -83,10 +83,14 @@ def _either(values: Sequence[Any]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def _message(error: dict, fields: dict[str, str]) -> str:
+def _message(error: dict, fields: dict[str, str | list[str]]) -> str:
     """A pydantic error as memaudit's 422 sentence (tests and clients read these)."""
-    name = str(error["loc"][0]) if error["loc"] else "form"
-    raw = fields.get(name, "")[:50]
+    loc = error["loc"]
+    name = str(loc[0]) if loc else "form"
+    value = fields.get(name, "")
+    if isinstance(value, list):  # a repeated field: the value at fault
+        value = value[loc[1]] if len(loc) > 1 and isinstance(loc[1], int) else ""
+    raw = value[:50]
     ctx = error.get("ctx") or {}
     match error["type"]:
         case "missing" | "string_too_short":
@@ -105,6 +109,8 @@ def _message(error: dict, fields: dict[str, str]) -> str:
             return f"{name} must be at most {ctx['le']}, got {raw}"
         case "string_too_long":
             return f"{name} is longer than {ctx['max_length']} characters"
+        case "too_long":  # a repeated field
+            return f"{name} may be given at most {ctx['max_length']} times"
         case "one_of":
             return f"{name} must be {_either(ctx['choices'])}, got {raw!r}"
         case "form_rule":  # a rule over several fields: its message is the sentence
@@ -125,9 +131,11 @@ class FormModel(BaseModel):
     needed_before_files: ClassVar[frozenset[str]] = frozenset()
     #: Text fields also read before hashing when they come before the first file part.
     optional_before_files: ClassVar[frozenset[str]] = frozenset()
+    #: Text fields that may be given more than once (UploadReader collects their values).
+    repeatable: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def parse(cls, fields: dict[str, str], **context: Any) -> Self:
+    def parse(cls, fields: dict[str, str | list[str]], **context: Any) -> Self:
         """The form from the text fields received so far (absent ones take defaults); 422
         for an unknown field or the first field that breaks its rule."""
         allowed = set(cls.model_fields)
@@ -378,6 +386,52 @@ class MatchForm(WindowedForm):
             window=self.window,
             verify=cast(VerifyMode, self.verify),
         )
+
+
+#: Real sets one /filter request may check against.
+MAX_GATE_SETS = 20
+
+
+class FilterForm(MatchForm):
+    """POST /filter: a MatchForm whose ``real_set_id`` may be repeated (one or more sets)."""
+
+    real_set_id: list[Annotated[int, Field(ge=1, le=MAX_INT)]] = Field(
+        min_length=1,
+        max_length=MAX_GATE_SETS,
+        description="Id from POST /real-sets; repeat the field (before the files) to check "
+        f"against several sets, at most {MAX_GATE_SETS}: an image is withheld when any set's "
+        "evidence calls it a copy.",
+        examples=[[1, 2]],
+    )
+
+    repeatable = frozenset({"real_set_id"})
+
+    @field_validator("real_set_id")
+    @classmethod
+    def _each_set_once(cls, ids: list[int]) -> list[int]:
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise PydanticCustomError(
+                "form_rule", f"real_set_id {repeated[0]} is given more than once"
+            )
+        return ids
+
+    def request(self) -> MatchRequest:
+        raise TypeError("a FilterForm makes one request per set: use requests()")
+
+    def requests(self) -> list[MatchRequest]:
+        """One match request per set; no real_summary (the gate's answer lists none)."""
+        return [
+            MatchRequest(
+                real_set_id=real_set_id,
+                threshold=self.threshold,
+                top_k=self.top_k,
+                real_summary="none",
+                window=self.window,
+                verify=cast(VerifyMode, self.verify),
+            )
+            for real_set_id in self.real_set_id
+        ]
 
 
 class ClassifyForm(FormModel):

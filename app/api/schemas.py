@@ -282,24 +282,77 @@ class ReleaseImageOut(BaseModel):
         description="Why it is withheld (empty when released).",
         examples=[["copy of used_0029.png by the embedding (similarity 0.941)"]],
     )
-    copy_of: CopyOfOut | None = Field(description="As in /match.")
+    copy_of: CopyOfOut | None = Field(
+        description="As in /match, against the set `real_set_id` names."
+    )
     source: str | None = Field(description="As in /match: the pHash source, or null.")
     distance: int = Field(description="pHash distance to the nearest real image.", examples=[52])
+    real_set_id: int | None = Field(
+        description="The set `copy_of`, `source` and `distance` are from: the first set that "
+        "withholds the image, else the one nearest to it by pHash relative to its hash bits "
+        "(null: deleted since).",
+        examples=[1],
+    )
+    withheld_by: list[GateEvidenceOut] = Field(
+        description="Each set whose evidence withholds it, in the order of the sets (empty "
+        "when released)."
+    )
+
+
+class GateEvidenceOut(BaseModel):
+    """Why one real set withholds a generated image."""
+
+    batch_id: int = Field(description="The set's batch of the gate.", examples=[1])
+    real_set_id: int | None = Field(description="The set (null: deleted since).", examples=[1])
+    real_set_name: str = Field(description="The set's name when checked.", examples=["lung CT"])
+    copy_of: CopyOfOut | None = Field(description="As in /match, against this set.")
+    source: str | None = Field(description="As in /match: the pHash source in this set.")
+    distance: int | None = Field(
+        description="pHash distance to this set's nearest real image (null: not checked "
+        "against this set).",
+        examples=[12],
+    )
+    reasons: list[str] = Field(
+        description="Why, against this set.",
+        examples=[["copy of used_0029.png by the embedding (similarity 0.941)"]],
+    )
+
+
+class GateSetOut(BaseModel):
+    """One real set of a release gate and its batch."""
+
+    batch_id: int = Field(description="The set's batch (GET /match/{batch_id}).", examples=[1])
+    real_set_id: int | None = Field(description="The set (null: deleted since).", examples=[1])
+    real_set_name: str = Field(description="The set's name when checked.", examples=["lung CT"])
+    threshold: int = Field(description="The pHash threshold used for it.", examples=[29])
+    copy_threshold: float | None = Field(description="As in /match.")
+    copy_rule: str | None = Field(description="As in /match.")
+    withheld_count: int = Field(
+        description="Images this set's evidence withholds (an image may be counted by "
+        "several sets).",
+        examples=[12],
+    )
 
 
 class ReleaseOut(BaseModel):
     """The release gate's answer for a batch."""
 
     batch_id: int = Field(
-        description="The stored batch (GET /match/{batch_id} and its report show the evidence).",
+        description="The stored batch (GET /match/{batch_id} and its report show the "
+        "evidence); against several sets the first set's batch, which names the gate.",
         examples=[1],
     )
-    real_set_id: int | None = Field(description="The real set it was checked against.")
+    real_set_id: int | None = Field(
+        description="The real set it was checked against (the first, against several)."
+    )
     real_set_name: str = Field(description="The set's name when the batch was made.")
     rule: str = Field(description="The rule, in words.")
-    threshold: int = Field(description="The pHash threshold used.", examples=[29])
-    copy_threshold: float | None = Field(description="As in /match.")
-    copy_rule: str | None = Field(description="As in /match.")
+    threshold: int = Field(description="The pHash threshold used (the first set's).", examples=[29])
+    copy_threshold: float | None = Field(description="As in /match (the first set's).")
+    copy_rule: str | None = Field(description="As in /match (the first set's).")
+    sets: list[GateSetOut] = Field(
+        description="Every real set checked against, in the order given, with its batch."
+    )
     generated_count: int = Field(description="Generated images decided.", examples=[500])
     released_count: int = Field(description="Images that may be released.", examples=[150])
     withheld_count: int = Field(description="Images withheld.", examples=[350])

@@ -46,6 +46,8 @@ class UploadReader:
     bytes), found in :attr:`spooled_parts` after :meth:`read_files`; ``hint`` ends the
     answer to a file field the endpoint does not take. Where files are optional
     (``fields_only_allowed``) a plain application/x-www-form-urlencoded body is read too.
+    ``repeatable`` text fields may be given more than once: their values are collected in a
+    list, and :meth:`read_fields` reads every text field up to the first image part.
     Use as an async context manager: temporary files are removed on exit.
     """
 
@@ -58,8 +60,10 @@ class UploadReader:
         spooled: dict[str, int] | None = None,
         hint: str = "",
         fields_only_allowed: bool = False,
+        repeatable: frozenset[str] = frozenset(),
     ) -> None:
         self._settings = settings
+        self._repeatable = repeatable
         self._hint = hint
         self._file_fields = file_fields
         self._spooled_limits = spooled or {}
@@ -76,7 +80,8 @@ class UploadReader:
                 spool_fields=self._spooled_limits or None,
             ).parts()
         self._parked = ParkedFiles(str(spool_dir(settings)))
-        self.fields: dict[str, str] = {}
+        #: Text fields received so far (a list of values for a ``repeatable`` one).
+        self.fields: dict[str, str | list[str]] = {}
         self.spooled_parts: dict[str, FormFile] = {}
         #: File parts received per image field (empty file inputs not counted).
         self.received: dict[str, int] = dict.fromkeys(file_fields, 0)
@@ -98,14 +103,15 @@ class UploadReader:
 
     async def read_fields(
         self, needed: frozenset[str] | set[str], optional: frozenset[str] = frozenset()
-    ) -> dict[str, str]:
+    ) -> dict[str, str | list[str]]:
         """Read until every field in ``needed`` has arrived or the body has ended; image
-        parts met on the way are parked. ``optional`` fields count too when they come
-        before the next image part (reading stops at that part, it does not wait for
-        them). Returns the text fields seen so far."""
+        parts met on the way are parked. ``optional`` fields (and, where some field is
+        repeatable, all of them) count too when they come before the next image part
+        (reading stops at that part, it does not wait for them). Returns the text fields
+        seen so far."""
         while not self._ended and not needed <= self.fields.keys():
             await self._park_image(await self._next())
-        while not self._ended and not optional <= self.fields.keys():
+        while not self._ended and (self._repeatable or not optional <= self.fields.keys()):
             if await self._park_image(await self._next()):
                 break
         return dict(self.fields)
@@ -118,7 +124,7 @@ class UploadReader:
             return True
         return False
 
-    async def read_files(self, ingests: dict[str, ImageIngest]) -> dict[str, str]:
+    async def read_files(self, ingests: dict[str, ImageIngest]) -> dict[str, str | list[str]]:
         """Feed the parked parts, then every remaining image part, to the ingest of its
         field (an image field without an ingest is refused); returns all text fields."""
         self._fed.extend(i for i in ingests.values() if i not in self._fed)
@@ -175,10 +181,15 @@ class UploadReader:
                 detail=f"send {part.name!r} as a file part "
                 f"(curl -F {part.name}=@{part.name}.csv), not as a text field",
             )
-        if part.name in self.fields:
+        if part.name in self.fields and part.name not in self._repeatable:
             raise HTTPException(422, detail=f"form field {part.name!r} given twice")
         if "\x00" in part.value:  # no database stores it (PostgreSQL refuses NUL in text)
             raise HTTPException(422, detail=f"form field {part.name!r} contains a NUL character")
+        if part.name in self._repeatable:
+            values = self.fields.setdefault(part.name, [])
+            assert isinstance(values, list)
+            values.append(part.value)
+            return
         self.fields[part.name] = part.value
 
     def _ingest_for(self, ingests: dict[str, ImageIngest], part: FormFile) -> ImageIngest:

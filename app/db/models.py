@@ -116,7 +116,11 @@ class MatchBatch(Base):
     """One /match request: a batch of generated images mapped onto a real set."""
 
     __tablename__ = "match_batches"
-    __table_args__ = (NEVER_REUSE_IDS,)
+    __table_args__ = (
+        #: The batches of one release gate (app.services.release); migration 0010.
+        Index("ix_match_batches_gate_batch_id", "gate_batch_id"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: Kept (as NULL) if the real set is deleted later, so results stay readable.
@@ -155,6 +159,12 @@ class MatchBatch(Base):
     #: calibrated similarity threshold and why); NULL without embeddings.
     copy_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     copy_rule: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: A /filter against several real sets stores one batch per set: each carries the id of
+    #: the first one (the gate's id) and how many there are, so the gate is read whole or
+    #: refused once one of them is deleted. Not a foreign key: deleting the first batch must
+    #: not unlink the others (ids are never reused). Both NULL for any other batch.
+    gate_batch_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gate_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class GeneratedImage(Base):

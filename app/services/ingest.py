@@ -267,19 +267,7 @@ class ImageIngest:
         """:meth:`add_zip` a step at a time: yields True whenever the process is over its
         byte budget (this upload then holds nothing), so the caller can wait for room
         before the next member is read."""
-        try:
-            for item in iter_zip(stream, self.limits.max_file_bytes):
-                if isinstance(item, Member):
-                    self.add(item.name, item.data)
-                    if self.needs_flush:
-                        self.flush()
-                    if self.over_budget:
-                        self.make_room()
-                        yield True
-                else:
-                    self.reject(f"{archive_name}:{item.name}", item.reason)
-        except ArchiveError as exc:
-            self.reject(archive_name, str(exc))
+        return _zip_steps(self, stream, archive_name, self.limits.max_file_bytes)
 
     def flush(self) -> None:
         """Hand everything pending to the decoders; with a worker pool this returns at once
@@ -440,3 +428,71 @@ class ImageIngest:
         metrics.FILES_REJECTED.inc(len(rejected) + sum(self.result.unlisted_rejections.values()))
         self.release()
         return self.result
+
+
+def _zip_steps(
+    ingest: ImageIngest | FannedIngest, stream: BinaryIO, archive_name: str, max_file_bytes: int
+) -> Iterator[bool]:
+    """The members of a zip fed to ``ingest`` (see :meth:`ImageIngest.zip_steps`)."""
+    try:
+        for item in iter_zip(stream, max_file_bytes):
+            if isinstance(item, Member):
+                ingest.add(item.name, item.data)
+                if ingest.needs_flush:
+                    ingest.flush()
+                if ingest.over_budget:
+                    ingest.make_room()
+                    yield True
+            else:
+                ingest.reject(f"{archive_name}:{item.name}", item.reason)
+    except ArchiveError as exc:
+        ingest.reject(archive_name, str(exc))
+
+
+class FannedIngest:
+    """One upload fed to several ingests at once (the upload is read once): /filter against
+    real sets hashed differently (hash kind, size or window) hashes each file once per kind
+    of set. Offers what app.api.uploads.UploadReader uses of an :class:`ImageIngest`; each
+    ingest is finished on its own."""
+
+    def __init__(self, ingests: list[ImageIngest]) -> None:
+        self.ingests = ingests
+        #: They come from one intake: the same process budget.
+        self.budget = ingests[0].budget
+        self.limits = ingests[0].limits
+
+    @property
+    def needs_flush(self) -> bool:
+        return any(i.needs_flush for i in self.ingests)
+
+    @property
+    def over_budget(self) -> bool:
+        return any(i.over_budget for i in self.ingests)
+
+    def add(self, filename: str, data: bytes) -> None:
+        for ingest in self.ingests:
+            ingest.add(filename, data)
+
+    def reject(self, filename: str, reason: str) -> None:
+        for ingest in self.ingests:
+            ingest.reject(filename, reason)
+
+    def flush(self) -> None:
+        for ingest in self.ingests:
+            ingest.flush()
+
+    def make_room(self) -> None:
+        for ingest in self.ingests:
+            ingest.make_room()
+
+    def let_through(self) -> None:
+        for ingest in self.ingests:
+            ingest.let_through()
+
+    def release(self) -> None:
+        for ingest in self.ingests:
+            ingest.release()
+
+    def zip_steps(self, stream: BinaryIO, archive_name: str) -> Iterator[bool]:
+        """Each member read once and fed to every ingest."""
+        return _zip_steps(self, stream, archive_name, self.limits.max_file_bytes)

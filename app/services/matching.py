@@ -7,12 +7,13 @@ threshold, matches and saves in one transaction, and returns the batch document.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import metrics
-from app.db.models import RealSet
+from app.db.models import MatchBatch, RealSet
 from app.db.session import transaction
 from app.imaging.windowing import Window
 from app.search.calibration import resolve_threshold
@@ -115,20 +116,67 @@ def create_batch(
     copy-detection embedding, ``copy_of``, verified geometrically when ``verify`` allows),
     store the batch, return its document (``held``: the request's hold on the uploaded
     bytes)."""
-    with sessions() as session:  # a window field that came after the files
-        real_sets.check_window(real_sets.get_real_set(session, request.real_set_id), request.window)
-    if not upload.images:
-        raise InvalidInput(
-            "none of the uploaded files is a usable generated image",
-            {
-                "message": "none of the uploaded files is a usable generated image",
-                "rejected": upload.rejected_json(),
-                "duplicates": upload.duplicates_json(),
-            },
-        )
+    work = [(request, upload)]
+    (document,) = create_batches(sessions, cache, work, calibration, started, held, verify)
+    return document
+
+
+def create_batches(
+    sessions: sessionmaker[Session],
+    cache: SetHashCache,
+    work: Sequence[tuple[MatchRequest, IngestResult]],
+    calibration: CalibrationConfig,
+    started: float,
+    held: HeldImages | None = None,
+    verify: VerifyConfig | None = None,
+    link: Callable[[list[MatchBatch]], None] | None = None,
+) -> list[dict]:
+    """:func:`create_batch` for each (request, upload) pair (/filter against several sets):
+    all stored in one transaction, or none; their documents. ``link`` is given the saved
+    batches before the commit (to group them)."""
+    for request, upload in work:  # refusals before anything slow
+        with sessions() as session:  # a window field that came after the files
+            real_set = real_sets.get_real_set(session, request.real_set_id)
+        real_sets.check_window(real_set, request.window)
+        if not upload.images:
+            raise InvalidInput(
+                "none of the uploaded files is a usable generated image",
+                {
+                    "message": "none of the uploaded files is a usable generated image",
+                    "rejected": upload.rejected_json(),
+                    "duplicates": upload.duplicates_json(),
+                },
+            )
+    plans = [
+        warm_and_plan(sessions, cache, request, upload, calibration, verify)
+        for request, upload in work
+    ]
+    with transaction(sessions) as session:
+        saved = [
+            save_matched(session, cache, request, upload, calibration, plan, started)
+            for (request, upload), plan in zip(work, plans, strict=True)
+        ]
+        if link is not None:
+            link([batch for batch, _ in saved])
+        session.flush()
+        if held is not None:
+            held.require_stored(session, (g.sha256 for _, u in work for g in u.images))
+        # Last: the job's row is locked until the commit. A gate's first batch names it.
+        jobs.record_result(session, saved[0][0].id)
+        return [document for _, document in saved]
+
+
+def warm_and_plan(
+    sessions: sessionmaker[Session],
+    cache: SetHashCache,
+    request: MatchRequest,
+    upload: IngestResult,
+    calibration: CalibrationConfig,
+    verify: VerifyConfig | None,
+) -> VerifyPlan:
+    """Load the set's hashes and calibrate its copy bar (the slow part, once per revision)
+    and verify copies before the write transaction, which on SQLite holds the write lock."""
     with sessions() as session:
-        # Load the set's hashes and calibrate its copy bar (the slow part, once per
-        # revision) before the write transaction, which on SQLite holds the write lock.
         warm_set = real_sets.get_real_set(session, request.real_set_id)
         warm = cache.get(session, warm_set)
         warm.copy_rule(calibration.quantile, calibration.min_images)
@@ -144,57 +192,63 @@ def create_batch(
         if plan.verification is not None:
             spent = time.perf_counter() - verifying
             metrics.SEARCH_SECONDS.labels("copy_verification").observe(spent)
-    with transaction(sessions) as session:
-        real_set = real_sets.get_real_set(session, request.real_set_id)
-        bits = real_set.hash_size * real_set.hash_size
-        if request.threshold is not None and request.threshold > bits:
-            raise InvalidInput(f"threshold must be at most {bits}, got {request.threshold}")
-        threshold = resolve_threshold(
-            real_set.hash_size,
-            real_set.image_count,
-            calibration.min_images,
-            real_set.calibration if real_set.calibrated_threshold is not None else None,
-            request.threshold,
-        )
-        hashes = cache.get(session, real_set)
-        searched = time.perf_counter()
-        index = cache.hash_index(hashes)
-        match_args = (upload.images, real_set.hash_size, threshold.value, request.top_k)
-        outcome = None
-        if index is not None:  # None too where probing would cost more than a scan
-            outcome = match_sources_indexed(hashes.filenames, index, *match_args)
-        if outcome is None:
-            outcome = match_sources(hashes.filenames, hashes.words, *match_args)
-        attributed = time.perf_counter()
-        metrics.SEARCH_SECONDS.labels("phash").observe(attributed - searched)
-        indexed = cache.vector_index(
-            session, real_set, calibration.quantile, calibration.min_images
-        )
-        copy_rule = decide_copies(outcome, upload, hashes, calibration, plan, indexed)
-        metrics.SEARCH_SECONDS.labels("copy_of").observe(time.perf_counter() - attributed)
-        if plan.new_bar is not None and real_set.revision == warm.revision:
-            real_sets.keep_copy_verification(real_set, plan.new_bar.as_json())
-        batch = batches.save_batch(
-            session,
-            real_set,
-            threshold,
-            request.top_k,
-            upload,
-            outcome,
-            elapsed_seconds=time.perf_counter() - started,
-            copy_rule=copy_rule,
-        )
-        session.flush()
-        if held is not None:
-            held.require_stored(session, (g.sha256 for g in upload.images))
-        jobs.record_result(session, batch.id)
-        return batches.batch_document(
-            batch,
-            outcome.matches,
-            batches.scoped_summary(outcome, request.real_summary),
-            used_count=outcome.used_count,
-            scope=request.real_summary,
-        )
+        return plan
+
+
+def save_matched(
+    session: Session,
+    cache: SetHashCache,
+    request: MatchRequest,
+    upload: IngestResult,
+    calibration: CalibrationConfig,
+    plan: VerifyPlan,
+    started: float,
+) -> tuple[MatchBatch, dict]:
+    """In the write transaction: match the upload against the set and save the batch."""
+    real_set = real_sets.get_real_set(session, request.real_set_id)
+    bits = real_set.hash_size * real_set.hash_size
+    if request.threshold is not None and request.threshold > bits:
+        raise InvalidInput(f"threshold must be at most {bits}, got {request.threshold}")
+    threshold = resolve_threshold(
+        real_set.hash_size,
+        real_set.image_count,
+        calibration.min_images,
+        real_set.calibration if real_set.calibrated_threshold is not None else None,
+        request.threshold,
+    )
+    hashes = cache.get(session, real_set)
+    searched = time.perf_counter()
+    index = cache.hash_index(hashes)
+    match_args = (upload.images, real_set.hash_size, threshold.value, request.top_k)
+    outcome = None
+    if index is not None:  # None too where probing would cost more than a scan
+        outcome = match_sources_indexed(hashes.filenames, index, *match_args)
+    if outcome is None:
+        outcome = match_sources(hashes.filenames, hashes.words, *match_args)
+    attributed = time.perf_counter()
+    metrics.SEARCH_SECONDS.labels("phash").observe(attributed - searched)
+    indexed = cache.vector_index(session, real_set, calibration.quantile, calibration.min_images)
+    copy_rule = decide_copies(outcome, upload, hashes, calibration, plan, indexed)
+    metrics.SEARCH_SECONDS.labels("copy_of").observe(time.perf_counter() - attributed)
+    if plan.new_bar is not None and real_set.revision == plan.revision:
+        real_sets.keep_copy_verification(real_set, plan.new_bar.as_json())
+    batch = batches.save_batch(
+        session,
+        real_set,
+        threshold,
+        request.top_k,
+        upload,
+        outcome,
+        elapsed_seconds=time.perf_counter() - started,
+        copy_rule=copy_rule,
+    )
+    return batch, batches.batch_document(
+        batch,
+        outcome.matches,
+        batches.scoped_summary(outcome, request.real_summary),
+        used_count=outcome.used_count,
+        scope=request.real_summary,
+    )
 
 
 def get_batch(session: Session, batch_id: int, real_summary: batches.SummaryScope) -> dict:

@@ -5,6 +5,12 @@ An image is withheld when either evidence calls it a copy: `copy_of` (the copy-d
 embedding, calibrated on the set) or the paper's pHash `source` (nearest real image within
 the threshold). Everything else is released: no evidence of copying, which is not proof of
 privacy (membership inference, /classify, answers the other question).
+
+Against several real sets the upload is read once and stored as one match batch per set (in
+one transaction); the batches carry the first one's id (``gate_batch_id``, the gate's id) and
+their number, so the gate is always read whole. An image is withheld when any set's evidence
+calls it a copy, or when it was not checked against some set (hashed differently there, it was
+rejected or a duplicate).
 """
 
 from __future__ import annotations
@@ -15,11 +21,15 @@ import zipfile
 from typing import BinaryIO
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import GeneratedImage
+from app.db.models import GeneratedImage, MatchBatch
+from app.imaging.windowing import Window
+from app.services import batches, real_sets
 from app.services.errors import Conflict
 from app.services.filenames import spreadsheet_cell
+from app.services.ingest import ImageIngest
+from app.services.intake import ImageIntake
 from app.services.source_matching import verified_words
 from app.storage import ImageStore
 
@@ -27,8 +37,72 @@ RULE = (
     "withheld when the copy-detection embedding names the real image it copies (copy_of) or "
     "its pHash is within the threshold of a real image (source); released otherwise"
 )
+#: The rule against several sets (one set: RULE).
+RULE_SEVERAL = (
+    f"against each real set: {RULE}; withheld when any set's evidence calls it a copy, or when "
+    "it was not checked against a set (rejected or a duplicate there)"
+)
 #: The manifest written into the released zip beside the images.
 MANIFEST_NAME = "memaudit-withheld.csv"
+
+
+def gate_ingests(
+    sessions: sessionmaker[Session],
+    real_set_ids: list[int],
+    intake: ImageIntake,
+    window: Window | None = None,
+) -> list[ImageIngest]:
+    """The ingest of each set (as matching.ingest_for makes it), one shared by the sets
+    hashed alike (kind, size, window): each image is hashed once per kind of set. Every set
+    must exist (404) and take ``window`` (422) before anything is read."""
+    with sessions() as session:
+        gate_sets = [real_sets.get_real_set(session, i) for i in real_set_ids]
+    shared: dict[tuple[str, int, Window | None], ImageIngest] = {}
+    ingests = []
+    for real_set in gate_sets:
+        real_sets.check_window(real_set, window)
+        set_window = real_sets.window_of(real_set)
+        key = (real_set.hash_kind, real_set.hash_size, set_window)
+        if key not in shared:
+            shared[key] = intake.ingest(
+                real_set.hash_size, hash_kind=real_set.hash_kind, window=set_window
+            )
+        ingests.append(shared[key])
+    return ingests
+
+
+def link_gate(gate_batches: list[MatchBatch]) -> None:
+    """Group the batches of one gate (before they are committed); one batch needs none."""
+    if len(gate_batches) < 2:
+        return
+    for batch in gate_batches:
+        batch.gate_batch_id = gate_batches[0].id
+        batch.gate_size = len(gate_batches)
+
+
+def load_gate(session: Session, batch_id: int) -> list[dict]:
+    """The batch documents of the gate ``batch_id`` is part of (any of its batches' ids),
+    in the order of its sets; 409 once one of them was deleted (DELETE /match): the
+    decisions would lack that set's evidence."""
+    batch = session.get(MatchBatch, batch_id)
+    if batch is not None and batch.gate_batch_id is None:
+        return [batches.load_batch(session, batch_id, "none")]
+    gate_id = batch_id if batch is None else batch.gate_batch_id
+    members = session.execute(
+        select(MatchBatch.id, MatchBatch.gate_size)
+        .where(MatchBatch.gate_batch_id == gate_id)
+        .order_by(MatchBatch.id)
+    ).all()
+    if not members:
+        raise batches.BatchNotFound(batch_id)
+    expected = members[0].gate_size
+    if len(members) < expected:
+        raise Conflict(
+            f"release gate {gate_id} was checked against {expected} real sets and "
+            f"{expected - len(members)} of its batches were deleted since (DELETE /match): "
+            "its decisions would miss their evidence; run POST /filter again"
+        )
+    return [batches.load_batch(session, member.id, "none") for member in members]
 
 
 def decide(match: dict, threshold: int) -> dict:
@@ -54,23 +128,107 @@ def decide(match: dict, threshold: int) -> dict:
     }
 
 
-def release_document(batch: dict) -> dict:
-    """The gate's answer for a stored batch (as matching.get_batch returns it)."""
-    images = [decide(m, batch["threshold"]) for m in batch["matches"]]
-    withheld = sum(1 for image in images if image["decision"] == "withhold")
+def set_label(batch: dict) -> str:
+    """How reasons name a set: `real set 'lung CT' (id 3)`."""
+    if batch["real_set_id"] is None:  # deleted since
+        return f"real set {batch['real_set_name']!r} (deleted since)"
+    return f"real set {batch['real_set_name']!r} (id {batch['real_set_id']})"
+
+
+def gate_decision(name: str, checks: list[tuple[dict, dict | None]], several: bool) -> dict:
+    """One generated image's decision over every set of the gate: ``checks`` pairs each
+    set's batch with the image's decision against it (None: not checked there)."""
+    withheld_by = []
+    reasons: list[str] = []
+    for batch, decided in checks:
+        if decided is None:
+            why = ["not checked against this set: rejected or a duplicate in its batch"]
+        elif decided["decision"] == "withhold":
+            why = decided["reasons"]
+        else:
+            continue
+        withheld_by.append(
+            {
+                "batch_id": batch["batch_id"],
+                "real_set_id": batch["real_set_id"],
+                "real_set_name": batch["real_set_name"],
+                "copy_of": decided and decided["copy_of"],
+                "source": decided and decided["source"],
+                "distance": decided and decided["distance"],
+                "reasons": why,
+            }
+        )
+        reasons += [f"{set_label(batch)}: {r}" for r in why] if several else why
+    checked = [(batch, decided) for batch, decided in checks if decided is not None]
+    # The evidence shown: the first set that withholds it, else its nearest by pHash
+    # (relative to each set's hash bits: sets may hash at different sizes).
+    shown_batch, shown = next(
+        ((b, d) for b, d in checked if d["decision"] == "withhold"),
+        min(checked, key=lambda pair: pair[1]["distance"] / pair[0]["hash_size"] ** 2),
+    )
     return {
-        "batch_id": batch["batch_id"],
-        "real_set_id": batch["real_set_id"],
-        "real_set_name": batch["real_set_name"],
-        "rule": RULE,
-        "threshold": batch["threshold"],
-        "copy_threshold": batch["copy_threshold"],
-        "copy_rule": batch["copy_rule"],
+        "generated": name,
+        "decision": "withhold" if withheld_by else "release",
+        "reasons": reasons,
+        "copy_of": shown["copy_of"],
+        "source": shown["source"],
+        "distance": shown["distance"],
+        "real_set_id": shown_batch["real_set_id"],
+        "withheld_by": withheld_by,
+    }
+
+
+def release_document(gate: list[dict]) -> dict:
+    """The gate's answer from its batches' documents (as matching.get_batch returns them,
+    in the order of the sets; one batch for a one-set gate)."""
+    several = len(gate) > 1
+    by_name = [{m["generated"]: m for m in batch["matches"]} for batch in gate]
+    names = list(dict.fromkeys(name for matches in by_name for name in matches))
+    images = [
+        gate_decision(
+            name,
+            [
+                (batch, decide(matches[name], batch["threshold"]) if name in matches else None)
+                for batch, matches in zip(gate, by_name, strict=True)
+            ],
+            several,
+        )
+        for name in names
+    ]
+    withheld = sum(1 for image in images if image["decision"] == "withhold")
+    rejected: list[dict] = []
+    for batch in gate:  # the same file is rejected once per set hashed alike: listed once
+        rejected += [r for r in batch["rejected"] if r not in rejected]
+    first = gate[0]
+    return {
+        "batch_id": first["batch_id"],
+        "real_set_id": first["real_set_id"],
+        "real_set_name": first["real_set_name"],
+        "rule": RULE_SEVERAL if several else RULE,
+        "threshold": first["threshold"],
+        "copy_threshold": first["copy_threshold"],
+        "copy_rule": first["copy_rule"],
+        "sets": [
+            {
+                "batch_id": batch["batch_id"],
+                "real_set_id": batch["real_set_id"],
+                "real_set_name": batch["real_set_name"],
+                "threshold": batch["threshold"],
+                "copy_threshold": batch["copy_threshold"],
+                "copy_rule": batch["copy_rule"],
+                "withheld_count": sum(
+                    1
+                    for image in images
+                    if any(w["batch_id"] == batch["batch_id"] for w in image["withheld_by"])
+                ),
+            }
+            for batch in gate
+        ],
         "generated_count": len(images),
         "released_count": len(images) - withheld,
         "withheld_count": withheld,
         "images": images,
-        "rejected": batch["rejected"],
+        "rejected": rejected,
     }
 
 
@@ -78,7 +236,9 @@ def manifest_csv(document: dict) -> str:
     """One row per generated image: its decision and why (names neutralised for spreadsheets)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["generated", "decision", "copy_of", "copy_similarity", "source", "reasons"])
+    writer.writerow(
+        ["generated", "decision", "copy_of", "copy_similarity", "source", "reasons", "withheld_by"]
+    )
     for image in document["images"]:
         copy = image["copy_of"] or {}
         writer.writerow(
@@ -89,6 +249,7 @@ def manifest_csv(document: dict) -> str:
                 copy.get("similarity", ""),
                 spreadsheet_cell(image["source"] or ""),
                 spreadsheet_cell("; ".join(image["reasons"])),
+                spreadsheet_cell("; ".join(set_label(w) for w in image["withheld_by"])),
             ]
         )
     return out.getvalue()
@@ -111,7 +272,9 @@ def zip_member_name(filename: str, data: bytes) -> str:
 
 def write_released_zip(session: Session, store: ImageStore, document: dict, out: BinaryIO) -> int:
     """Write the released images (the bytes kept of each, under its name) and the manifest
-    of what was withheld and why into ``out`` as a zip; returns the images written."""
+    of what was withheld and why into ``out`` as a zip; returns the images written. The
+    bytes are the gate's first batch's (a released image was checked against every set, so
+    it is in each batch)."""
     released = {i["generated"] for i in document["images"] if i["decision"] == "release"}
     rows = session.execute(
         select(GeneratedImage.filename, GeneratedImage.sha256)

@@ -13,7 +13,7 @@ def test_health_and_ready(client):
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-    assert ready.json()["schema_revision"] == ready.json()["head_revision"] == "0009"
+    assert ready.json()["schema_revision"] == ready.json()["head_revision"] == "0010"
 
 
 def test_ready_reports_unmigrated_database(tmp_path):

@@ -344,3 +344,21 @@ def test_a_run_whose_job_was_taken_over_cannot_store_its_result(client):
     assert not jobs.finish(sessions, job.id, jobs.FAILED, {"status": 500}, runs["slow"])
     stored = client.get(f"/jobs/{job.id}").json()
     assert (stored["state"], stored["result"], stored["attempts"]) == ("succeeded", "/match/7", 2)
+
+
+def test_filter_against_two_sets_as_a_job(client):
+    first = register(client, {f"a_{i:03d}.png": png(phantom(i, 128)) for i in range(20)}, "a")
+    second = register(
+        client, {f"b_{i:03d}.png": png(phantom(100 + i, 128)) for i in range(20)}, "b"
+    )
+    uploads = {"copy_a.png": png(perturbed_copy(phantom(3, 128), seed=1))}
+    uploads["novel.png"] = png(phantom(9000, 128))
+    form = {"real_set_id": [str(first["id"]), str(second["id"])]}
+    accepted = client.post("/filter", data=form, files=file_parts(uploads), headers={**ASYNC})
+    assert accepted.status_code == 202, accepted.text
+    job = wait_for(client, accepted.headers["location"])
+    assert job["state"] == "succeeded" and job["result"].startswith("/filter/"), job
+    gate = client.get(job["result"]).json()
+    assert [s["real_set_id"] for s in gate["sets"]] == [first["id"], second["id"]]
+    decisions = {image["generated"]: image["decision"] for image in gate["images"]}
+    assert decisions["novel.png"] == "release"

@@ -13,12 +13,12 @@ from app.main import create_app
 
 def test_migrations_from_empty_database(database_url, settings):
     engine = make_engine(database_url)
-    assert schema_status(engine, settings.migrations_dir) == (None, "0009")
+    assert schema_status(engine, settings.migrations_dir) == (None, "0010")
     upgrade_to_head(engine, settings.migrations_dir)
     upgrade_to_head(engine, settings.migrations_dir)  # idempotent
     tables = set(inspect(engine).get_table_names())
     assert {"real_sets", "real_images", "match_batches", "generated_images"} <= tables
-    assert schema_status(engine, settings.migrations_dir) == ("0009", "0009")
+    assert schema_status(engine, settings.migrations_dir) == ("0010", "0010")
     engine.dispose()
 
 

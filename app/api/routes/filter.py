@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from typing import Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
     CopyVerifyDep,
@@ -17,17 +19,25 @@ from app.api.deps import (
     SessionsDep,
     SettingsDep,
 )
-from app.api.forms import MAX_INT, MatchForm
+from app.api.forms import MAX_INT, FilterForm
 from app.api.jobs import ACCEPTED_AS_JOB, runs_as_job
 from app.api.responses import REMOVED_MEANWHILE, csv_download, error_responses
-from app.api.routes.match import run_match
 from app.api.schemas import ReleaseOut
+from app.api.uploads import UploadReader, finish_ingest
 from app.services import matching, release
+from app.services.ingest import FannedIngest, IngestResult
+from app.services.registration import calibration_config
 
 router = APIRouter(prefix="/filter", tags=["release gate"])
 
 NOT_FOUND = "Unknown real set or batch."
-BATCH_ID = Path(ge=1, le=MAX_INT, description="Batch id from POST /filter or /match.", examples=[1])
+BATCH_ID = Path(
+    ge=1,
+    le=MAX_INT,
+    description="Batch id from POST /filter (any of a several-set gate's batches) or /match.",
+    examples=[1],
+)
+GATE_INCOMPLETE = "One of the gate's batches was deleted (DELETE /match): run /filter again."
 #: Bytes of a released zip held in memory before it spills to a temporary file.
 ZIP_IN_MEMORY = 16 * 1024 * 1024
 
@@ -41,9 +51,15 @@ ZIP_IN_MEMORY = 16 * 1024 * 1024
     f"image `release` or `withhold` with its reasons: {release.RULE}. "
     "GET /filter/{batch_id}/released then gives a zip of only the released images with a "
     f"manifest (`{release.MANIFEST_NAME}`) of the withheld ones and why.\n\n"
+    "Repeat `real_set_id` (before the files) to check against several real sets: the upload "
+    "is read once and stored as one match batch per set, all or none; an image is withheld "
+    "when any set's evidence calls it a copy, and `withheld_by` names the set(s) and the real "
+    "image(s). `batch_id` (the first set's batch) names the whole gate.\n\n"
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/filter\n"
+    "curl -F real_set_id=1 -F real_set_id=2 -F files=@generated.zip "
+    "http://localhost:8000/filter\n"
     "curl -o released.zip http://localhost:8000/filter/1/released\n```",
-    openapi_extra=MatchForm.openapi_extra(),
+    openapi_extra=FilterForm.openapi_extra(),
     dependencies=[runs_as_job("filter")],
     responses={
         **error_responses(
@@ -60,8 +76,44 @@ async def create_filter(
     intake: IntakeDep,
     verify: CopyVerifyDep,
 ):
-    batch = await run_match(request, settings, sessions, cache, intake, verify)
-    return release.release_document(batch)
+    started = time.perf_counter()
+    limits = {"max_top_k": settings.max_top_k}
+    async with UploadReader(request, settings, repeatable=FilterForm.repeatable) as upload:
+        early = FilterForm.parse(
+            await upload.read_fields(
+                FilterForm.needed_before_files, optional=FilterForm.optional_before_files
+            ),
+            **limits,
+        )
+        ingests = await run_in_threadpool(
+            release.gate_ingests, sessions, early.real_set_id, intake, early.window
+        )
+        distinct = list({id(i): i for i in ingests}.values())
+        fed = distinct[0] if len(distinct) == 1 else FannedIngest(distinct)
+        form = FilterForm.parse(await upload.read_files({"files": fed}), **limits)
+        if form.real_set_id != early.real_set_id:
+            raise HTTPException(
+                422, detail="send every real_set_id before the files (some came after them)"
+            )
+        upload.require_files()
+        results: dict[int, IngestResult] = {}
+        for ingest in distinct:
+            results[id(ingest)] = await finish_ingest(ingest)
+    work = [
+        (one, results[id(ingest)]) for one, ingest in zip(form.requests(), ingests, strict=True)
+    ]
+    gate = await run_in_threadpool(
+        matching.create_batches,
+        sessions,
+        cache,
+        work,
+        calibration_config(settings),
+        started,
+        intake.held,
+        verify,
+        release.link_gate,
+    )
+    return release.release_document(gate)
 
 
 @router.get(
@@ -69,15 +121,16 @@ async def create_filter(
     response_model=ReleaseOut,
     summary="The release decisions of a stored batch (JSON or the CSV manifest)",
     responses={
-        **error_responses(404, 422, e404=NOT_FOUND),
+        **error_responses(404, 409, 422, e404=NOT_FOUND, e409=GATE_INCOMPLETE),
         200: {
             "description": "The decisions (JSON), or one CSV row per generated image.",
             "content": {
                 "text/csv": {
                     "schema": {"type": "string"},
-                    "example": "generated,decision,copy_of,copy_similarity,source,reasons\n"
-                    "generated_0478.png,withhold,used_0029.png,0.9412,,copy of used_0029.png "
-                    "by the embedding (similarity 0.941)\n",
+                    "example": "generated,decision,copy_of,copy_similarity,source,reasons,"
+                    "withheld_by\ngenerated_0478.png,withhold,used_0029.png,0.9412,,copy of "
+                    "used_0029.png by the embedding (similarity 0.941),real set 'lung CT' "
+                    "(id 1)\n",
                 }
             },
         },
@@ -88,7 +141,7 @@ def get_filter(
     batch_id: int = BATCH_ID,
     format: Literal["json", "csv"] = Query("json", description="Answer format."),
 ):
-    document = release.release_document(matching.get_batch(session, batch_id, "none"))
+    document = release.release_document(release.load_gate(session, batch_id))
     if format == "csv":
         return csv_download(release.manifest_csv(document), f"filter-{batch_id}.csv")
     return document
@@ -110,7 +163,7 @@ def get_filter(
     },
 )
 def get_released(session: SessionDep, store: ImageStoreDep, batch_id: int = BATCH_ID):
-    decisions = release.release_document(matching.get_batch(session, batch_id, "none"))
+    decisions = release.release_document(release.load_gate(session, batch_id))
     # Closed by the generator below once sent (or here on failure), not by a with-block.
     spool = tempfile.SpooledTemporaryFile(max_size=ZIP_IN_MEMORY)  # noqa: SIM115
     try:
