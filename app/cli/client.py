@@ -70,7 +70,9 @@ class MultipartStream:
     """A multipart/form-data body generated while it is sent (files read in 1 MiB chunks, so
     a 10 GB upload needs 1 MiB here), reporting progress on stderr when it is a terminal."""
 
-    def __init__(self, fields: dict[str, str], files: Sequence[tuple[str, Path]]) -> None:
+    def __init__(
+        self, fields: dict[str, str | list[str]], files: Sequence[tuple[str, Path]]
+    ) -> None:
         self.boundary = f"memaudit-{uuid.uuid4().hex}"
         self.fields = fields
         self.files = files
@@ -96,7 +98,10 @@ class MultipartStream:
             )
 
     def __iter__(self) -> Iterator[bytes]:
-        for name, value in self.fields.items():
+        pairs = [
+            (n, v) for n, vs in self.fields.items() for v in ([vs] if isinstance(vs, str) else vs)
+        ]
+        for name, value in pairs:
             yield (
                 f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
                 f"{value}\r\n"
@@ -194,7 +199,7 @@ class Api:
     def upload(
         self,
         path: str,
-        fields: dict[str, str],
+        fields: dict[str, str | list[str]],
         files: Sequence[tuple[str, Path]],
         result_params: dict[str, str] | None = None,
     ) -> dict:
@@ -319,7 +324,7 @@ def cmd_match(args: argparse.Namespace) -> int:
 def cmd_filter(args: argparse.Namespace) -> int:
     """The release gate: withheld images listed with their reasons, the rest saved to --out."""
     api = Api(args.server, args.api_key)
-    fields = {"real_set_id": str(args.set)}
+    fields: dict[str, str | list[str]] = {"real_set_id": [str(s) for s in args.set]}
     doc = api.upload("/filter", fields, [("files", p) for p in upload_files(args.paths)])
     summary = (
         f"batch {doc['batch_id']}: {doc['released_count']} of {doc['generated_count']} "
@@ -427,7 +432,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "filter", help="the release gate: which generated images may leave; exit 3 if any withheld"
     )
     gate.add_argument("paths", nargs="+", type=Path, help="images, zips or folders")
-    gate.add_argument("--set", type=int, required=True, help="the real set's id")
+    gate.add_argument(
+        "--set",
+        type=int,
+        action="append",
+        required=True,
+        help="a real set's id; repeat to check against several (withheld if any calls it a copy)",
+    )
     gate.add_argument("--out", help="save a zip of the released images (and the manifest) here")
     gate.set_defaults(func=cmd_filter)
 
