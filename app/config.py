@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         default=50_000,
         description="Most images (file parts plus zip members) one request may carry.",
     )
+    job_max_files: int = Field(
+        default=200_000,
+        ge=1,
+        description="Most images one request run as a job may carry (jobs run "
+        "MEMAUDIT_JOB_WORKERS at a time, so they may be larger than concurrent requests).",
+    )
     max_fields_per_request: int = Field(default=100, description="Most non-file form fields.")
     # 4096 x 4096: a CT slice is 512 x 512 (0.26 Mpx), a digital radiograph or mammogram
     # at most ~4000 x 5000 of 16-bit pixels, a multi-frame DICOM is counted frames x rows x

@@ -7,6 +7,7 @@ replace any of them with ``app.dependency_overrides``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 import anyio
@@ -117,9 +118,12 @@ async def get_intake(
     spec = EmbeddingSpec(str(path), settings.use_cuda) if path is not None else None
     held = retention.hold()
     job = current_job.get()  # a job counts the files of its upload in its progress
+    limits = ingest_limits(settings)
+    if job is not None:  # jobs run a few at a time: they may carry more images
+        limits = replace(limits, max_files=settings.job_max_files)
     try:
         yield ImageIntake(
-            ingest_limits(settings),
+            limits,
             retention.store,
             pool,
             spec,

@@ -689,8 +689,10 @@ class JobProgressOut(BaseModel):
     """How far a job has come."""
 
     stage: str = Field(
-        description="`queued`; `hashing` (reading the stored upload and fingerprinting its "
-        "files; `done` / `total` count files, `total` null until the whole upload is read); "
+        description="`queued`; `reading upload` (the stored body; `upload_read` of "
+        "`upload_bytes`, a zip part is read whole before its members); `hashing` "
+        "(fingerprinting its files: `done` of `total`, a zip's members counted once its "
+        "directory is read); "
         "then the work itself (`matching`, `registering`, `importing`, or the scoring stage "
         "of /classify such as `verified generated images`); finally the job's state.",
         examples=["hashing"],

@@ -145,7 +145,7 @@ class JobProgressLine:
             text += f" {progress['done']:,} / {progress['total']:,} ({share:.0%})"
         elif progress["done"]:
             text += f" {progress['done']:,}"
-        if progress["stage"] == "hashing" and progress["upload_bytes"]:
+        if progress["stage"] in ("reading upload", "hashing") and progress["upload_bytes"]:
             text += f", upload read {progress['upload_read'] / progress['upload_bytes']:.0%}"
         ended = job["state"] in ("succeeded", "failed", "canceled")
         if self.terminal:

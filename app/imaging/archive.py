@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -64,8 +64,13 @@ def _is_hidden_metadata(name: str) -> bool:
     )
 
 
-def iter_zip(stream: BinaryIO, max_member_bytes: int) -> Iterator[Member | MemberRejected]:
-    """Yield every file member of the archive, or a rejection with the reason.
+def iter_zip(
+    stream: BinaryIO,
+    max_member_bytes: int,
+    on_count: Callable[[int], None] | None = None,
+) -> Iterator[Member | MemberRejected]:
+    """Yield every file member of the archive, or a rejection with the reason; ``on_count``
+    is told how many will come once the archive's directory is read.
 
     Directory entries and OS metadata files (``__MACOSX``, ``.DS_Store``) are skipped. Names
     lose the single top-level folder that all members share (``real/a.png`` -> ``a.png``).
@@ -78,6 +83,8 @@ def iter_zip(stream: BinaryIO, max_member_bytes: int) -> Iterator[Member | Membe
         infos = [i for i in archive.infolist() if not i.is_dir()]
         infos = [i for i in infos if not _is_hidden_metadata(i.filename)]
         prefix = _common_folder([i.filename for i in infos])
+        if on_count is not None:
+            on_count(len(infos))
         for info in infos:
             display = info.filename[len(prefix) :] if prefix else info.filename
             label = display

@@ -177,6 +177,9 @@ class ImageIngest:
         #: found to be duplicates): a job's progress.
         self.files_queued = 0
         self.files_done = 0
+        #: Members of the zip being read that have not been read yet.
+        self.files_coming = 0
+        self.finished = False
         #: Called between chunks of hashing results; raises to stop the upload (a job
         #: cancelled, or its process shutting down).
         self.interrupt: Callable[[], None] | None = None
@@ -427,7 +430,12 @@ class ImageIngest:
         rejected = self.result.rejected
         metrics.FILES_REJECTED.inc(len(rejected) + sum(self.result.unlisted_rejections.values()))
         self.release()
+        self.finished = True
         return self.result
+
+    def expect(self, count: int) -> None:
+        """``count`` more files are coming (a zip's members; negative as they are read)."""
+        self.files_coming = max(0, self.files_coming + count)
 
 
 def _zip_steps(
@@ -435,7 +443,8 @@ def _zip_steps(
 ) -> Iterator[bool]:
     """The members of a zip fed to ``ingest`` (see :meth:`ImageIngest.zip_steps`)."""
     try:
-        for item in iter_zip(stream, max_file_bytes):
+        for item in iter_zip(stream, max_file_bytes, ingest.expect):
+            ingest.expect(-1)
             if isinstance(item, Member):
                 ingest.add(item.name, item.data)
                 if ingest.needs_flush:
@@ -472,6 +481,10 @@ class FannedIngest:
     def add(self, filename: str, data: bytes) -> None:
         for ingest in self.ingests:
             ingest.add(filename, data)
+
+    def expect(self, count: int) -> None:
+        for ingest in self.ingests:
+            ingest.expect(count)
 
     def reject(self, filename: str, reason: str) -> None:
         for ingest in self.ingests:

@@ -109,10 +109,11 @@ class JobProgress:
         return (Job.id == self.job_id, Job.owner == self.owner, Job.attempts == self.attempt)
 
     def files(self) -> tuple[int, int]:
-        """(files hashed, files handed to hashing) of the upload so far."""
+        """(files hashed, files handed to hashing or known to come: a zip's members are
+        counted once its directory is read) of the upload so far."""
         return (
             sum(i.files_done for i in self.ingests),
-            sum(i.files_queued for i in self.ingests),
+            sum(i.files_queued + i.files_coming for i in self.ingests),
         )
 
     def final_values(self) -> dict:
@@ -134,13 +135,16 @@ class JobProgress:
         }
 
     def snapshot(self) -> tuple[str, int, int | None]:
-        """(stage, done, total): reading and hashing the upload by files, then the stage the
-        work reports (or the kind's, without units)."""
-        hashed, queued = self.files()
+        """(stage, done, total): reading the stored upload (a zip part is read whole before
+        its members), hashing its files, then the stage the work reports (or the kind's,
+        without units)."""
+        hashed, known = self.files()
         if self.stage is not None:
             return self.stage, self.stage_done, self.stage_total
-        if not self.body_done or hashed < queued:
-            return "hashing", hashed, queued if self.body_done else None
+        if not self.body_done:
+            return "reading upload", hashed, None
+        if not all(i.finished for i in self.ingests):
+            return "hashing", hashed, known
         return WORK_STAGE[self.kind], 0, None
 
 
@@ -259,7 +263,7 @@ def start(sessions: sessionmaker[Session], job_id: str, owner: str) -> Job | Non
             .where(Job.id == job_id, Job.state == QUEUED, Job.owner == owner)
             .values(
                 state=RUNNING,
-                stage="hashing",
+                stage="reading upload",
                 attempts=Job.attempts + 1,
                 started_at=utcnow(),
                 heartbeat_at=time.time(),

@@ -4,6 +4,7 @@ killed (run again from its stored upload, its result stored once). SQLite and Po
 
 from __future__ import annotations
 
+import io
 import time
 
 import httpx
@@ -12,8 +13,9 @@ import pytest
 from app.db.models import Job
 from app.db.session import transaction
 from app.services import jobs
+from app.services.ingest import ImageIngest, IngestLimits
 from app.training.synthetic import perturbed_copy
-from tests.helpers import file_parts, register
+from tests.helpers import file_parts, register, zip_bytes
 from tests.imagegen import phantom, png
 from tests.serving import free_port, serve_process
 
@@ -362,3 +364,24 @@ def test_filter_against_two_sets_as_a_job(client):
     assert [s["real_set_id"] for s in gate["sets"]] == [first["id"], second["id"]]
     decisions = {image["generated"]: image["decision"] for image in gate["images"]}
     assert decisions["novel.png"] == "release"
+
+
+def test_progress_reads_then_hashes_a_zips_members_then_works():
+    ingest = ImageIngest(
+        8, IngestLimits(max_file_bytes=10**7, max_files=100, max_pixels=10**7, batch_size=4)
+    )
+    progress = jobs.JobProgress("0" * 32, "match", 100)
+    progress.watch(ingest)
+    assert progress.snapshot() == ("reading upload", 0, None)
+    progress.body_done = True
+    seen = []
+    ingest.expect = lambda count, real=ingest.expect: (real(count), seen.append(count))[0]
+    ingest.add_zip(
+        io.BytesIO(zip_bytes({f"i{i}.png": png(phantom(i, 64)) for i in range(6)})), "a.zip"
+    )
+    assert seen[0] == 6  # the members were announced before any was read
+    stage, done, total = progress.snapshot()
+    assert (stage, total) == ("hashing", 6) and done <= 6
+    ingest.finish()
+    assert progress.snapshot() == ("matching", 0, None)
+    assert progress.final_values()["done"] == progress.final_values()["total"] == 6
