@@ -124,6 +124,13 @@ def running_job(base: str) -> dict | None:
     return listed[0] if listed else None
 
 
+def timeline_row(job: dict, started: float) -> tuple:
+    """(seconds, state, stage, done, total, share of the upload read) of one look."""
+    p = job["progress"]
+    share = p["upload_read"] / max(p["upload_bytes"], 1)
+    return (time.perf_counter() - started, job["state"], p["stage"], p["done"], p["total"], share)
+
+
 def sync_vs_job(base: str, set_id: int, archive: Path) -> None:
     """The same batch as one synchronous request and as a job (overhead of the machinery)."""
 
@@ -199,16 +206,7 @@ def main() -> None:
             job = running_job(base)
             if job is not None:
                 p = job["progress"]
-                timeline.append(
-                    (
-                        time.perf_counter() - started,
-                        job["state"],
-                        p["stage"],
-                        p["done"],
-                        p["total"],
-                        p["upload_read"] / max(p["upload_bytes"], 1),
-                    )
-                )
+                timeline.append(timeline_row(job, started))
                 if (
                     args.kill_at
                     and not killed
@@ -228,17 +226,7 @@ def main() -> None:
             while client.poll() is None:
                 job = running_job(base)
                 if job is not None:
-                    p = job["progress"]
-                    timeline.append(
-                        (
-                            time.perf_counter() - started,
-                            job["state"],
-                            p["stage"],
-                            p["done"],
-                            p["total"],
-                            p["upload_read"] / max(p["upload_bytes"], 1),
-                        )
-                    )
+                    timeline.append(timeline_row(job, started))
                 time.sleep(1)
             job = running_job(base)
             batches = httpx.get(f"{base}/match").json()
