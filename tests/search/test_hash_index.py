@@ -110,3 +110,39 @@ def test_empty_index_and_bad_queries():
     assert len(index.search(np.zeros((3, 4), np.uint64), 5).query) == 0
     with pytest.raises(ValueError):
         index.search(np.zeros((3, 1), np.uint64), 5)
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+@pytest.mark.parametrize("plan", ["16-bit", "32-bit"])
+def test_each_plan_alone_finds_exactly_the_pairs_a_scan_finds(bits, plan, monkeypatch):
+    # The cheaper plan is chosen per block; here one is forced wherever it covers the radius.
+    monkeypatch.setattr(hash_index, "WIDE_PROBE_COST", 0.0 if plan == "32-bit" else np.inf)
+    rng = np.random.default_rng(bits + len(plan))
+    r_bits = _clustered(rng, 4000, bits)
+    # 32-bit chunks cover up to (MAX_WIDE_RADIUS + 1) * pairs - 1 bits: 7 of 64, 31 of 256.
+    radii = [0, 1, 2, 5, 7] if bits == 64 else [0, 3, 7, 8, 9, 12, 17, 29, 31]
+    sources = rng.integers(len(r_bits), size=len(radii) * 6)
+    offsets = [r + extra for r in radii for extra in (0, 0, 0, 1, 2, bits // 8)]
+    q_bits = np.array([_flip(rng, r_bits[s], d) for s, d in zip(sources, offsets, strict=True)])
+    index = HashIndex.build(_pack(r_bits))
+    dist = _scan(q_bits, r_bits)
+    for radius in radii:
+        wide, _cost = index._choose(_pack(q_bits), radius)
+        assert wide == (plan == "32-bit"), radius
+        pairs = index.search(_pack(q_bits), radius)
+        assert _within(pairs, radius) == _expected(dist, radius), radius
+        assert any(d == radius for _, _, d in _within(pairs, radius))  # the edge was tested
+        assert np.array_equal(pairs.distance, dist[pairs.query, pairs.reference])
+        order = np.lexsort((pairs.reference, pairs.distance, pairs.query))
+        assert np.array_equal(order, np.arange(len(order)))
+
+
+def test_32_bit_plan_splits_large_probe_and_candidate_sets_without_losing_pairs(monkeypatch):
+    monkeypatch.setattr(hash_index, "WIDE_PROBE_COST", 0.0)
+    monkeypatch.setattr(hash_index, "MAX_CANDIDATES", 50)
+    monkeypatch.setattr(hash_index, "MAX_PROBES", 20_000)
+    rng = np.random.default_rng(4)
+    r_bits = _clustered(rng, 2000, 256)
+    q_bits = np.array([_flip(rng, r_bits[i], 12) for i in range(0, 2000, 100)])
+    pairs = HashIndex.build(_pack(r_bits)).search(_pack(q_bits), 25)
+    assert _within(pairs, 25) == _expected(_scan(q_bits, r_bits), 25)
