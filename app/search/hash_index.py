@@ -393,7 +393,8 @@ class HashIndex:
         values = chunk_values(block, self.bit_order)
         keys = values[:, 0::2].astype(np.uint32) << 16 | values[:, 1::2]
         base, extra = divmod(radius + 1, self.pairs)
-        q_all, p_all = np.nonzero(np.ones(keys.shape, bool))
+        # Pair-major: one pair's bitmap and keys are probed at a time (they stay cached).
+        p_all, q_all = np.nonzero(np.ones(keys.shape[::-1], bool))
         inner = np.concatenate(_WIDE_SHELLS[:base]) if base else _WIDE_SHELLS[0]
         probe_q, probe_p, lo, lengths = self._lookup(q_all, p_all, keys[q_all, p_all], inner)
         reached = np.zeros(keys.shape, np.int64)
@@ -406,7 +407,7 @@ class HashIndex:
         if base == 0:  # the probes above were the chosen pairs' own keys and the proxy
             keep = chosen[probe_q, probe_p]
             return probe_q[keep], 2 * probe_p[keep], lo[keep], lengths[keep]
-        q_ext, p_ext = np.nonzero(chosen)
+        p_ext, q_ext = np.nonzero(chosen.T)
         more = self._lookup(q_ext, p_ext, keys[q_ext, p_ext], _WIDE_SHELLS[base])
         probe_q, probe_p, lo, lengths = (
             np.concatenate([a, b])
@@ -419,16 +420,16 @@ class HashIndex:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(query, pair, first position, length) of each key ``key ^ mask`` that is present
         in its pair's sorted keys."""
-        probe_key = (key[:, None] ^ masks).ravel()
-        probe_pair = np.repeat(pair.astype(np.int64), len(masks))
+        probe_key = key[:, None] ^ masks  # (rows, masks)
         slot = _presence_slot(probe_key, self._presence_shift).astype(np.int64)
-        slot += probe_pair * (self.presence.shape[1] * 8)
+        slot += (pair.astype(np.int64) * (self.presence.shape[1] * 8))[:, None]
         flags = self.presence.reshape(-1)[slot >> 3] >> (slot & 7).astype(np.uint8)
         maybe = np.flatnonzero(flags & 1)
+        row = maybe // len(masks)
         # Sorted per pair: consecutive binary searches then share their cached path.
-        combined = probe_pair[maybe] << 32 | probe_key[maybe]
+        combined = pair[row].astype(np.int64) << 32 | probe_key.reshape(-1)[maybe]
         by_key = np.argsort(combined)
-        maybe = maybe[by_key]
+        row = row[by_key]
         combined = combined[by_key]
         lo_parts, length_parts, found_parts = [], [], []
         bounds = np.searchsorted(combined >> 32, np.arange(self.pairs + 1))
@@ -436,16 +437,16 @@ class HashIndex:
             needles = (combined[bounds[p] : bounds[p + 1]] & 0xFFFFFFFF).astype(np.uint32)
             keys = self.wide_keys[p]
             lo = np.searchsorted(keys, needles, "left")
+            # ~1 in 16 absent keys passes the bitmap: the key at lo tells.
             found = np.flatnonzero(keys[np.minimum(lo, len(keys) - 1)] == needles)
             lo = lo[found]
-            # Most bitmap hits are false; the other end is searched only for real ones.
             length_parts.append(np.searchsorted(keys, needles[found], "right") - lo)
             lo_parts.append(lo)
             found_parts.append(found + bounds[p])
-        maybe = maybe[np.concatenate(found_parts)]
+        row = row[np.concatenate(found_parts)]
         return (
-            np.repeat(query, len(masks))[maybe],
-            probe_pair[maybe],
+            query[row],
+            pair[row].astype(np.int64),
             np.concatenate(lo_parts).astype(np.int64),
             np.concatenate(length_parts).astype(np.int64),
         )
