@@ -338,7 +338,9 @@ class HashIndex:
         self, queries: np.ndarray, start: int, stop: int, radius: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         block = queries[start:stop]
-        wide, _cost = self._choose(block, radius)
+        wide, cost = self._choose(block, radius)
+        if cost == np.inf:
+            raise ValueError(f"no probe plan covers radius {radius}: scan (see prunes)")
         if wide:
             per_query = int(self._wide_probes(radius))
             step = max(1, MAX_PROBES // per_query)

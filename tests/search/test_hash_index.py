@@ -103,6 +103,8 @@ def test_prunes_only_where_probing_beats_a_scan():
     assert index.prunes(words[:10], 8)  # 9 single-bucket probes of ~1 reference each
     assert not index.prunes(words[:10], 120)  # a radius no chunk plan covers
     assert not index.prunes(words[:0], 8)
+    with pytest.raises(ValueError):
+        index.search(words[:10], 120)
 
 
 def test_empty_index_and_bad_queries():
