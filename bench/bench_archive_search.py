@@ -273,7 +273,7 @@ def bench_threshold(
 ) -> None:
     """Time ``index`` at ``radius`` on every batch (a scan where it does not prune), and
     check its pairs within ``radius`` against brute force's on the ``expected`` batches."""
-    times, reached, with_source = [], 0, 0
+    times, reached, with_source, unreached = [], 0, 0, 0
     pruned = sum(index.prunes(b, radius) for b in batches)
     if not pruned:  # the index scans, as brute force does: timed above
         say(
@@ -286,6 +286,7 @@ def bench_threshold(
         if index.prunes(batch, radius):
             pairs = index.search(batch, radius)
             reached += len(pairs.query)
+            unreached += len(batch) - len(np.unique(pairs.query))
             with_source += len(np.unique(pairs.query[pairs.distance <= radius]))
         else:
             with_source += int((nearest(batch, words, top_k=1).distances <= radius).sum())
@@ -308,7 +309,8 @@ def bench_threshold(
         f"{median * 1000:.1f} ms a batch = {BATCH / median:,.0f} images/s "
         f"({BATCH / median / brute_rate:,.0f}x brute force), {pruned}/{len(batches)} "
         f"batches pruned, {reached / len(batches) / BATCH:,.0f} pairs checked per "
-        f"image, {with_source} of {len(batches) * BATCH} images have a source; identical "
+        f"image, {with_source} of {len(batches) * BATCH} images have a source, {unreached} "
+        f"reached no hash (/match scans those); identical "
         f"to brute force on {(len(expected) - 1) * BATCH} images and {BATCH} edited archive "
         f"hashes 0..{radius} bits away ({within} pairs within); {load_average()}"
     )

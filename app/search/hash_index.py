@@ -356,7 +356,9 @@ class HashIndex:
                     for s in range(start, stop, step)
                 ]
                 return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
-            probe_q, row, lo, lengths = self._wide_probes_of(block, radius)
+            probe_q, row, lo, lengths = self._with_some_reached(
+                block, *self._wide_probes_of(block, radius)
+            )
             needed = 0
         else:
             radii, _base, reached = self._plan(block, radius)
@@ -370,6 +372,38 @@ class HashIndex:
             right = self._search_block(queries, middle, stop, radius)
             return tuple(np.concatenate([a, b]) for a, b in zip(left, right, strict=True))
         return self._verify(block, start, probe_q, row, lo, lengths, needed)
+
+    def _with_some_reached(
+        self,
+        block: np.ndarray,
+        probe_q: np.ndarray,
+        row: np.ndarray,
+        lo: np.ndarray,
+        lengths: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The probes, plus for each query they reach no reference for, its own bucket in the
+        chunk where that is smallest but not empty. 32-bit probes reach nothing for most
+        images without a source, and a caller scans a query that reached nothing (to report
+        the nearest reference beyond the radius: app.services.indexed_matching); a few
+        references that share a chunk with it are a near one, as the 16-bit plan reaches."""
+        reached = np.zeros(len(block), bool)
+        reached[probe_q] = True
+        lonely = np.flatnonzero(~reached)
+        if not len(lonely):
+            return probe_q, row, lo, lengths
+        values = chunk_values(block[lonely], self.bit_order).astype(np.int64)
+        counts = self.counts[np.arange(self.chunks)[None, :], values]
+        chunk = np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max), axis=1)
+        value = np.take_along_axis(values, chunk[:, None], axis=1)[:, 0]
+        count = counts[np.arange(len(lonely)), chunk]
+        some = count > 0
+        lonely, chunk, value, count = lonely[some], chunk[some], value[some], count[some]
+        return (
+            np.concatenate([probe_q, lonely]),
+            np.concatenate([row, chunk]),
+            np.concatenate([lo, self.starts[chunk, value]]),
+            np.concatenate([lengths, count]),
+        )
 
     def _narrow_probes_of(
         self, block: np.ndarray, radii: np.ndarray

@@ -148,3 +148,26 @@ def test_32_bit_plan_splits_large_probe_and_candidate_sets_without_losing_pairs(
     q_bits = np.array([_flip(rng, r_bits[i], 12) for i in range(0, 2000, 100)])
     pairs = HashIndex.build(_pack(r_bits)).search(_pack(q_bits), 25)
     assert _within(pairs, 25) == _expected(_scan(q_bits, r_bits), 25)
+
+
+def test_32_bit_plan_reaches_a_reference_for_images_without_a_source(monkeypatch):
+    # /match scans a query that reached nothing; 32-bit probes reach nothing for most novel
+    # images, so each gets its smallest non-empty own 16-bit bucket (none: none anywhere).
+    monkeypatch.setattr(hash_index, "WIDE_PROBE_COST", 0.0)
+    rng = np.random.default_rng(6)
+    r_words = _pack(rng.random((2000, 256)) < 0.5)
+    q_words = _pack(rng.random((300, 256)) < 0.5)
+    index = HashIndex.build(r_words)
+    pairs = index.search(q_words, 9)
+    assert not len(_within(pairs, 9))
+    q_values = hash_index.chunk_values(q_words, index.bit_order)
+    r_values = hash_index.chunk_values(r_words, index.bit_order)
+    shares_a_chunk = np.array(
+        [np.isin(q_values[:, c], r_values[:, c]) for c in range(index.chunks)]
+    ).any(axis=0)
+    assert 0 < shares_a_chunk.sum() < len(q_words)
+    assert set(pairs.query.tolist()) == set(np.flatnonzero(shares_a_chunk).tolist())
+    assert np.array_equal(
+        pairs.distance,
+        np.bitwise_count(r_words[pairs.reference] ^ q_words[pairs.query]).sum(axis=1),
+    )
