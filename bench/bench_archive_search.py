@@ -4,7 +4,10 @@ each beside brute force in the same run. By hand (2 cores, shared machine: run w
 
     flock /tmp/memaudit-bench.lock .venv/bin/python bench/bench_archive_search.py \
         [--hashes 10000000] [--hash-size 16] [--vectors 1000000] [--check-batches 3] \
-        [--skip-hashes] [--skip-vectors]
+        [--skip-hashes] [--skip-vectors] [--thresholds 0,9,17,29] [--baseline ../main]
+
+--baseline DIR also builds and times DIR/app/search/hash_index.py (another checkout's index,
+e.g. main's) on the same archive, in the same run, checked against the same brute force.
 
 The archive (hashes). Hashing 10 million images would take hours, so most hashes are derived:
 (1) pHashes of the 1,871 real CT slices under ../shared/data/ct, of 8 edited copies of each
@@ -33,7 +36,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import glob  # noqa: E402
+import importlib.util  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -47,10 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.imaging.phash import bits_to_bytes, phash_batch  # noqa: E402
+from app.search import hash_index  # noqa: E402
 from app.search.calibration import calibrate  # noqa: E402
 from app.search.copies import nearest_other_similarity, nearest_real  # noqa: E402
 from app.search.hamming import distance_block, nearest, pack_words  # noqa: E402
-from app.search.hash_index import HashIndex  # noqa: E402
 from app.search.vector_index import VectorIndex  # noqa: E402
 
 #: ../shared/data beside the checkout (or beside the folder of worktrees).
@@ -171,6 +176,44 @@ def edge_batch(words: np.ndarray, radius: int) -> np.ndarray:
     return pack_words(np.packbits(bits, axis=1))
 
 
+def index_modules(baseline: str | None) -> list[tuple[str, object]]:
+    """(label, hash_index module): this checkout's, and --baseline's beside it."""
+    modules: list[tuple[str, object]] = [("index", hash_index)]
+    if baseline:
+        path = Path(baseline) / "app/search/hash_index.py"
+        spec = importlib.util.spec_from_file_location("baseline_hash_index", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules.insert(0, (f"baseline ({path})", module))
+    return modules
+
+
+def built_and_loaded(module, words: np.ndarray, folder: Path, probe: np.ndarray, radius: int):
+    """Build, save and map ``module``'s index of ``words``, saying what each step took."""
+    t0 = time.perf_counter()
+    index = module.HashIndex.build(words)
+    build_s = time.perf_counter() - t0
+    shutil.rmtree(folder, ignore_errors=True)
+    t0 = time.perf_counter()
+    index.save(folder)
+    save_s = time.perf_counter() - t0
+    del index
+    t0 = time.perf_counter()
+    index = module.HashIndex.load(folder)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index.search(probe, radius)
+    first_s = time.perf_counter() - t0
+    disk = sum(f.stat().st_size for f in folder.iterdir())
+    say(
+        f"  built in {build_s:.1f} s, saved in {save_s:.1f} s, "
+        f"{index.nbytes / 2**20:,.0f} MiB ({(index.nbytes - index.words.nbytes) / 2**20:,.0f} MiB"
+        f" beyond the hashes; {disk / 2**20:,.0f} MiB of files); load {load_s * 1000:.0f} ms, "
+        f"first batch after load {first_s * 1000:.0f} ms; {load_average()}"
+    )
+    return index
+
+
 def bench_hashes(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     words, queries = archive_words(args.hashes, args.hash_size)
@@ -184,30 +227,11 @@ def bench_hashes(args: argparse.Namespace) -> None:
         f"the set's calibrated threshold: {own} (nearest-real percentiles "
         f"{calibration.nn_percentiles if calibration else {}})"
     )
-    folder = CACHE / f"index_{args.hash_size}_{args.hashes}"
-    t0 = time.perf_counter()
-    index = HashIndex.build(words)
-    build_s = time.perf_counter() - t0
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    t0 = time.perf_counter()
-    index.save(folder)
-    save_s = time.perf_counter() - t0
-    del index
-    t0 = time.perf_counter()
-    index = HashIndex.load(folder)
-    load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    index.search(queries[:BATCH], own)
-    first_s = time.perf_counter() - t0
-    say(
-        f"index: built in {build_s:.1f} s, saved in {save_s:.1f} s, "
-        f"{index.nbytes / 2**20:,.0f} MiB ({(index.nbytes - index.words.nbytes) / 2**20:,.0f} MiB"
-        f" beyond the hashes); load {load_s * 1000:.0f} ms, first batch after load "
-        f"{first_s * 1000:.0f} ms"
-    )
+    indices = []
+    for label, module in index_modules(args.baseline):
+        say(f"{label}:")
+        folder = CACHE / f"index_{args.hash_size}_{args.hashes}_{len(indices)}"
+        indices.append((label, built_and_loaded(module, words, folder, queries[:BATCH], own)))
     batches = [queries[s : s + BATCH] for s in range(0, len(queries) - BATCH + 1, BATCH)]
     # Checked batches spread over the three dev sets (their copies are what hits).
     checked = np.linspace(0, len(batches) - 1, args.check_batches).round().astype(int)
@@ -221,51 +245,75 @@ def bench_hashes(args: argparse.Namespace) -> None:
         f"brute force (hamming.nearest, top-1): {statistics.median(brute_s):.2f} s a batch "
         f"of {BATCH} = {brute_rate:,.0f} images/s; {load_average()}"
     )
-    thresholds = sorted({own, 9, 17, 29, 50})
+    thresholds = (
+        sorted({int(t) for t in args.thresholds.split(",")})
+        if args.thresholds
+        else sorted({own, 9, 17, 29, 50})
+    )
     for radius in thresholds:
-        times, reached, with_source = [], 0, 0
-        pruned = sum(index.prunes(b, radius) for b in batches)
-        if not pruned:  # the index scans, as brute force does: timed above
-            say(
-                f"threshold {radius:>2}: the index would reach more hashes than a scan costs; "
-                f"it scans (brute force, {brute_rate:,.0f} images/s)"
-            )
-            continue
-        for batch in batches:
-            t0 = time.perf_counter()
-            if index.prunes(batch, radius):
-                pairs = index.search(batch, radius)
-                reached += len(pairs.query)
-                with_source += len(np.unique(pairs.query[pairs.distance <= radius]))
-            else:
-                with_source += int((nearest(batch, words, top_k=1).distances <= radius).sum())
-            times.append(time.perf_counter() - t0)
-        median = statistics.median(times)
-        within = 0
-        for i in [*checked, -1]:
-            batch = batches[i] if i >= 0 else edge_batch(words, radius)
-            pairs = index.search(batch, radius)
-            sel = pairs.distance <= radius
-            got = set(zip(pairs.query[sel].tolist(), pairs.reference[sel].tolist(), strict=True))
-            expected = brute_pairs(batch, words, radius)
-            if got != expected:
-                raise SystemExit(
-                    f"radius {radius}, batch {i}: index {len(got)} pairs, "
-                    f"brute force {len(expected)}"
-                )
-            within += len(got)
-        say(
-            f"threshold {radius:>2}{' (the set s)' if radius == own else ''}: index "
-            f"{median * 1000:.1f} ms a batch = {BATCH / median:,.0f} images/s "
-            f"({BATCH / median / brute_rate:,.0f}x brute force), {pruned}/{len(batches)} "
-            f"batches pruned, {reached / len(batches) / BATCH:,.0f} pairs checked per "
-            f"image, {with_source} of {len(batches) * BATCH} images have a source; identical "
-            f"to brute force on {args.check_batches * BATCH} images and {BATCH} edited archive "
-            f"hashes 0..{radius} bits away "
-            f"({within} pairs within); {load_average()}"
-        )
+        expected = {
+            i: brute_pairs(batches[i] if i >= 0 else edge_batch(words, radius), words, radius)
+            for i in [*checked, -1]
+        }
+        for label, index in indices:
+            bench_threshold(label, index, words, batches, expected, radius, own, brute_rate)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     say(f"peak RSS of this process {rss:,.0f} MiB")
+
+
+def bench_threshold(
+    label: str,
+    index,
+    words: np.ndarray,
+    batches: list[np.ndarray],
+    expected: dict[int, set[tuple[int, int]]],
+    radius: int,
+    own: int,
+    brute_rate: float,
+) -> None:
+    """Time ``index`` at ``radius`` on every batch (a scan where it does not prune), and
+    check its pairs within ``radius`` against brute force's on the ``expected`` batches."""
+    times, reached, with_source, unreached = [], 0, 0, 0
+    pruned = sum(index.prunes(b, radius) for b in batches)
+    if not pruned:  # the index scans, as brute force does: timed above
+        say(
+            f"threshold {radius:>2}, {label}: the index would reach more hashes than a scan "
+            f"costs; it scans (brute force, {brute_rate:,.0f} images/s)"
+        )
+        return
+    for batch in batches:
+        t0 = time.perf_counter()
+        if index.prunes(batch, radius):
+            pairs = index.search(batch, radius)
+            reached += len(pairs.query)
+            unreached += len(batch) - len(np.unique(pairs.query))
+            with_source += len(np.unique(pairs.query[pairs.distance <= radius]))
+        else:
+            with_source += int((nearest(batch, words, top_k=1).distances <= radius).sum())
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    within = 0
+    for i, pairs_expected in expected.items():
+        batch = batches[i] if i >= 0 else edge_batch(words, radius)
+        pairs = index.search(batch, radius)
+        sel = pairs.distance <= radius
+        got = set(zip(pairs.query[sel].tolist(), pairs.reference[sel].tolist(), strict=True))
+        if got != pairs_expected:
+            raise SystemExit(
+                f"{label}, radius {radius}, batch {i}: index {len(got)} pairs, "
+                f"brute force {len(pairs_expected)}"
+            )
+        within += len(got)
+    say(
+        f"threshold {radius:>2}{' (the set s)' if radius == own else ''}, {label}: "
+        f"{median * 1000:.1f} ms a batch = {BATCH / median:,.0f} images/s "
+        f"({BATCH / median / brute_rate:,.0f}x brute force), {pruned}/{len(batches)} "
+        f"batches pruned, {reached / len(batches) / BATCH:,.0f} pairs checked per "
+        f"image, {with_source} of {len(batches) * BATCH} images have a source, {unreached} "
+        f"reached no hash (/match scans those); identical "
+        f"to brute force on {(len(expected) - 1) * BATCH} images and {BATCH} edited archive "
+        f"hashes 0..{radius} bits away ({within} pairs within); {load_average()}"
+    )
 
 
 def seed_vectors() -> tuple[np.ndarray, np.ndarray]:
@@ -373,8 +421,6 @@ def bench_vectors(args: argparse.Namespace) -> None:
     build_s = time.perf_counter() - t0
     folder = CACHE / f"vector_index_{args.vectors}"
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     index.save(folder)
     t0 = time.perf_counter()
@@ -418,6 +464,10 @@ def main() -> None:
     parser.add_argument("--check-batches", type=int, default=3)
     parser.add_argument("--skip-hashes", action="store_true")
     parser.add_argument("--skip-vectors", action="store_true")
+    parser.add_argument(
+        "--thresholds", help="comma-separated pHash radii (default: the set's own, 9, 17, 29, 50)"
+    )
+    parser.add_argument("--baseline", help="another checkout whose hash index is timed beside")
     args = parser.parse_args()
     if not args.skip_vectors:
         bench_vectors(args)

@@ -27,7 +27,7 @@ from app.search.vector_index import VectorIndex
 
 log = logging.getLogger("memaudit.search")
 
-#: Indices kept mapped per kind (an index of a 10,000,000-hash set maps ~930 MB of files).
+#: Indices kept mapped per kind (an index of a 10,000,000-hash set maps ~1.4 GB of files).
 KEEP_MAPPED = 2
 
 

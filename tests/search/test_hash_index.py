@@ -103,6 +103,8 @@ def test_prunes_only_where_probing_beats_a_scan():
     assert index.prunes(words[:10], 8)  # 9 single-bucket probes of ~1 reference each
     assert not index.prunes(words[:10], 120)  # a radius no chunk plan covers
     assert not index.prunes(words[:0], 8)
+    with pytest.raises(ValueError):
+        index.search(words[:10], 120)
 
 
 def test_empty_index_and_bad_queries():
@@ -110,3 +112,62 @@ def test_empty_index_and_bad_queries():
     assert len(index.search(np.zeros((3, 4), np.uint64), 5).query) == 0
     with pytest.raises(ValueError):
         index.search(np.zeros((3, 1), np.uint64), 5)
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+@pytest.mark.parametrize("plan", ["16-bit", "32-bit"])
+def test_each_plan_alone_finds_exactly_the_pairs_a_scan_finds(bits, plan, monkeypatch):
+    # The cheaper plan is chosen per block; here one is forced wherever it covers the radius.
+    monkeypatch.setattr(hash_index, "WIDE_PROBE_COST", 0.0 if plan == "32-bit" else np.inf)
+    rng = np.random.default_rng(bits + len(plan))
+    r_bits = _clustered(rng, 4000, bits)
+    # 32-bit chunks cover up to (MAX_WIDE_RADIUS + 1) * pairs - 1 bits: 7 of 64, 31 of 256.
+    radii = [0, 1, 2, 5, 7] if bits == 64 else [0, 3, 7, 8, 9, 12, 17, 29, 31]
+    sources = rng.integers(len(r_bits), size=len(radii) * 6)
+    offsets = [r + extra for r in radii for extra in (0, 0, 0, 1, 2, bits // 8)]
+    q_bits = np.array([_flip(rng, r_bits[s], d) for s, d in zip(sources, offsets, strict=True)])
+    index = HashIndex.build(_pack(r_bits))
+    dist = _scan(q_bits, r_bits)
+    for radius in radii:
+        wide, _cost = index._choose(_pack(q_bits), radius)
+        assert wide == (plan == "32-bit"), radius
+        pairs = index.search(_pack(q_bits), radius)
+        assert _within(pairs, radius) == _expected(dist, radius), radius
+        assert any(d == radius for _, _, d in _within(pairs, radius))  # the edge was tested
+        assert np.array_equal(pairs.distance, dist[pairs.query, pairs.reference])
+        order = np.lexsort((pairs.reference, pairs.distance, pairs.query))
+        assert np.array_equal(order, np.arange(len(order)))
+
+
+def test_32_bit_plan_splits_large_probe_and_candidate_sets_without_losing_pairs(monkeypatch):
+    monkeypatch.setattr(hash_index, "WIDE_PROBE_COST", 0.0)
+    monkeypatch.setattr(hash_index, "MAX_CANDIDATES", 50)
+    monkeypatch.setattr(hash_index, "MAX_PROBES", 20_000)
+    rng = np.random.default_rng(4)
+    r_bits = _clustered(rng, 2000, 256)
+    q_bits = np.array([_flip(rng, r_bits[i], 12) for i in range(0, 2000, 100)])
+    pairs = HashIndex.build(_pack(r_bits)).search(_pack(q_bits), 25)
+    assert _within(pairs, 25) == _expected(_scan(q_bits, r_bits), 25)
+
+
+def test_32_bit_plan_reaches_a_reference_for_images_without_a_source(monkeypatch):
+    # /match scans a query that reached nothing; 32-bit probes reach nothing for most novel
+    # images, so each gets its smallest non-empty own 16-bit bucket (none: none anywhere).
+    monkeypatch.setattr(hash_index, "WIDE_PROBE_COST", 0.0)
+    rng = np.random.default_rng(6)
+    r_words = _pack(rng.random((2000, 256)) < 0.5)
+    q_words = _pack(rng.random((300, 256)) < 0.5)
+    index = HashIndex.build(r_words)
+    pairs = index.search(q_words, 9)
+    assert not len(_within(pairs, 9))
+    q_values = hash_index.chunk_values(q_words, index.bit_order)
+    r_values = hash_index.chunk_values(r_words, index.bit_order)
+    shares_a_chunk = np.array(
+        [np.isin(q_values[:, c], r_values[:, c]) for c in range(index.chunks)]
+    ).any(axis=0)
+    assert 0 < shares_a_chunk.sum() < len(q_words)
+    assert set(pairs.query.tolist()) == set(np.flatnonzero(shares_a_chunk).tolist())
+    assert np.array_equal(
+        pairs.distance,
+        np.bitwise_count(r_words[pairs.reference] ^ q_words[pairs.query]).sum(axis=1),
+    )
