@@ -28,19 +28,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
-from app.api.deps import JobRunnerDep, SettingsDep
+from app.api.deps import JobRunnerDep, SessionsDep, SettingsDep
+from app.api.forms import MAX_INT
 from app.api.frontdoor import REPLAY_SCOPE_KEY
 from app.api.schemas import JobOut
 from app.config import Settings
 from app.db.models import Job, utcnow
-from app.services import jobs
+from app.services import jobs, real_sets
 from app.services.errors import Busy, InvalidInput, TooLarge, Unavailable
 
 log = logging.getLogger("memaudit.jobs")
@@ -114,6 +115,7 @@ def runs_as_job(kind: str, needs_admin: bool = False) -> Any:
     async def offer_job(
         request: Request,
         settings: SettingsDep,
+        sessions: SessionsDep,
         runner: JobRunnerDep,
         prefer: Annotated[str | None, Header(description=PREFER_HELP)] = None,
     ) -> None:
@@ -131,10 +133,31 @@ def runs_as_job(kind: str, needs_admin: bool = False) -> Any:
         )
         if not (asked or big):
             return
+        await run_in_threadpool(refuse_early, request, sessions, kind)
         job = await runner.submit(request, kind, needs_admin)
         raise JobAccepted(job, asked, request.scope.get("root_path", ""))
 
     return Depends(offer_job)
+
+
+#: Bodies a job's route reads: multipart uploads (and /classify's url-encoded fields).
+JOB_BODY_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def refuse_early(request: Request, sessions: sessionmaker[Session], kind: str) -> None:
+    """What is known before the body is stored and would only fail the job later: a body
+    no route reads (415) and a set in the path that does not exist (404)."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in JOB_BODY_TYPES:
+        raise HTTPException(
+            415, detail="send multipart/form-data (curl -F ...) with Prefer: respond-async"
+        )
+    real_set_id = request.path_params.get("real_set_id")
+    if real_set_id is not None:
+        if not (real_set_id.isdigit() and 1 <= int(real_set_id) <= MAX_INT):
+            raise HTTPException(422, detail=f"real_set_id must be an integer 1..{MAX_INT}")
+        with sessions() as session:
+            real_sets.get_real_set(session, int(real_set_id))
 
 
 def _process_name() -> str:
@@ -495,7 +518,10 @@ ACCEPTED_AS_JOB: dict[int | str, dict[str, Any]] = {
         "description": "Running as a job (`Prefer: respond-async`, or a body over "
         "MEMAUDIT_JOB_AUTO_BYTES): poll `Location` (GET /jobs/{id}) for progress and the result.",
         "headers": {
-            "Location": {"schema": {"type": "string"}, "example": "/jobs/3f2c9a0e8b7d4c1f"},
+            "Location": {
+                "schema": {"type": "string"},
+                "example": "/jobs/3f2c9a0e8b7d4c1fa6e5d4c3b2a19087",
+            },
             "Preference-Applied": {"schema": {"type": "string"}, "example": "respond-async"},
         },
     }

@@ -759,6 +759,15 @@ class JobOut(BaseModel):
     )
 
 
+class JobPage(Page):
+    """One page of GET /jobs."""
+
+    items: list[JobOut] = Field(
+        description="Jobs on this page, newest first (`rejected` and `duplicates` null: "
+        "GET /jobs/{id} has them)."
+    )
+
+
 class HealthOut(BaseModel):
     """The process answers."""
 

@@ -10,7 +10,7 @@ Exit codes: 0 done and nothing found; 3 the audit found something (`match`: a ge
 copies a real one, by `copy_of` or the pHash rule; `filter`: an image is withheld;
 `classify`: a real image labelled used — choose with --fail-on); 4 the server refused the
 request (4xx: its reason is printed); 5 the server could not be reached or failed (5xx,
-network); 2 bad command line (argparse).
+network); 2 bad command line (argparse); 130 stopped with Ctrl-C (the job goes on).
 """
 
 from __future__ import annotations
@@ -193,8 +193,7 @@ class Api:
     @staticmethod
     def _refusal(method: str, path: str, status: int, detail) -> ClientError:
         code = EXIT_REFUSED if status < 500 else EXIT_UNREACHABLE
-        detail_text = detail if isinstance(detail, str) else json.dumps(detail)[:2000]
-        return ClientError(code, f"{method} {path} answered {status}: {detail_text}")
+        return ClientError(code, f"{method} {path} answered {status}: {detail_words(detail)}")
 
     def upload(
         self,
@@ -259,6 +258,21 @@ class Api:
                 f"stopped waiting; the job goes on at {self.server}{location} "
                 f"(cancel: curl -X DELETE {self.server}{location})",
             ) from None
+
+
+def detail_words(detail) -> str:
+    """An error's ``detail`` as a person reads it: its sentence, and for an upload's
+    problem its refused files (up to 10), one a line."""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, dict) and "message" in detail:
+        lines = [str(detail["message"])]
+        rejected = detail.get("rejected") or []
+        lines += [f"  rejected {r['filename']}: {r['reason']}" for r in rejected[:10]]
+        if len(rejected) > 10:
+            lines.append(f"  ... and {len(rejected) - 10} more (--json prints them all)")
+        return "\n".join(lines)
+    return json.dumps(detail)[:2000]
 
 
 def _print(document: dict, args: argparse.Namespace, summary: str) -> None:
@@ -349,9 +363,12 @@ def _download(api: Api, path: str, out: Path, params: dict[str, str] | None = No
     try:
         with httpx.stream("GET", url, params=params, headers=api.headers, timeout=300) as response:
             if response.status_code != 200:
-                code = EXIT_REFUSED if response.status_code < 500 else EXIT_UNREACHABLE
-                text = response.read()[:500].decode(errors="replace")
-                raise ClientError(code, f"GET {path} answered {response.status_code}: {text}")
+                text = response.read()[:2000].decode(errors="replace")
+                try:
+                    detail = json.loads(text).get("detail", text)
+                except (ValueError, AttributeError):
+                    detail = text
+                raise Api._refusal("GET", path, response.status_code, detail)
             with out.open("wb") as fh:
                 for chunk in response.iter_bytes(CHUNK):
                     fh.write(chunk)
@@ -445,8 +462,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     classify = commands.add_parser("classify", help="which real images trained the generator")
     classify.add_argument("--set", type=int, required=True, help="the real set's id")
     classify.add_argument("--batch", type=int, required=True, help="a /match batch's id")
-    classify.add_argument("--method", default="reference")
-    classify.add_argument("--threshold", type=float)
+    classify.add_argument(
+        "--method",
+        default="reference",
+        help="reference (default), phash, cnn or sift_knn (GET /models lists what the server has)",
+    )
+    classify.add_argument("--threshold", type=float, help="label used above this score")
     classify.add_argument(
         "--fail-on",
         choices=["used", "never"],
@@ -457,7 +478,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     report = commands.add_parser("report", help="save the HTML audit report of a batch")
     which = report.add_mutually_exclusive_group(required=True)
-    which.add_argument("--match", type=int)
-    which.add_argument("--classify", type=int)
-    report.add_argument("--out", required=True)
+    which.add_argument("--match", type=int, help="a /match (or /filter) batch's id")
+    which.add_argument("--classify", type=int, help="a /classify id")
+    report.add_argument("--out", required=True, help="the HTML file to write")
     report.set_defaults(func=cmd_report)
+    for command in (register, match, gate, classify, report):  # also after the subcommand
+        command.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="the whole answer"
+        )

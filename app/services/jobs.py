@@ -116,10 +116,16 @@ class JobProgress:
             sum(i.files_queued + i.files_coming for i in self.ingests),
         )
 
-    def final_values(self) -> dict:
-        """The columns of a job that has ended: how far it came, and its upload's refused
-        files and duplicates as the answer lists them (the latter capped like the former)."""
+    def final_values(self, succeeded: bool = False) -> dict:
+        """The columns of a job that has ended: how far it came (a success: its upload's
+        files, or the last stage's units without files; otherwise where it stopped), and its
+        upload's refused files and duplicates as the answer lists them (capped)."""
         hashed, queued = self.files()
+        stopped_at = {}
+        if not (succeeded and queued):
+            stage, hashed, queued = self.snapshot()
+            if not succeeded:  # where it stopped; its state says how
+                stopped_at = {"stage": stage}
         rejected = [r for i in self.ingests for r in i.result.rejected_json()]
         duplicates = [d for i in self.ingests for d in i.result.duplicates_json()]
         if len(duplicates) > MAX_LISTED_DUPLICATES:
@@ -132,6 +138,7 @@ class JobProgress:
             "body_read": self.body_read,
             "rejected": rejected,
             "duplicates": duplicates,
+            **stopped_at,
         }
 
     def snapshot(self) -> tuple[str, int, int | None]:
@@ -180,7 +187,7 @@ def record_result(session: Session, result_id: int) -> None:
             result_id=result_id,
             stage=SUCCEEDED,
             finished_at=utcnow(),
-            **job.final_values(),
+            **job.final_values(succeeded=True),
         )
     ).rowcount
     if marked != 1:
@@ -240,15 +247,21 @@ def create_job(
 def get_job(session: Session, job_id: str) -> Job:
     job = session.get(Job, job_id)
     if job is None:
-        raise NotFound(f"job {job_id} does not exist (finished jobs are kept for a while)")
+        raise NotFound(
+            f"job {job_id} does not exist (or no longer: finished jobs' records are removed "
+            "after MEMAUDIT_JOB_KEEP_SECONDS, or by DELETE ?forget=true)"
+        )
     return job
 
 
-def list_jobs(session: Session, state: str | None, offset: int, limit: int) -> list[Job]:
-    query = select(Job).order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)
-    if state is not None:
-        query = query.where(Job.state == state)
-    return list(session.scalars(query))
+def list_jobs(
+    session: Session, state: str | None, offset: int, limit: int
+) -> tuple[int, list[Job]]:
+    """(how many jobs match, one page of them newest first)."""
+    where = (Job.state == state,) if state is not None else ()
+    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    query = select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
+    return total, list(session.scalars(query.offset(offset).limit(limit)))
 
 
 def counts_by_state(session: Session) -> dict[str, int]:
@@ -295,7 +308,7 @@ def finish(
             session.execute(
                 update(Job)
                 .where(*fence, Job.state.in_(ACTIVE))
-                .values(state=state, error=error, stage=state, finished_at=utcnow(), **final)
+                .values(**{"stage": state, **final}, state=state, error=error, finished_at=utcnow())
             ).rowcount
             == 1
         )
@@ -411,7 +424,10 @@ def forget(sessions: sessionmaker[Session], job_id: str) -> str | None:
     with transaction(sessions) as session:
         job = get_job(session, job_id)
         if job.state not in FINISHED:
-            raise Conflict(f"job {job_id} is {job.state}; cancel it first (DELETE again after)")
+            raise Conflict(
+                f"job {job_id} is {job.state}: cancel it (DELETE without forget) and forget it "
+                "once it has ended"
+            )
         body = job.body_file
         session.delete(job)
         return body

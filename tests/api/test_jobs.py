@@ -71,7 +71,9 @@ def test_match_as_a_job_answers_what_the_request_answers(client):
     assert comparable(result) == comparable(sync.json())
     assert sum(m["copy_of"] is not None for m in result["matches"]) == 4
     # the job is listed; its stored body is gone once it ended
-    assert job["id"] in [j["id"] for j in client.get("/jobs?state=succeeded").json()]
+    listed = client.get("/jobs?state=succeeded").json()
+    assert listed["total"] >= 1 and job["id"] in [j["id"] for j in listed["items"]]
+    assert listed["items"][0]["rejected"] is None  # the list leaves the file lists out
     settings = client.app.state.settings
     assert list(settings.jobs_dir.iterdir()) == []
 
@@ -159,7 +161,9 @@ def test_cancelling_a_running_job_stores_nothing(client):
         assert session.get(Job, written_meanwhile) is None  # rolled back with it
     assert jobs.finish(sessions, job.id, jobs.CANCELED)
     assert client.get(f"/jobs/{job.id}").json()["state"] == "canceled"
-    assert client.delete(f"/jobs/{job.id}").status_code == 204  # forgotten
+    late = client.delete(f"/jobs/{job.id}")  # a cancel after the end changes nothing
+    assert late.status_code == 202 and late.json()["state"] == "canceled"
+    assert client.delete(f"/jobs/{job.id}?forget=true").status_code == 204
     assert client.get(f"/jobs/{job.id}").status_code == 404
 
 
@@ -384,4 +388,31 @@ def test_progress_reads_then_hashes_a_zips_members_then_works():
     assert (stage, total) == ("hashing", 6) and done <= 6
     ingest.finish()
     assert progress.snapshot() == ("matching", 0, None)
-    assert progress.final_values()["done"] == progress.final_values()["total"] == 6
+    succeeded = progress.final_values(succeeded=True)
+    assert succeeded["done"] == succeeded["total"] == 6 and "stage" not in succeeded
+    assert progress.final_values()["stage"] == "matching"  # where a failed run stopped
+
+
+def test_what_would_fail_is_refused_before_the_upload_is_stored(client):
+    jobs_dir = client.app.state.settings.jobs_dir
+    as_json = client.post("/match", json={"real_set_id": 1}, headers=ASYNC)
+    assert as_json.status_code == 415 and "multipart" in as_json.json()["detail"]
+    unknown = client.post(
+        "/real-sets/99/images", files=file_parts({"a.png": png(phantom(1, 64))}), headers=ASYNC
+    )
+    assert unknown.status_code == 404 and "99" in unknown.json()["detail"]
+    assert client.get("/jobs").json()["total"] == 0 and list(jobs_dir.iterdir()) == []
+
+
+def test_a_cancel_after_the_end_leaves_the_job_succeeded(client):
+    real_set = register(client, {f"real_{i:03d}.png": png(phantom(i, 128)) for i in range(12)})
+    accepted = client.post(
+        "/match",
+        data={"real_set_id": str(real_set["id"])},
+        files=file_parts(generated(1, 1)),
+        headers=ASYNC,
+    )
+    done = wait_for(client, accepted.headers["location"])
+    late = client.delete(accepted.headers["location"])
+    assert late.status_code == 202 and late.json() == done  # as it ended, result and all
+    assert client.delete(accepted.headers["location"] + "?forget=true").status_code == 204

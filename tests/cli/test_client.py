@@ -137,3 +137,18 @@ def test_refusals_and_unreachable_servers_have_their_own_exit_codes(server, fold
         EXIT_UNREACHABLE
     )
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_an_uploads_problem_reads_as_sentences():
+    from app.cli.client import detail_words
+
+    detail = {
+        "message": "none of the uploaded files is a usable generated image",
+        "rejected": [{"filename": "notes.txt", "reason": "not an image"}] * 12,
+        "duplicates": [],
+    }
+    lines = detail_words(detail).splitlines()
+    assert lines[0] == detail["message"]
+    assert lines[1] == "  rejected notes.txt: not an image"
+    assert lines[-1] == "  ... and 2 more (--json prints them all)" and len(lines) == 12
+    assert detail_words("real set 9 does not exist") == "real set 9 does not exist"

@@ -10,7 +10,7 @@ from app.api.deps import ApiKeysDep, JobRunnerDep, SessionDep, SessionsDep
 from app.api.forms import MAX_INT
 from app.api.jobs import job_document
 from app.api.responses import error_responses
-from app.api.schemas import JobOut
+from app.api.schemas import JobOut, JobPage
 from app.api.security import PresentedKeyDep, require_admin
 from app.services import jobs
 
@@ -48,7 +48,7 @@ def get_job(session: SessionDep, job_id: str = JobId):
 
 @router.get(
     "",
-    response_model=list[JobOut],
+    response_model=JobPage,
     summary="Jobs, newest first",
     description=HOW,
     responses=error_responses(422),
@@ -61,22 +61,29 @@ def list_jobs(
     offset: int = Query(0, ge=0, le=MAX_INT, description="Jobs to skip.", examples=[0]),
     limit: int = Query(100, ge=1, le=1000, description="Jobs per page.", examples=[100]),
 ):
-    return [job_document(j, files=False) for j in jobs.list_jobs(session, state, offset, limit)]
+    total, page = jobs.list_jobs(session, state, offset, limit)
+    items = [job_document(job, files=False) for job in page]
+    return {"total": total, "offset": offset, "limit": limit, "items": items}
 
 
 @router.delete(
     "/{job_id}",
     response_model=JobOut,
     status_code=202,
-    summary="Cancel a job, or forget a finished one",
+    summary="Cancel a job (or, with forget=true, remove a finished job's record)",
     description="A queued job is cancelled at once; a running one stops at its next step "
-    "and stores nothing (202 with the job, `state` `canceling` then `canceled`; a job whose "
-    "result was already stored stays `succeeded`). DELETE of a finished job removes its "
-    "record (204), not its result (DELETE /match/{id} etc. does that). Cancelling a job that "
-    "registers or changes a set needs an admin key, as the request did.",
+    "and stores nothing (`state` `canceling`, then `canceled`). A job that has already ended "
+    "is left as it is: a cancel that comes too late answers the job, `succeeded` with its "
+    "`result`. `?forget=true` removes a finished job's record (204; its result stays: "
+    "DELETE /match/{id} etc. deletes that). Cancelling a job that registers or changes a set "
+    "needs an admin key, as the request did.\n\n"
+    "```\ncurl -X DELETE http://localhost:8000/jobs/3f2c9a0e8b7d4c1fa6e5d4c3b2a19087\n```",
     responses={
-        **error_responses(404, 409, 422, e404=NOT_FOUND),
-        204: {"description": "The finished job's record was removed."},
+        **error_responses(
+            404, 409, 422, e404=NOT_FOUND, e409="forget=true on a job that has not ended."
+        ),
+        202: {"description": "The job after the cancellation (or as it ended, if it had)."},
+        204: {"description": "forget=true: the finished job's record was removed."},
     },
 )
 def delete_job(
@@ -86,11 +93,14 @@ def delete_job(
     keys: ApiKeysDep,
     presented: PresentedKeyDep,
     job_id: str = JobId,
+    forget: bool = Query(
+        False, description="Remove the record of a job that has ended.", examples=[False]
+    ),
 ):
     job = jobs.get_job(session, job_id)
     if job.needs_admin:
         require_admin(keys, presented)
-    if job.state in jobs.FINISHED:
+    if forget:
         runner.forget(job_id)
         return Response(status_code=204)
     return job_document(jobs.request_cancel(sessions, job_id))
