@@ -65,13 +65,18 @@ def test_search_finds_exactly_the_pairs_a_scan_finds(bits, kind):
     index = HashIndex.build(_pack(r_bits))
     dist = _scan(q_bits, r_bits)
     for radius in radii:
-        pairs = index.search(_pack(q_bits), radius)
-        assert _within(pairs, radius) == _expected(dist, radius), radius
-        assert any(d == radius for _, _, d in _within(pairs, radius))  # the edge was tested
-        # Every reported pair carries its true distance, sorted by (query, distance, ref).
-        assert np.array_equal(pairs.distance, dist[pairs.query, pairs.reference])
-        order = np.lexsort((pairs.reference, pairs.distance, pairs.query))
-        assert np.array_equal(order, np.arange(len(order)))
+        assert_exact_at_the_edge(index, q_bits, dist, radius)
+
+
+def assert_exact_at_the_edge(index, q_bits, dist, radius: int) -> None:
+    """The pairs within ``radius`` are brute force's (some exactly at it), each with its
+    true distance, sorted by (query, distance, reference)."""
+    pairs = index.search(_pack(q_bits), radius)
+    assert _within(pairs, radius) == _expected(dist, radius), radius
+    assert any(d == radius for _, _, d in _within(pairs, radius))  # the edge was tested
+    assert np.array_equal(pairs.distance, dist[pairs.query, pairs.reference])
+    order = np.lexsort((pairs.reference, pairs.distance, pairs.query))
+    assert np.array_equal(order, np.arange(len(order)))
 
 
 def test_search_splits_large_candidate_sets_without_losing_pairs(monkeypatch):
@@ -131,12 +136,7 @@ def test_each_plan_alone_finds_exactly_the_pairs_a_scan_finds(bits, plan, monkey
     for radius in radii:
         wide, _cost = index._choose(_pack(q_bits), radius)
         assert wide == (plan == "32-bit"), radius
-        pairs = index.search(_pack(q_bits), radius)
-        assert _within(pairs, radius) == _expected(dist, radius), radius
-        assert any(d == radius for _, _, d in _within(pairs, radius))  # the edge was tested
-        assert np.array_equal(pairs.distance, dist[pairs.query, pairs.reference])
-        order = np.lexsort((pairs.reference, pairs.distance, pairs.query))
-        assert np.array_equal(order, np.arange(len(order)))
+        assert_exact_at_the_edge(index, q_bits, dist, radius)
 
 
 def test_32_bit_plan_splits_large_probe_and_candidate_sets_without_losing_pairs(monkeypatch):
