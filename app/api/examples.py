@@ -239,3 +239,25 @@ BAD_PARAMETER: dict = {
 }
 
 BAD_FIELD: dict = {"detail": "top_k must be at least 1, got 0"}
+
+#: GET /jobs/{id} of a 100,000-image /match while it hashes (bench/bench_jobs.py).
+JOB_RUNNING = {
+    "id": "3f2c9a0e8b7d4c1fa6e5d4c3b2a19087",
+    "kind": "match",
+    "state": "running",
+    "progress": {
+        "stage": "hashing",
+        "done": 41200,
+        "total": 100000,
+        "upload_bytes": 3630000000,
+        "upload_read": 3630000000,
+    },
+    "result": None,
+    "error": None,
+    "rejected": [],
+    "duplicates": [],
+    "attempts": 1,
+    "created_at": "2026-11-27T22:28:50.120Z",
+    "started_at": "2026-11-27T22:28:50.131Z",
+    "finished_at": None,
+}

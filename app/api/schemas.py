@@ -720,6 +720,8 @@ class JobError(BaseModel):
 class JobOut(BaseModel):
     """A long request run in the background (POST with `Prefer: respond-async`)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.JOB_RUNNING]})
+
     id: str = Field(description="The job's id (GET /jobs/{id}).", examples=[JOB_ID_EXAMPLE])
     kind: str = Field(
         description="What was asked: `real_set`, `real_set_images`, `real_set_hashes`, "
@@ -801,6 +803,7 @@ ANSWER_EXAMPLE_MODELS: tuple[type[BaseModel], ...] = (
     HashesImported,
     MatchBatchOut,
     ClassificationOut,
+    JobOut,
     ErrorOut,
 )
 
