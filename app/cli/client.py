@@ -379,7 +379,9 @@ def _download(api: Api, path: str, out: Path, params: dict[str, str] | None = No
 
 def cmd_classify(args: argparse.Namespace) -> int:
     api = Api(args.server, args.api_key)
-    fields = {"method": args.method, "real_set_id": str(args.set), "batch_id": str(args.batch)}
+    fields = {"method": args.method, "real_set_id": str(args.set)}
+    if args.batch is not None:  # the methods that compare with the generator's output
+        fields["batch_id"] = str(args.batch)
     if args.threshold is not None:
         fields["threshold"] = str(args.threshold)
     doc = api.run_job("POST", "/classify", data=fields)
@@ -461,7 +463,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     classify = commands.add_parser("classify", help="which real images trained the generator")
     classify.add_argument("--set", type=int, required=True, help="the real set's id")
-    classify.add_argument("--batch", type=int, required=True, help="a /match batch's id")
+    classify.add_argument(
+        "--batch",
+        type=int,
+        help="a /match batch's id (reference and phash compare with it; cnn and sift_knn "
+        "score the real images alone)",
+    )
     classify.add_argument(
         "--method",
         default="reference",

@@ -81,6 +81,13 @@ def test_register_match_classify_report_with_exit_codes(server, folders, capsys,
     code = client(server, "--json", "classify", "--set", "1", "--batch", "1")
     doc = json.loads(capsys.readouterr().out)
     assert code == (EXIT_FOUND if doc["used_count"] else 0)
+    # A method that scores the real images alone needs no batch; reference does.
+    code = client(server, "classify", "--json", "--set", "1", "--method", "cnn")
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["method"] == "cnn" and doc["real_count"] == 30
+    assert code == (EXIT_FOUND if doc["used_count"] else 0)
+    assert client(server, "classify", "--set", "1") == EXIT_REFUSED
+    assert "batch_id" in capsys.readouterr().err
 
     # The release gate: copies withheld (exit 3), the rest saved as a zip.
     released = tmp_path / "released.zip"
