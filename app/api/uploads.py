@@ -26,8 +26,12 @@ from app.services.decode_and_hash import HashingFailed
 from app.services.errors import Busy, Unavailable
 from app.services.filenames import uploaded_name
 from app.services.ingest import ImageIngest, IngestResult
+from app.services.jobs import current_job
 
 FILES_FIELD = "files"
+#: A job's upload waits this long at most for room in the process budget (a request's
+#: client is answered 503 after MEMAUDIT_UPLOAD_BUDGET_WAIT_S instead).
+JOB_BUDGET_WAIT_S = 6 * 3600.0
 FORM_BODY_LIMIT = 64 * 1024
 
 
@@ -247,6 +251,12 @@ class UploadReader:
         await run_in_threadpool(ingest.make_room)
         assert ingest.budget is not None
         wait_s = self._settings.upload_budget_wait_s
+        job = current_job.get()
+        if job is not None:  # nobody waits on a job's answer: it waits its turn, however long
+            if await ingest.budget.wait_for_room(JOB_BUDGET_WAIT_S, give_up=job.stop.is_set):
+                ingest.let_through()
+                return
+            job.check()  # a cancellation (or shutdown) while it waited
         if await ingest.budget.wait_for_room(wait_s):
             ingest.let_through()
         else:

@@ -20,6 +20,7 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 
 class ByteBudget:
@@ -64,9 +65,12 @@ class ByteBudget:
         for loop, event in waiters:
             loop.call_soon_threadsafe(event.set)
 
-    async def wait_for_room(self, timeout_s: float) -> bool:
+    async def wait_for_room(
+        self, timeout_s: float, give_up: Callable[[], bool] | None = None
+    ) -> bool:
         """Wait in line until the process is within its budget; False if this upload's turn
-        has not come after ``timeout_s``. Call it holding nothing (module docstring)."""
+        has not come after ``timeout_s``, or (checked every second, keeping its place in
+        line) once ``give_up()`` says so. Call it holding nothing (module docstring)."""
         if not self.over and not self._line:
             return True
         event = asyncio.Event()
@@ -77,13 +81,14 @@ class ByteBudget:
         try:
             while not (self._line[0] is waiter and not self.over):
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or (give_up is not None and give_up()):
                     return False
                 event.clear()
                 try:
-                    await asyncio.wait_for(event.wait(), left)
+                    await asyncio.wait_for(event.wait(), left if give_up is None else min(left, 1))
                 except TimeoutError:
-                    return self._line[0] is waiter and not self.over
+                    if give_up is None:
+                        return self._line[0] is waiter and not self.over
             return True
         finally:
             with self._lock:

@@ -4,6 +4,7 @@ image bytes waiting to be hashed, bounded rejection lists, and the per-image pix
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image
 
 from app.config import Settings
+from app.services import jobs
 from tests.helpers import file_parts, real_images, zip_bytes
 
 BUDGET_WAIT_S = 1.0
@@ -128,3 +130,41 @@ def test_the_default_pixel_limit_admits_large_radiographs_not_larger(tmp_path, d
     [refused] = r.json()["rejected"]
     assert refused["filename"] == "too_big.png"
     assert str(4096 * 4096) in refused["reason"]
+
+
+def test_a_job_waits_for_the_budget_as_long_as_it_takes(client):
+    """A request is answered 503 after the budget wait; a job, which nobody waits on, keeps
+    its place in line: cancelled while it waits it ends at once, else it succeeds once room
+    comes."""
+    budget = client.app.state.upload_budget
+    held_elsewhere = 10_000_000
+
+    def submit(name: str, offset: int) -> str:
+        files = file_parts(real_images(3, offset=offset))
+        answer = client.post(
+            "/real-sets", data={"name": name}, files=files, headers={"Prefer": "respond-async"}
+        )
+        assert answer.status_code == 202, answer.text
+        return answer.headers["location"]
+
+    def ended(location: str) -> str:
+        deadline = time.monotonic() + 30
+        while (job := client.get(location).json())["state"] not in jobs.FINISHED:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        return job["state"]
+
+    budget.take(held_elsewhere)
+    try:
+        cancelled, waits = submit("cancelled", 0), None
+        time.sleep(3 * BUDGET_WAIT_S)  # past the wait a request gets
+        assert client.get(cancelled).json()["state"] == "running"
+        assert client.delete(cancelled).status_code == 202
+        assert ended(cancelled) == "canceled"  # while the budget is still held
+        waits = submit("waits", 50)
+        time.sleep(3 * BUDGET_WAIT_S)
+        assert client.get(waits).json()["state"] == "running"
+    finally:
+        budget.give(held_elsewhere)
+    assert waits is not None and ended(waits) == "succeeded"
+    assert [s["name"] for s in client.get("/real-sets").json()] == ["waits"]
