@@ -346,18 +346,20 @@ class JobRunner:
             state, current = now.state, (now.owner, now.attempts) == (self.owner, job.attempts)
         if not current:
             return state
+        ending = None
         if state == jobs.CANCELING or progress.stop.is_set():
-            jobs.finish(self.sessions, job.id, jobs.CANCELED, progress=progress)
+            ending = (jobs.CANCELED, None)
         elif state == jobs.RUNNING:
-            jobs.finish(self.sessions, job.id, jobs.FAILED, _error(status, body), progress)
-        self._remove_body(job)
-        with self.sessions() as session:
-            return jobs.get_job(session, job.id).state
-
-    def _remove_body(self, job: Job) -> None:
+            ending = (jobs.FAILED, _error(status, body))
+        if ending is not None and jobs.finish(self.sessions, job.id, *ending, progress):
+            state = ending[0]
         if job.body_file:
-            (self.folder / job.body_file).unlink(missing_ok=True)
+            self._unlink(job.body_file)
             jobs.drop_body(self.sessions, job.id)
+        return state
+
+    def _unlink(self, body_file: str) -> None:
+        (self.folder / body_file).unlink(missing_ok=True)
 
     async def _replay(self, job: Job, progress: jobs.JobProgress) -> tuple[int, bytes]:
         """Run the stored request through the app as this job; (status, error body)."""
@@ -459,11 +461,10 @@ class JobRunner:
             self.settings.job_stale_s,
             self.settings.job_max_attempts,
         )
-        for job_id in ended:
+        for job_id in ended:  # (their bodies go in the sweep's _expire, as every ended job's)
             log.warning(
                 "job %s: nobody ran it any more; ended (cancelled, or out of attempts)", job_id
             )
-            await run_in_threadpool(self._remove_body_of, job_id)
         for job_id in queued:
             log.warning("job %s: nobody ran it any more; running it again here", job_id)
             self._hold(job_id)
@@ -472,12 +473,7 @@ class JobRunner:
         """Remove a finished job's record (and its body file, should one be left)."""
         name = jobs.forget(self.sessions, job_id)
         if name:
-            (self.folder / name).unlink(missing_ok=True)
-
-    def _remove_body_of(self, job_id: str) -> None:
-        with self.sessions() as session:
-            job = jobs.get_job(session, job_id)
-        self._remove_body(job)
+            self._unlink(name)
 
     def _expire(self) -> None:
         """Old finished records go; body files no record names (a crash between storing
@@ -485,9 +481,9 @@ class JobRunner:
         cutoff = utcnow() - timedelta(seconds=self.settings.job_keep_seconds)
         for name in jobs.expire_finished(self.sessions, cutoff):
             if name:
-                (self.folder / name).unlink(missing_ok=True)
+                self._unlink(name)
         for job_id, name in jobs.finished_with_body(self.sessions):
-            (self.folder / name).unlink(missing_ok=True)
+            self._unlink(name)
             jobs.drop_body(self.sessions, job_id)
         named = jobs.body_files(self.sessions)
         too_old = time.time() - self.settings.gc_min_age_seconds

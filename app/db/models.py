@@ -267,7 +267,7 @@ class Job(Base):
 
     #: Random (uuid4 hex): a job's address is not guessable from another's.
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    #: What the request was (app.services.jobs.KINDS): real_set, real_set_images, match ...
+    #: What the request was (app.services.jobs.RESULT_PATHS): real_set, real_set_images, match ...
     kind: Mapped[str] = mapped_column(String(20))
     #: The request replayed: its root path (behind a proxy's prefix), path, query string and
     #: Content-Type (the multipart boundary).

@@ -43,7 +43,6 @@ RESULT_PATHS = {
     "filter": "/filter/{id}",
     "classify": "/classify/{id}",
 }
-KINDS = tuple(RESULT_PATHS)
 #: The stage after hashing, by kind (until the result is stored).
 WORK_STAGE = {
     "real_set": "registering",
@@ -262,11 +261,6 @@ def list_jobs(
     total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     query = select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
     return total, list(session.scalars(query.offset(offset).limit(limit)))
-
-
-def counts_by_state(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
-    return {state: count for state, count in rows}
 
 
 def start(sessions: sessionmaker[Session], job_id: str, owner: str) -> Job | None:

@@ -20,8 +20,9 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.forms import MAX_INT, FilterForm
-from app.api.jobs import ACCEPTED_AS_JOB, runs_as_job
-from app.api.responses import REMOVED_MEANWHILE, csv_download, error_responses
+from app.api.jobs import runs_as_job
+from app.api.responses import csv_download, error_responses
+from app.api.routes.match import NOT_FOUND, UPLOAD_RESPONSES
 from app.api.schemas import ReleaseOut
 from app.api.uploads import UploadReader, finish_ingest
 from app.services import matching, release
@@ -30,7 +31,6 @@ from app.services.registration import calibration_config
 
 router = APIRouter(prefix="/filter", tags=["release gate"])
 
-NOT_FOUND = "Unknown real set or batch."
 BATCH_ID = Path(
     ge=1,
     le=MAX_INT,
@@ -61,12 +61,7 @@ ZIP_IN_MEMORY = 16 * 1024 * 1024
     "curl -o released.zip http://localhost:8000/filter/1/released\n```",
     openapi_extra=FilterForm.openapi_extra(),
     dependencies=[runs_as_job("filter")],
-    responses={
-        **error_responses(
-            400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE
-        ),
-        **ACCEPTED_AS_JOB,
-    },
+    responses=UPLOAD_RESPONSES,
 )
 async def create_filter(
     request: Request,

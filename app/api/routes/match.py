@@ -32,6 +32,11 @@ router = APIRouter(prefix="/match", tags=["source matching"])
 BatchId = Path(ge=1, le=MAX_INT, description="Batch id from POST /match.", examples=[1])
 
 NOT_FOUND = "Unknown real set or batch."
+#: What an upload of generated images may answer (POST /match and POST /filter).
+UPLOAD_RESPONSES = {
+    **error_responses(400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE),
+    **ACCEPTED_AS_JOB,
+}
 
 
 @router.post(
@@ -49,12 +54,7 @@ NOT_FOUND = "Unknown real set or batch."
     "```\ncurl -F real_set_id=1 -F files=@generated.zip http://localhost:8000/match\n```",
     openapi_extra=MatchForm.openapi_extra(),
     dependencies=[runs_as_job("match")],
-    responses={
-        **error_responses(
-            400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE
-        ),
-        **ACCEPTED_AS_JOB,
-    },
+    responses=UPLOAD_RESPONSES,
 )
 async def create_match(
     request: Request,
@@ -64,18 +64,6 @@ async def create_match(
     intake: IntakeDep,
     verify: CopyVerifyDep,
 ):
-    return await run_match(request, settings, sessions, cache, intake, verify)
-
-
-async def run_match(
-    request: Request,
-    settings: SettingsDep,
-    sessions: SessionsDep,
-    cache: HashCacheDep,
-    intake: IntakeDep,
-    verify: CopyVerifyDep,
-) -> dict:
-    """Read a MatchForm upload, hash it and store the batch (POST /match and POST /filter)."""
     started = time.perf_counter()
     limits = {"max_top_k": settings.max_top_k}
     async with UploadReader(request, settings) as upload:
