@@ -55,13 +55,17 @@ def unit_vectors(blobs: list[bytes | None]) -> np.ndarray | None:
     return np.frombuffer(b"".join(blobs), np.float16).reshape(len(blobs), -1).astype(np.float32)
 
 
+def null_sample(n: int, cap: int) -> np.ndarray:
+    """The rows a set's null is measured on: all n, or a fixed (seeded, sorted) sample of
+    ``cap`` of them, so a set revision always gets the same null."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, cap, replace=False))
+
+
 def nearest_other_similarity(vectors: np.ndarray) -> np.ndarray:
     """Each (sampled) real image's cosine similarity to its nearest other real image."""
-    n = len(vectors)
-    picked = np.arange(n)
-    if n > MAX_NULL_QUERIES:
-        picked = np.sort(np.random.default_rng(0).choice(n, MAX_NULL_QUERIES, replace=False))
-    return nearest_others(vectors, picked)[1]
+    return nearest_others(vectors, null_sample(len(vectors), MAX_NULL_QUERIES))[1]
 
 
 def nearest_others(vectors: np.ndarray, picked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ from app.imaging.features import (
     sift_keypoints,
     thumbnail_pixels,
 )
+from app.imaging.phash import hex_to_bytes
 from app.scoring.base import Scorer, ScoreResult
 from app.scoring.images import Embedder, ImageSource
 from app.scoring.methods import ScoringContext, build_scorer
@@ -161,8 +162,8 @@ class StoredImages(ImageSource):
         nbytes = hash_size * hash_size // 8
         stored = [self._refs[i].phash for i in indices]
         if all(h is not None and len(h) == 2 * nbytes for h in stored):
-            packed = np.frombuffer(bytes.fromhex("".join(stored)), np.uint8)  # type: ignore[arg-type]
-            return np.unpackbits(packed.reshape(len(stored), nbytes), axis=1).astype(bool)
+            packed = hex_to_bytes(stored, hash_size)  # type: ignore[arg-type]
+            return np.unpackbits(packed, axis=1).astype(bool)
         return super().phash_bits(indices, hash_size)
 
     def keypoints(self, index: int) -> Keypoints:

@@ -22,7 +22,7 @@ import numpy as np
 from app.config import Settings
 from app.imaging.decode import decode_grayscale
 from app.imaging.features import CopyVerifier, Keypoints
-from app.search.copies import nearest_others, nearest_real
+from app.search.copies import nearest_others, nearest_real, null_sample
 from app.services import jobs
 from app.storage import FeatureStore, ImageStore
 
@@ -134,10 +134,7 @@ def inlier_bar(
     vectors: np.ndarray, sha256s: Sequence[str | None], config: VerifyConfig
 ) -> InlierBar:
     """The set's bar: the most inliers any (sampled) real image has with its nearest other."""
-    picked = np.arange(len(vectors))
-    if len(picked) > MAX_BAR_PAIRS:
-        rng = np.random.default_rng(0)
-        picked = np.sort(rng.choice(len(vectors), MAX_BAR_PAIRS, replace=False))
+    picked = null_sample(len(vectors), MAX_BAR_PAIRS)
     partners = nearest_others(vectors, picked)[0]
     members = np.unique(np.r_[picked, partners]).tolist()
     found = dict(

@@ -328,10 +328,10 @@ def plan_verification(
     before the write transaction); the set's inlier bar is measured once per revision."""
     if config is None or embedding_problem(upload, hashes, calibration, indexed) is not None:
         return VerifyPlan()
-    if hashes.embeddings is None and config.wants(mode, len(upload.images)):
-        return VerifyPlan(note=NOT_IN_MEMORY)  # searched through its index only
     if not config.wants(mode, len(upload.images)):
         return VerifyPlan(note=unverified_note(len(upload.images), mode, config.max_images))
+    if hashes.embeddings is None:
+        return VerifyPlan(note=NOT_IN_MEMORY)  # searched through its index only
     kind = config.verifier.kind
     stored = InlierBar.from_json((real_set.calibration or {}).get("copy_verification"), kind)
     try:
@@ -369,8 +369,7 @@ def decide_copies(
         return CopyDecision(None, problem)
     plan = plan or VerifyPlan()
     rule = copy_rule_of(hashes, calibration, indexed)
-    if rule is None:  # ruled out by embedding_problem above
-        return CopyDecision(None, "copy_of is not decided")
+    assert rule is not None  # embedding_problem above says why when there is none
     verification = plan.verification
     if verification is not None and plan.revision != hashes.revision:
         plan = VerifyPlan(note="not verified geometrically: images were added to the set meanwhile")

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import GeneratedImage, MatchBatch
+from app.imaging.decode import PNG_SIGNATURE
 from app.imaging.windowing import Window
 from app.services import batches, real_sets
 from app.services.errors import Conflict
@@ -258,7 +259,6 @@ def manifest_csv(document: dict) -> str:
 #: Folder of the released images inside the zip (the manifest sits beside it, so no image
 #: name can collide with it).
 RELEASED_FOLDER = "released/"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def zip_member_name(filename: str, data: bytes) -> str:

@@ -134,10 +134,6 @@ class ImageRetention:
         """A request's holder: what it stores through it is kept until it is released."""
         return HeldImages(self)
 
-    def held_count(self) -> int:
-        with self._lock:
-            return len(self._held)
-
     def _take(self, digests: Iterable[str]) -> None:
         with self._lock:
             self._held.update(digests)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.search.copies import MAX_NULL_QUERIES, CopyRule, rule_from_null
+from app.search.copies import MAX_NULL_QUERIES, CopyRule, null_sample, rule_from_null
 from app.search.hash_index import HashIndex
 from app.search.vector_index import VectorIndex
 
@@ -75,7 +75,7 @@ class SearchIndices:
         rule = None
         if index.size >= max(min_images, 2):
             n = index.size
-            picked = np.sort(np.random.default_rng(0).choice(n, min(n, MAX_NULL_QUERIES), False))
+            picked = null_sample(n, MAX_NULL_QUERIES)
             position = np.empty(n, np.int64)
             position[np.asarray(index.ids)] = np.arange(n)
             queries = np.asarray(index.vectors[position[picked]], dtype=np.float32)

@@ -184,5 +184,7 @@ class SetHashCache:
     def forget(self, real_set_id: int) -> None:
         with self._lock:
             self._items.pop(real_set_id, None)
+            for key in [k for k in self._described if k[0] == real_set_id]:
+                del self._described[key]  # one entry per revision otherwise, kept forever
         if self.indices is not None:
             self.indices.forget(real_set_id)
