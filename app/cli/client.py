@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from app.cli.folders import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES
+from app.cli.folders import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, image_and_archive_files
 
 EXIT_FOUND = 3
 EXIT_REFUSED = 4
@@ -50,13 +50,11 @@ class ClientError(SystemExit):
 
 def upload_files(paths: Sequence[Path]) -> list[Path]:
     """Images and zips named, or found under the folders named (recursively), sorted."""
-    suffixes = IMAGE_SUFFIXES | ARCHIVE_SUFFIXES | {".dcm"}
+    suffixes = IMAGE_SUFFIXES | ARCHIVE_SUFFIXES | frozenset({".dcm"})
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-            )
+            out.extend(image_and_archive_files(path, suffixes))
         elif path.is_file():
             out.append(path)
         else:
@@ -398,7 +396,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     api = Api(args.server, args.api_key)
-    path = f"/match/{args.match}/report" if args.match else f"/classify/{args.classify}/report"
+    from app.cli.report import report_path  # (the offline report's module, imported late)
+
+    path = report_path(args)
     _download(api, path, Path(args.out), params={"form": "false"})  # a saved page cannot post
     print(f"wrote {args.out}")
     return 0

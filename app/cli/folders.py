@@ -23,9 +23,11 @@ def existing_folder(folder: Path) -> Path:
     return folder
 
 
-def image_and_archive_files(folder: Path) -> list[Path]:
-    """Every image or zip under ``folder`` (recursively), sorted: what `match` hashes."""
-    suffixes = IMAGE_SUFFIXES | ARCHIVE_SUFFIXES
+def image_and_archive_files(
+    folder: Path, suffixes: frozenset[str] = IMAGE_SUFFIXES | ARCHIVE_SUFFIXES
+) -> list[Path]:
+    """Every image or zip (files with ``suffixes``) under ``folder`` (recursively), sorted:
+    what `match` hashes."""
     return sorted(
         p
         for p in existing_folder(folder).rglob("*")
