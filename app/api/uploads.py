@@ -253,11 +253,13 @@ class UploadReader:
         wait_s = self._settings.upload_budget_wait_s
         job = current_job.get()
         if job is not None:  # nobody waits on a job's answer: it waits its turn, however long
-            if await ingest.budget.wait_for_room(JOB_BUDGET_WAIT_S, give_up=job.stop.is_set):
+            if await ingest.budget.wait_for_room(
+                JOB_BUDGET_WAIT_S, give_up=job.stop.is_set, need=ingest.room_needed
+            ):
                 ingest.let_through()
                 return
             job.check()  # a cancellation (or shutdown) while it waited
-        if await ingest.budget.wait_for_room(wait_s):
+        if await ingest.budget.wait_for_room(wait_s, need=ingest.room_needed):
             ingest.let_through()
         else:
             raise Busy(

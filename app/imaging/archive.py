@@ -23,6 +23,15 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberComing:
+    """The member about to be read, at most ``size`` bytes (its declared size, capped at the
+    limit): yielded before reading when asked, so a caller can make room for it first."""
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class MemberRejected:
     name: str
     reason: str
@@ -68,9 +77,11 @@ def iter_zip(
     stream: BinaryIO,
     max_member_bytes: int,
     on_count: Callable[[int], None] | None = None,
-) -> Iterator[Member | MemberRejected]:
+    announce: bool = False,
+) -> Iterator[Member | MemberRejected | MemberComing]:
     """Yield every file member of the archive, or a rejection with the reason; ``on_count``
-    is told how many will come once the archive's directory is read.
+    is told how many will come once the archive's directory is read. With ``announce``, a
+    :class:`MemberComing` precedes each member that is read (then its Member or rejection).
 
     Directory entries and OS metadata files (``__MACOSX``, ``.DS_Store``) are skipped. Names
     lose the single top-level folder that all members share (``real/a.png`` -> ``a.png``).
@@ -100,6 +111,8 @@ def iter_zip(
                     label, f"member is {info.file_size} bytes, over the limit of {max_member_bytes}"
                 )
                 continue
+            if announce:
+                yield MemberComing(label, min(info.file_size, max_member_bytes + 1))
             try:
                 with archive.open(info) as fh:
                     # Read one byte past the limit: a lying header cannot inflate memory use.
@@ -107,10 +120,15 @@ def iter_zip(
             except Exception as e:  # zlib/lzma/bz2 errors, bad CRC, unsupported method, ...
                 yield MemberRejected(label, f"cannot read member: {type(e).__name__}: {e}")
                 continue
+            # This frame lets go of the bytes before it suspends: a generator waiting (for
+            # budget room before its next member) must not keep the last member alive.
             if len(data) > max_member_bytes:
+                data = b""
                 yield MemberRejected(label, f"member is over the limit of {max_member_bytes} bytes")
                 continue
-            yield Member(label, data)
+            member, data = Member(label, data), b""
+            yield member
+            del member
 
 
 def _common_folder(names: list[str]) -> str:

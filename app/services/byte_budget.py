@@ -8,6 +8,9 @@ others have been hashed. Waiting rather than refusing at once keeps bursts of or
 uploads succeeding; the wait is bounded (``upload_budget_wait_s``), after which the upload is
 answered 503 with Retry-After. An upload that holds nothing never waits on one that waits,
 so waits cannot form a cycle; one file larger than the whole budget is let through alone.
+A zip member is counted from its declared size *before* it is inflated (``take_if_fits``
+checks and takes at once): counted only once read, six concurrent zips of 49 MB members each
+inflated one while the process was within its budget (bench/bench_upload_memory.py).
 
 Waiters are served first come, first served: while any upload waits, others join the line
 when they next check (holding nothing), so a busy process cannot starve a waiting upload; an
@@ -47,6 +50,21 @@ class ByteBudget:
         """Some upload is waiting for room (a newcomer should queue behind it)."""
         return bool(self._line)
 
+    def fits(self, size: int) -> bool:
+        """``size`` more bytes keep the process within its budget, or it holds nothing (one
+        file larger than the whole budget goes through alone). ``fits(0)`` = not over."""
+        used = self._used
+        return used <= 0 or used + size <= self.limit
+
+    def take_if_fits(self, size: int) -> bool:
+        """Take ``size`` bytes if they :meth:`fit` (checked and taken at once, so two
+        threads cannot both take the last room)."""
+        with self._lock:
+            if self._used > 0 and self._used + size > self.limit:
+                return False
+            self._used += size
+            return True
+
     def take(self, size: int) -> None:
         """Count ``size`` bytes as held (never blocks: the bytes are already in memory)."""
         with self._lock:
@@ -66,12 +84,13 @@ class ByteBudget:
             loop.call_soon_threadsafe(event.set)
 
     async def wait_for_room(
-        self, timeout_s: float, give_up: Callable[[], bool] | None = None
+        self, timeout_s: float, give_up: Callable[[], bool] | None = None, need: int = 0
     ) -> bool:
-        """Wait in line until the process is within its budget; False if this upload's turn
-        has not come after ``timeout_s``, or (checked every second, keeping its place in
-        line) once ``give_up()`` says so. Call it holding nothing (module docstring)."""
-        if not self.over and not self._line:
+        """Wait in line until the process has room for ``need`` more bytes (:meth:`fits`);
+        False if this upload's turn has not come after ``timeout_s``, or (checked every
+        second, keeping its place in line) once ``give_up()`` says so. Call it holding
+        nothing (module docstring)."""
+        if self.fits(need) and not self._line:
             return True
         event = asyncio.Event()
         waiter = (asyncio.get_running_loop(), event)
@@ -79,7 +98,7 @@ class ByteBudget:
         with self._lock:
             self._line.append(waiter)
         try:
-            while not (self._line[0] is waiter and not self.over):
+            while not (self._line[0] is waiter and self.fits(need)):
                 left = deadline - time.monotonic()
                 if left <= 0 or (give_up is not None and give_up()):
                     return False
@@ -88,7 +107,7 @@ class ByteBudget:
                     await asyncio.wait_for(event.wait(), left if give_up is None else min(left, 1))
                 except TimeoutError:
                     if give_up is None:
-                        return self._line[0] is waiter and not self.over
+                        return self._line[0] is waiter and self.fits(need)
             return True
         finally:
             with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -67,5 +68,44 @@ def test_zip_of_zeros_is_refused_within_the_memory_bound(server):
             files={"files": ("good.zip", zip_bytes(real_images(3)), "application/zip")},
         )
         assert good.status_code == 201, good.text
+    peak = _peak_rss_mb(pid)
+    assert peak < PEAK_RSS_BOUND_MB, f"API process peaked at {peak:.0f} MB"
+
+
+@pytest.fixture
+def budgeted_server(tmp_path):
+    """A server whose process-wide upload budget (64 MiB) is smaller than two members."""
+    port = free_port()
+    proc = serve_process(
+        tmp_path / "data",
+        tmp_path / "db.sqlite",
+        port,
+        MEMAUDIT_HASH_WORKERS="1",
+        MEMAUDIT_MAX_PROCESS_PENDING_BYTES=str(64 * 2**20),
+    )
+    yield f"http://127.0.0.1:{port}", proc.pid
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_concurrent_zips_share_the_process_budget_before_reading_a_member(budgeted_server):
+    """Each upload is bounded on its own; N of them at once must not hold N large members:
+    a member's declared size is counted in the process budget before it is read."""
+    base, pid = budgeted_server
+    body = _zeros_zip(8, 49_000_000)
+
+    def post(i: int) -> int:
+        with httpx.Client(timeout=600) as client:
+            r = client.post(
+                f"{base}/real-sets",
+                data={"name": f"bomb{i}"},
+                files={"files": ("b.zip", body, "application/zip")},
+            )
+            return r.status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(post, range(6)))
+    assert statuses == [422] * 6
     peak = _peak_rss_mb(pid)
     assert peak < PEAK_RSS_BOUND_MB, f"API process peaked at {peak:.0f} MB"
