@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +27,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import memaudit_server  # noqa: E402
 
 
 def zeros_zip(members: int, size: int) -> bytes:
@@ -40,12 +40,6 @@ def zeros_zip(members: int, size: int) -> bytes:
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -53,40 +47,16 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def serve(tree: Path, workdir: Path, budget: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "MEMAUDIT_DATA_DIR": str(workdir / "data"),
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite'}",
-        "MEMAUDIT_HASH_WORKERS": "1",
-        "MEMAUDIT_MAX_PROCESS_PENDING_BYTES": str(budget),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=tree,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"server from {tree} did not start")
-
-
 def run_once(tree: Path, body: bytes, uploads: int, budget: int) -> tuple[float, float, float]:
     """(idle MB, peak MB, seconds) of one server answering ``uploads`` zips at once."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc, base = serve(tree, Path(tmp), budget)
-        try:
+        env = {
+            "DATABASE_URL": f"sqlite:///{Path(tmp) / 'db.sqlite'}",
+            "MEMAUDIT_DATA_DIR": str(Path(tmp) / "data"),
+            "MEMAUDIT_HASH_WORKERS": "1",
+            "MEMAUDIT_MAX_PROCESS_PENDING_BYTES": str(budget),
+        }
+        with memaudit_server(env, tree) as (proc, base):
             idle = peak_rss_mb(proc.pid)
 
             def post(i: int) -> int:
@@ -102,9 +72,6 @@ def run_once(tree: Path, body: bytes, uploads: int, budget: int) -> tuple[float,
             if set(statuses) != {422}:
                 raise RuntimeError(f"{tree}: unexpected answers {statuses}")
             return idle, peak_rss_mb(proc.pid), seconds
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
 
 
 def main() -> None:
