@@ -1,6 +1,7 @@
 """How far can any bar on today's descriptors take attribution on a dev set? (issue 14)
 
     .venv/bin/python bench/attribution_ceiling.py [--sets lung-window,iq-othnccd]
+        [--onnx candidate.onnx]
 
 A diagnostic, not a rule: it reads the labels to place an *oracle* bar at the 98th and 99th
 percentile of the novel images' own figures (the issue allows 2% of them a source), then
@@ -15,7 +16,7 @@ It also finds which slice under ../shared/data/ct each novel image was made from
 nearest slice of the whole collection by the embedding) and counts the novel images made
 from a slice within ``--near`` file numbers of a registered IQ-OTH/NCCD slice: neighbouring
 slices of one scan, which carry the registered patient's anatomy at nearly the same level.
-Needs ../shared/data.
+Without --onnx the shipped, sha256-verified models/embedding.onnx is used. Needs ../shared/data.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from app.imaging.decode import decode_grayscale  # noqa: E402
 from app.imaging.features import sift_keypoints, verified_inliers  # noqa: E402
-from app.scoring.artifacts import ModelArtifacts  # noqa: E402
+from app.scoring.artifacts import ModelArtifacts, file_sha256  # noqa: E402
+from app.scoring.base import ModelInfo  # noqa: E402
+from app.scoring.embedding import EmbeddingModel  # noqa: E402
 from bench.control_batches import DATA, MAX_PIXELS, devset_rows  # noqa: E402
 
 IQ_NAME = re.compile(r"iq_othnccd_lung_cancer/([a-z]+)_(\d+)\.png$")
@@ -75,8 +78,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", default="lung-window,iq-othnccd")
     parser.add_argument("--near", type=int, default=2, help="file numbers counted as a neighbour")
+    parser.add_argument("--onnx", help="an embedding file to measure instead of the shipped one")
     args = parser.parse_args()
-    embedder = ModelArtifacts(ROOT / "models", want_cuda=False).load().embedding()
+    if args.onnx:
+        info = ModelInfo("candidate", "-", file_sha256(Path(args.onnx)))
+        embedder = EmbeddingModel(Path(args.onnx), info, want_cuda=False)
+    else:
+        embedder = ModelArtifacts(ROOT / "models", want_cuda=False).load().embedding()
     ct_paths = sorted((DATA / "ct").glob("*/*.png"))
     ct_names = [str(p.relative_to(DATA / "ct")) for p in ct_paths]
     ct_vectors = embedder.embed([read(p) for p in ct_paths])

@@ -115,7 +115,11 @@ async def get_intake(
     request stores is held until the route returns or fails, then whatever no row took is
     removed (a failed request, a disconnect, /classify's scored uploads leave no bytes)."""
     path = models.embedding_file()
-    spec = EmbeddingSpec(str(path), settings.use_cuda) if path is not None else None
+    spec = (
+        EmbeddingSpec(str(path), settings.use_cuda, models.embedding().info.sha256)
+        if path is not None
+        else None
+    )
     held = retention.hold()
     job = current_job.get()  # a job counts the files of its upload in its progress
     limits = ingest_limits(settings)

@@ -48,11 +48,51 @@ class CopyRule:
         }
 
 
-def unit_vectors(blobs: list[bytes | None]) -> np.ndarray | None:
-    """Stored float16 descriptors as float32 rows; None when any is missing."""
+#: A stored descriptor names the embedding that computed it: a version byte, the first 8
+#: bytes of the model file's sha256, then its float16 components (an odd length in all).
+#: Descriptors of two embeddings must never be compared (a retrained model of the same size
+#: would give plausible, meaningless similarities).
+DESCRIPTOR_TAG_VERSION = 1
+DESCRIPTOR_TAG_BYTES = 9
+#: Untagged descriptors (an even length) were stored before the tag existed, all by the one
+#: embedding shipped then: memaudit-copy-embedding v1, this prefix of its sha256.
+UNTAGGED_MODEL = "46af2d5a410c6299"
+
+
+def model_tag(model_sha256: str) -> str:
+    """How a stored descriptor names its model: the first 16 hex digits of its sha256."""
+    return model_sha256[:16].lower()
+
+
+def pack_descriptor(vector: np.ndarray, model_sha256: str) -> bytes:
+    """One descriptor as stored: tagged with its model, components in float16."""
+    tag = bytes([DESCRIPTOR_TAG_VERSION]) + bytes.fromhex(model_tag(model_sha256))
+    return tag + np.asarray(vector, np.float16).tobytes()
+
+
+def descriptor_model(blob: bytes) -> str:
+    """The model tag (see :func:`model_tag`) of a stored descriptor."""
+    return UNTAGGED_MODEL if len(blob) % 2 == 0 else blob[1:DESCRIPTOR_TAG_BYTES].hex()
+
+
+def descriptors_model(blobs: list[bytes | None]) -> str | None:
+    """The one model all these stored descriptors come from; None when any is missing or
+    they come from more than one."""
     if not blobs or any(b is None for b in blobs):
         return None
-    return np.frombuffer(b"".join(blobs), np.float16).reshape(len(blobs), -1).astype(np.float32)
+    models = {descriptor_model(b) for b in blobs}  # type: ignore[arg-type]
+    return models.pop() if len(models) == 1 else None
+
+
+def unit_vectors(blobs: list[bytes | None], model: str | None = None) -> np.ndarray | None:
+    """Stored descriptors as float32 rows; None when any is missing, when they come from
+    more than one embedding, or (``model``: a sha256 or tag) from another than ``model``."""
+    found = descriptors_model(blobs)
+    if found is None or (model is not None and found != model_tag(model)):
+        return None
+    # The v1 model's descriptors may be stored tagged (since the tag) and untagged (before).
+    joined = b"".join(b[DESCRIPTOR_TAG_BYTES:] if len(b) % 2 else b for b in blobs)  # type: ignore[arg-type]
+    return np.frombuffer(joined, np.float16).reshape(len(blobs), -1).astype(np.float32)
 
 
 def null_sample(n: int, cap: int) -> np.ndarray:

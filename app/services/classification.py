@@ -150,9 +150,10 @@ class StoredImages(ImageSource):
 
     def embeddings(self, embedder: Embedder | None) -> np.ndarray | None:
         """The descriptors stored at upload; computed by ``embedder`` when any is missing or
-        of another size than the embedder gives (None without an embedder)."""
-        stored = unit_vectors([r.embedding for r in self._refs])
-        if stored is not None and (embedder is None or stored.shape[1] == _dim(embedder)):
+        came from another embedding than it (None without an embedder)."""
+        model = embedder.info.sha256 if embedder is not None else None
+        stored = unit_vectors([r.embedding for r in self._refs], model)
+        if stored is not None:
             return stored
         return super().embeddings(embedder)
 
@@ -176,11 +177,6 @@ class StoredImages(ImageSource):
         if self._features is not None:
             self._features.save(SIFT_FEATURE_KIND, sha256, keypoints.to_arrays())
         return keypoints
-
-
-def _dim(embedder: Embedder) -> int | None:
-    """The embedder's descriptor size, where it says (EmbeddingModel.dim)."""
-    return getattr(embedder, "dim", None)
 
 
 def classify(

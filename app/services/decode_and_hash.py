@@ -30,6 +30,7 @@ from app.imaging.decode import ImageDecodeError, WindowedImage, decode_image
 from app.imaging.features import thumbnail_pixels
 from app.imaging.hashers import DEFAULT_HASH_KIND, get_hasher
 from app.imaging.windowing import AppliedWindow, Window
+from app.search.copies import pack_descriptor
 
 if TYPE_CHECKING:
     from app.scoring.embedding import EmbeddingModel
@@ -66,7 +67,9 @@ class EmbeddingSpec:
     """Which verified embedding artifact the workers load (once per process) and run."""
 
     path: str
-    want_cuda: bool = False
+    want_cuda: bool
+    #: The artifact's (verified) sha256: each stored descriptor is tagged with it.
+    sha256: str
 
 
 #: Loaded embeddings of this process, by artifact path (a worker keeps its session).
@@ -124,7 +127,7 @@ def hash_blobs(
                     embedded = embedder.embed(pixels)
                 except Exception as exc:  # onnxruntime: a replaced or broken artifact
                     raise HashingFailed(f"the copy-detection embedding failed: {exc}") from None
-                vectors = [v.tobytes() for v in embedded.astype(np.float16)]
+                vectors = [pack_descriptor(v, embedding.sha256) for v in embedded]
             for (i, windowed, k), gray, hex_, vector in zip(
                 good, pixels, hexes, vectors, strict=True
             ):

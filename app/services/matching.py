@@ -17,7 +17,7 @@ from app.db.models import MatchBatch, RealSet
 from app.db.session import transaction
 from app.imaging.windowing import Window
 from app.search.calibration import resolve_threshold
-from app.search.copies import CopyRule, unit_vectors
+from app.search.copies import CopyRule, descriptors_model, unit_vectors
 from app.services import batches, jobs, real_sets
 from app.services.copy_verification import (
     CannotVerify,
@@ -36,7 +36,7 @@ from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
 from app.services.real_sets import CalibrationConfig
 from app.services.retention import HeldImages, ImageRetention
-from app.services.set_hash_cache import IndexedVectors, SetHashCache, SetHashes
+from app.services.set_hash_cache import MIXED_MODELS, IndexedVectors, SetHashCache, SetHashes
 from app.services.source_matching import (
     CopyDecision,
     MatchOutcome,
@@ -50,16 +50,33 @@ NO_EMBEDDING = (
     "copy_of is not decided, only the paper's pHash source"
 )
 SET_WITHOUT_EMBEDDINGS = (
-    "the set's images have no copy-detection descriptors (registered by hash alone, before "
-    "an embedding was loaded, or over 200,000 images where no search index is kept): copy_of "
-    "is not decided; register the images again for it"
+    "the set's images have no copy-detection descriptors of the loaded embedding (registered "
+    "by hash alone, before an embedding was loaded, by another embedding, or over 200,000 "
+    "images where no search index is kept): copy_of is not decided; register the images "
+    "again for it"
 )
 
 
-OTHER_EMBEDDING = (
-    "the set's descriptors come from another copy-detection embedding than the loaded one "
-    "(a different size): copy_of is not decided; register the images again for it"
+def other_embedding(set_model: str, upload_model: str) -> str:
+    """Why a set's descriptors cannot be compared with the batch's."""
+    return (
+        f"the set's descriptors come from another copy-detection embedding (sha256 "
+        f"{set_model}...) than the loaded one ({upload_model}...), and descriptors of two "
+        "embeddings cannot be compared: copy_of is not decided; register the images again "
+        "for it"
+    )
+
+
+MIXED_EMBEDDINGS = (
+    "the set's descriptors come from more than one copy-detection embedding (images added "
+    "after the embedding was replaced): copy_of is not decided; register the images again "
+    "for it"
 )
+
+
+def upload_model(upload: IngestResult) -> str | None:
+    """The embedding (app.search.copies.model_tag) the upload's descriptors came from."""
+    return descriptors_model([g.embedding for g in upload.images])
 
 
 @dataclass(frozen=True)
@@ -183,7 +200,7 @@ def warm_and_plan(
         # A large set's indices are built (once per revision) or mapped here too.
         cache.hash_index(warm)
         warm_index = cache.vector_index(
-            session, warm_set, calibration.quantile, calibration.min_images
+            session, warm_set, calibration.quantile, calibration.min_images, upload_model(upload)
         )
         verifying = time.perf_counter()
         plan = plan_verification(
@@ -227,7 +244,9 @@ def save_matched(
         outcome = match_sources(hashes.filenames, hashes.words, *match_args)
     attributed = time.perf_counter()
     metrics.SEARCH_SECONDS.labels("phash").observe(attributed - searched)
-    indexed = cache.vector_index(session, real_set, calibration.quantile, calibration.min_images)
+    indexed = cache.vector_index(
+        session, real_set, calibration.quantile, calibration.min_images, upload_model(upload)
+    )
     copy_rule = decide_copies(outcome, upload, hashes, calibration, plan, indexed)
     metrics.SEARCH_SECONDS.labels("copy_of").observe(time.perf_counter() - attributed)
     if plan.new_bar is not None and real_set.revision == plan.revision:
@@ -299,13 +318,20 @@ def embedding_problem(
 ) -> str | None:
     """Why the embedding cannot decide ``copy_of`` for this batch and set, or None
     (``indexed``: a large set's embedding index, app.search.vector_index)."""
-    if any(g.embedding is None for g in upload.images):
+    batch_model = upload_model(upload)
+    if batch_model is None:
         return NO_EMBEDDING
-    if hashes.embeddings is None and indexed is None:
-        return SET_WITHOUT_EMBEDDINGS
-    stored = hashes.embeddings if indexed is None else indexed.index.vectors
-    if len(upload.images[0].embedding or b"") != 2 * stored.shape[1]:
-        return OTHER_EMBEDDING
+    if indexed is None:
+        if hashes.embedding_model == MIXED_MODELS:
+            return MIXED_EMBEDDINGS
+        if hashes.embeddings is None:
+            return SET_WITHOUT_EMBEDDINGS
+        if hashes.embedding_model != batch_model:
+            return other_embedding(hashes.embedding_model or "?", batch_model)
+    elif indexed.model == MIXED_MODELS:
+        return MIXED_EMBEDDINGS
+    elif indexed.index is None or indexed.model != batch_model:
+        return other_embedding(indexed.model, batch_model)
     if copy_rule_of(hashes, calibration, indexed) is None:
         return (
             f"the set has fewer than {calibration.min_images} images, too few to calibrate "

@@ -55,13 +55,13 @@ class SearchIndices:
         return self._get(set_id, revision, "phash", lambda: HashIndex.build(words), HashIndex.load)
 
     def vector_index(
-        self, set_id: int, revision: int, vectors: Callable[[], np.ndarray]
+        self, set_id: int, revision: int, model: str, vectors: Callable[[], np.ndarray]
     ) -> VectorIndex:
-        """The embedding index of the set's revision; ``vectors()`` (the descriptors in
-        set order) is called only when it must be built."""
-        return self._get(
-            set_id, revision, "embedding", lambda: VectorIndex.build(vectors()), VectorIndex.load
-        )
+        """The embedding index of the set's revision, of the descriptors of embedding
+        ``model`` (a tag, app.search.copies.model_tag); ``vectors()`` (the descriptors in set
+        order) is called only when it must be built."""
+        build = lambda: VectorIndex.build(vectors())  # noqa: E731
+        return self._get(set_id, revision, f"embedding-{model}", build, VectorIndex.load)
 
     def copy_rule(
         self, set_id: int, revision: int, index: VectorIndex, quantile: float, min_images: int

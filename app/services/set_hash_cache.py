@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import RealImage, RealSet
-from app.search.copies import CopyRule, calibrate_copies, unit_vectors
+from app.search.copies import CopyRule, calibrate_copies, descriptors_model, unit_vectors
 from app.search.hash_index import HashIndex
 from app.search.vector_index import Nearest, VectorIndex
 from app.services.search_indices import SearchIndices
@@ -39,6 +39,8 @@ class SetHashes:
     filenames: list[str]
     words: np.ndarray
     embeddings: np.ndarray | None = None
+    #: The embedding (app.search.copies.model_tag) every descriptor in ``embeddings`` came from.
+    embedding_model: str | None = None
     #: Copy rules calibrated on the embeddings, by (quantile, min_images).
     _rules: dict = field(default_factory=dict, compare=False, repr=False)
     #: Other figures derived from the set (copy verification's bar), by key.
@@ -60,14 +62,38 @@ class SetHashes:
         return self._derived[key]
 
 
+#: SetHashes.embedding_model of a set whose descriptors come from more than one embedding.
+MIXED_MODELS = "mixed"
+
+
+def _model_of(blobs: list[bytes | None]) -> str | None:
+    """The embedding of a set's stored descriptors, MIXED_MODELS, or None when any is missing."""
+    if not blobs or any(b is None for b in blobs):
+        return None
+    return descriptors_model(blobs) or MIXED_MODELS
+
+
+class OtherEmbedding(Exception):
+    """A set's stored descriptors come from another embedding than the one searched with:
+    ``found`` is theirs (or MIXED_MODELS)."""
+
+    def __init__(self, found: str) -> None:
+        super().__init__(found)
+        self.found = found
+
+
 @dataclass(frozen=True)
 class IndexedVectors:
-    """A large set's embedding index and the copy rule calibrated through it."""
+    """A large set's embedding index and the copy rule calibrated through it; or, with
+    ``index`` None, that its descriptors come from another embedding (nothing to search)."""
 
-    index: VectorIndex
+    index: VectorIndex | None
     rule: CopyRule | None
+    #: The embedding (app.search.copies.model_tag) its descriptors came from, or MIXED_MODELS.
+    model: str
 
     def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self.index is not None  # app.services.matching.embedding_problem said so
         found: Nearest = self.index.search(queries)
         return found.indices, found.similarities
 
@@ -89,6 +115,8 @@ class SetHashCache:
         self.indices = indices
         #: Whether every image of a (set, revision) has a copy-detection descriptor.
         self._described: dict[tuple[int, int], bool] = {}
+        #: (set, revision, embedding asked for) -> the other embedding its descriptors are of.
+        self._other_model: dict[tuple[int, int, str], str] = {}
 
     def hash_index(self, hashes: SetHashes) -> HashIndex | None:
         """The set's pHash index when it is large enough to be searched through one."""
@@ -103,11 +131,17 @@ class SetHashCache:
         )
 
     def vector_index(
-        self, session: Session, real_set: RealSet, quantile: float, min_images: int
+        self,
+        session: Session,
+        real_set: RealSet,
+        quantile: float,
+        min_images: int,
+        model: str | None,
     ) -> IndexedVectors | None:
-        """The embedding index and copy rule of a set too large to hold its descriptors;
-        None when it is held instead, or some image has no descriptor."""
-        if not self._indexed_vectors(real_set.image_count):
+        """The embedding index and copy rule of a set too large to hold its descriptors,
+        searched with descriptors of embedding ``model`` (a tag); None when it is held
+        instead, some image has no descriptor, or they come from another embedding."""
+        if model is None or not self._indexed_vectors(real_set.image_count):
             return None
         key = (real_set.id, real_set.revision)
         if key not in self._described:  # once per revision: a count over the set's rows
@@ -119,20 +153,38 @@ class SetHashCache:
             self._described[key] = bool(real_set.image_count) and not missing
         if not self._described[key]:
             return None
-        index = self.indices.vector_index(
-            real_set.id, real_set.revision, lambda: self._load_vectors(session, real_set)
-        )
+        found = self._other_model.get((*key, model))
+        if found is not None:
+            return IndexedVectors(None, None, found)
+        try:
+            index = self.indices.vector_index(
+                real_set.id,
+                real_set.revision,
+                model,
+                lambda: self._load_vectors(session, real_set, model),
+            )
+        except OtherEmbedding as other:
+            self._other_model[(*key, model)] = other.found  # read once per revision and model
+            return IndexedVectors(None, None, other.found)
         rule = self.indices.copy_rule(real_set.id, real_set.revision, index, quantile, min_images)
-        return IndexedVectors(index, rule)
+        return IndexedVectors(index, rule, model)
 
-    def _load_vectors(self, session: Session, real_set: RealSet) -> np.ndarray:
+    def _load_vectors(self, session: Session, real_set: RealSet, model: str) -> np.ndarray:
+        """The set's descriptors in order; OtherEmbedding when any came from another model."""
         result = session.execute(
             select(RealImage.embedding)
             .where(RealImage.real_set_id == real_set.id)
             .order_by(RealImage.position)
             .execution_options(yield_per=self.LOAD_CHUNK)
         )
-        blocks = [unit_vectors([r.embedding for r in rows]) for rows in result.partitions()]
+        blocks = []
+        for rows in result.partitions():
+            blobs = [r.embedding for r in rows]
+            block = unit_vectors(blobs, model)
+            if block is None:
+                found = _model_of(blobs) if not blocks else None  # else: some were `model`
+                raise OtherEmbedding(found or MIXED_MODELS)
+            blocks.append(block)
         return np.concatenate(blocks)
 
     def get(self, session: Session, real_set: RealSet) -> SetHashes:
@@ -171,6 +223,7 @@ class SetHashCache:
             filenames=filenames,
             words=words,
             embeddings=unit_vectors(vectors) if with_vectors else None,
+            embedding_model=_model_of(vectors) if with_vectors else None,
         )
         with self._lock:
             self._items[real_set.id] = hashes
@@ -186,5 +239,7 @@ class SetHashCache:
             self._items.pop(real_set_id, None)
             for key in [k for k in self._described if k[0] == real_set_id]:
                 del self._described[key]  # one entry per revision otherwise, kept forever
+            for key in [k for k in self._other_model if k[0] == real_set_id]:
+                del self._other_model[key]
         if self.indices is not None:
             self.indices.forget(real_set_id)

@@ -4,11 +4,14 @@ generated image copies, calibrated on the set; without an embedding it says why 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import re
 import shutil
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -190,3 +193,65 @@ def test_auto_verifies_only_batches_within_the_budget(tmp_path, database_url):
             files=file_parts(_generated()),
         )
         assert refused.status_code == 422
+
+
+def _models_with_another_embedding(tmp_path: Path) -> Path:
+    """The shipped models, with an embedding file that computes the same function but is
+    another file (another sha256, as a retrained model of the same size would be): a
+    doc_string field appended to the ONNX protobuf, and the manifest updated to match."""
+    models = tmp_path / "other-models"
+    shutil.copytree(REPO_MODELS, models)
+    onnx_path = models / "embedding.onnx"
+    note = b"another embedding"
+    onnx_path.write_bytes(onnx_path.read_bytes() + bytes([0x32, len(note)]) + note)
+    manifest = json.loads((models / "manifest.json").read_text())
+    for entry in manifest["models"]:
+        if entry["file"] == "embedding.onnx":
+            entry["sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    return models
+
+
+@pytest.mark.parametrize("index_min_images", [0, 10], ids=["in memory", "indexed"])
+def test_descriptors_of_two_embeddings_are_never_compared(tmp_path, database_url, index_min_images):
+    """A set registered under one embedding and matched after it was replaced by another
+    of the same size: copy_of is not decided and says why (comparing them would give
+    plausible, meaningless similarities); /classify computes the set's descriptors again;
+    images added under the new embedding make the set mixed; registered again, it works.
+    Sets held in memory and sets searched through an embedding index alike."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, hash_workers=0)
+    if index_min_images:
+        settings = settings.model_copy(update={"index_min_images": index_min_images})
+    with TestClient(create_app(settings)) as client:
+        set_id = register(client, _reals())["id"]
+    other = settings.model_copy(update={"models_dir": _models_with_another_embedding(tmp_path)})
+    with TestClient(create_app(other)) as client:
+        listed = {m["method"]: m for m in client.get("/models").json()}
+        assert listed["embedding"]["status"] == "loaded", listed["embedding"]
+        batch = _match(client, set_id)
+        assert batch["copy_threshold"] is None, batch["copy_rule"]
+        assert "another copy-detection embedding" in batch["copy_rule"]
+        assert all(m["copy_of"] is None for m in batch["matches"])
+        # The pHash source (the paper's rule) is answered as always.
+        assert any(m["source"] for m in batch["matches"])
+
+        body = client.post(
+            "/classify",
+            data={"real_set_id": str(set_id), "batch_id": str(batch["batch_id"])},
+        ).json()
+        by_name = {r["filename"]: r for r in body["results"]}
+        evidence = by_name["real_000.png"]["evidence"][0]
+        assert evidence["generated"] == "copy_0.png" and evidence["similarity"] > 0.5, evidence
+
+        added = client.post(
+            f"/real-sets/{set_id}/images", files=file_parts({"extra.png": png(phantom(777, 128))})
+        )
+        assert added.status_code == 201, added.text
+        assert "more than one copy-detection embedding" in _match(client, set_id)["copy_rule"]
+
+        again = register(client, _reals(), name="again")["id"]
+        decided = _match(client, again)
+        assert decided["copy_threshold"] is not None
+        assert {m["copy_of"]["real"] for m in decided["matches"] if m["copy_of"]} >= {
+            f"real_{i:03d}.png" for i in range(10)
+        }
