@@ -139,5 +139,6 @@ def test_copy_of_through_the_embedding_index_equals_exact_search(clients, settin
         "not verified geometrically: the set is searched through its embedding index"
         in (auto["copy_rule"])
     )
-    kinds = {p.name.rsplit("-", 1)[1] for p in (settings.data_dir / "indices").iterdir()}
+    # set-<id>-r<revision>-phash, set-<id>-r<revision>-embedding-<the embedding's tag>
+    kinds = {p.name.split("-")[3] for p in (settings.data_dir / "indices").iterdir()}
     assert kinds == {"phash", "embedding"}
