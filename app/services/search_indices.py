@@ -136,11 +136,18 @@ class SearchIndices:
 
     def _drop_older_revisions(self, set_id: int, revision: int, kind: str) -> None:
         """Remove the set's indices of older revisions (a newer one may be another replica's
-        in use), and staging folders a crashed build left more than an hour ago."""
-        pattern = re.compile(rf"set-{set_id}-r(\d+)-{kind}$")
-        for folder in self.folder.glob(f"set-{set_id}-r*-{kind}"):
+        in use), and staging folders a crashed build left more than an hour ago. An
+        embedding index (``embedding-<model tag>``) also drops the set's older embedding
+        indices of other models and its untagged ones (built before indices named their
+        model); one of another model at this revision may be another replica's in use."""
+        family, _, tag = kind.partition("-")
+        pattern = re.compile(rf"set-{set_id}-r(\d+)-{family}(?:-([0-9a-f]+))?$")
+        for folder in self.folder.glob(f"set-{set_id}-r*-{family}*"):
             match = pattern.match(folder.name)
-            if match and int(match.group(1)) < revision:
+            if match is None:
+                continue
+            untagged = bool(tag) and match.group(2) is None
+            if int(match.group(1)) < revision or untagged:
                 shutil.rmtree(folder, ignore_errors=True)
         stale = time.time() - STALE_STAGING_SECONDS
         for staging in self.folder.glob(f".set-{set_id}-r*"):

@@ -41,3 +41,20 @@ def test_only_older_revisions_and_stale_staging_folders_are_removed(tmp_path):
     left = {p.name for p in tmp_path.iterdir()}
     assert "set-7-r3-phash" in left and newer.name in left and fresh_staging.name in left
     assert older.name not in left and stale_staging.name not in left
+
+
+def test_an_embedding_index_drops_untagged_and_older_ones_of_any_model(tmp_path):
+    """Indices name the embedding their descriptors came from; building one removes the
+    set's untagged embedding indices (from before they were named) and older revisions of
+    any model, and keeps another model's at this revision (another replica's, mid-upgrade)."""
+    untagged = tmp_path / "set-7-r3-embedding"
+    older_other = tmp_path / "set-7-r2-embedding-bbbbbbbbbbbbbbbb"
+    same_other = tmp_path / "set-7-r3-embedding-cccccccccccccccc"
+    other_set = tmp_path / "set-8-r1-embedding"
+    for folder in (untagged, older_other, same_other, other_set):
+        folder.mkdir()
+    vectors = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    SearchIndices(tmp_path, min_images=1).vector_index(7, 3, "a" * 16, lambda: vectors)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"set-7-r3-embedding-" + "a" * 16, same_other.name, other_set.name}
