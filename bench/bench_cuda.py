@@ -136,6 +136,7 @@ def main() -> None:
 
     manifest = json.loads((args.models / "manifest.json").read_text())["models"]
     files = {entry["method"]: args.models / entry["file"] for entry in manifest}
+    shas = {entry["method"]: entry["sha256"] for entry in manifest}
     info = ModelInfo("bench", "bench", "")
     images = synthetic_slices(args.images)
 
@@ -189,7 +190,7 @@ def main() -> None:
     blobs = [cv2.imencode(".png", im)[1].tobytes() for im in images[: args.upload_images]]
     upload: dict = {}
     for name, want in (("embedding_on_cuda", True), ("embedding_on_cpu_1_thread", False)):
-        spec = EmbeddingSpec(str(files["embedding"]), want_cuda=want)
+        spec = EmbeddingSpec(str(files["embedding"]), want, shas["embedding"])
         decode_and_hash._EMBEDDERS.clear()  # a worker keeps one session per artifact path
 
         def run(spec: EmbeddingSpec = spec) -> None:

@@ -250,17 +250,16 @@ class UploadReader:
             return
         await run_in_threadpool(ingest.make_room)
         assert ingest.budget is not None
+        need = ingest.room_needed  # taken by the wait: the zip member about to be read
         wait_s = self._settings.upload_budget_wait_s
         job = current_job.get()
         if job is not None:  # nobody waits on a job's answer: it waits its turn, however long
-            if await ingest.budget.wait_for_room(
-                JOB_BUDGET_WAIT_S, give_up=job.stop.is_set, need=ingest.room_needed
-            ):
-                ingest.let_through()
+            if await ingest.budget.wait_for_room(JOB_BUDGET_WAIT_S, job.stop.is_set, need):
+                ingest.let_through(need)
                 return
             job.check()  # a cancellation (or shutdown) while it waited
-        if await ingest.budget.wait_for_room(wait_s, need=ingest.room_needed):
-            ingest.let_through()
+        if await ingest.budget.wait_for_room(wait_s, need=need):
+            ingest.let_through(need)
         else:
             raise Busy(
                 f"the server is busy: uploads in progress hold its budget of "

@@ -83,14 +83,26 @@ class ByteBudget:
         for loop, event in waiters:
             loop.call_soon_threadsafe(event.set)
 
+    def _admit(self, waiter: object | None, need: int) -> bool:
+        """At the head of the line (``waiter`` None: no line at all) with room for ``need``
+        more bytes: take them, checked and taken at once (the next in line, woken at the
+        same moment, must not see the same room)."""
+        with self._lock:
+            first = self._line[0] is waiter if waiter is not None else not self._line
+            if not first or (self._used > 0 and self._used + need > self.limit):
+                return False
+            self._used += need
+            return True
+
     async def wait_for_room(
         self, timeout_s: float, give_up: Callable[[], bool] | None = None, need: int = 0
     ) -> bool:
-        """Wait in line until the process has room for ``need`` more bytes (:meth:`fits`);
-        False if this upload's turn has not come after ``timeout_s``, or (checked every
-        second, keeping its place in line) once ``give_up()`` says so. Call it holding
-        nothing (module docstring)."""
-        if self.fits(need) and not self._line:
+        """Wait in line until the process has room for ``need`` more bytes (:meth:`fits`),
+        then **take them** (the caller holds them and gives them back); False if this
+        upload's turn has not come after ``timeout_s``, or (checked every second, keeping
+        its place in line) once ``give_up()`` says so. Call it holding nothing (module
+        docstring)."""
+        if self._admit(None, need):
             return True
         event = asyncio.Event()
         waiter = (asyncio.get_running_loop(), event)
@@ -98,7 +110,7 @@ class ByteBudget:
         with self._lock:
             self._line.append(waiter)
         try:
-            while not (self._line[0] is waiter and self.fits(need)):
+            while not self._admit(waiter, need):
                 left = deadline - time.monotonic()
                 if left <= 0 or (give_up is not None and give_up()):
                     return False
@@ -107,7 +119,7 @@ class ByteBudget:
                     await asyncio.wait_for(event.wait(), left if give_up is None else min(left, 1))
                 except TimeoutError:
                     if give_up is None:
-                        return self._line[0] is waiter and self.fits(need)
+                        return self._admit(waiter, need)
             return True
         finally:
             with self._lock:

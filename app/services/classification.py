@@ -150,12 +150,12 @@ class StoredImages(ImageSource):
 
     def embeddings(self, embedder: Embedder | None) -> np.ndarray | None:
         """The descriptors stored at upload; computed by ``embedder`` when any is missing or
-        came from another embedding than it (None without an embedder)."""
-        model = embedder.info.sha256 if embedder is not None else None
-        stored = unit_vectors([r.embedding for r in self._refs], model)
-        if stored is not None:
-            return stored
-        return super().embeddings(embedder)
+        came from another embedding than it. None without an embedder: which embedding the
+        other side's descriptors came from would be unknown."""
+        if embedder is None:
+            return None
+        stored = unit_vectors([r.embedding for r in self._refs], embedder.info.sha256)
+        return stored if stored is not None else super().embeddings(embedder)
 
     def phash_bits(self, indices: Sequence[int], hash_size: int) -> np.ndarray:
         """The pHashes stored at upload where they are of ``hash_size``; the others (a set

@@ -234,7 +234,7 @@ class ImageIngest:
         """Count the coming member in the budget while it is read, if the process has room
         for it now (else: :meth:`make_room`, wait, try again)."""
         budget = self.budget
-        if budget is None:
+        if budget is None or self._reserved:  # taken while it waited (let_through)
             return True
         if not self._let_through and budget.has_line:
             return False
@@ -255,9 +255,13 @@ class ImageIngest:
         self.flush()
         self._drain()
 
-    def let_through(self) -> None:
-        """Its turn came (after waiting): go on until the process is over its budget again."""
+    def let_through(self, reserved: int = 0) -> None:
+        """Its turn came (after waiting): go on until the process is over its budget again.
+        ``reserved``: the bytes the wait took for the coming member (ByteBudget.wait_for_room)."""
         self._let_through = True
+        if reserved and self.budget is not None:
+            self._held += reserved
+            self._reserved += reserved
 
     def release(self) -> None:
         """Give back whatever this upload still counts in the budget (idempotent)."""
@@ -494,9 +498,8 @@ def _zip_steps(
                 item = None  # held by the ingest now (or refused), not by this frame
                 if ingest.needs_flush:
                     ingest.flush()
-                if ingest.over_budget:
-                    ingest.make_room()
-                    yield True
+                # No wait here: iter_zip still refers to this member until it moves on, so
+                # waiting (for room, or behind others) happens before the next member.
             else:
                 ingest.read_done()
                 ingest.reject(f"{archive_name}:{item.name}", item.reason)
@@ -558,8 +561,9 @@ class FannedIngest:
     def read_done(self) -> None:
         self.ingests[0].read_done()
 
-    def let_through(self) -> None:
-        for ingest in self.ingests:
+    def let_through(self, reserved: int = 0) -> None:
+        self.ingests[0].let_through(reserved)  # the one that reserves (try_reserve)
+        for ingest in self.ingests[1:]:
             ingest.let_through()
 
     def release(self) -> None:

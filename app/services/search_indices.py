@@ -109,17 +109,12 @@ class SearchIndices:
             with self._lock:
                 if key in self._mapped:
                     return self._mapped[key]
-            folder = self._folder(set_id, revision, kind)
-            if not (folder / "meta.json").exists():
-                self._build(folder, build, set_id, revision, kind)
             try:
-                index = load(folder)
-            except (OSError, ValueError) as error:
-                # Removed by another replica meanwhile, or of an older format: build anew.
-                log.warning("rebuilding %s: %s", folder.name, error)
-                shutil.rmtree(folder, ignore_errors=True)
-                self._build(folder, build, set_id, revision, kind)
-                index = load(folder)
+                index = self._load_or_build(set_id, revision, kind, build, load)
+            except BaseException:  # a failed build (the set's descriptors are unusable, ...)
+                with self._lock:
+                    self._building.pop(key, None)
+                raise
             with self._lock:
                 self._mapped[key] = index
                 self._building.pop(key, None)
@@ -127,6 +122,19 @@ class SearchIndices:
                 for old in same_kind[: max(0, len(same_kind) - KEEP_MAPPED)]:
                     del self._mapped[old]
         return index
+
+    def _load_or_build(self, set_id: int, revision: int, kind: str, build, load):
+        folder = self._folder(set_id, revision, kind)
+        if not (folder / "meta.json").exists():
+            self._build(folder, build, set_id, revision, kind)
+        try:
+            return load(folder)
+        except (OSError, ValueError) as error:
+            # Removed by another replica meanwhile, or of an older format: build anew.
+            log.warning("rebuilding %s: %s", folder.name, error)
+            shutil.rmtree(folder, ignore_errors=True)
+            self._build(folder, build, set_id, revision, kind)
+            return load(folder)
 
     def _build(self, folder: Path, build, set_id: int, revision: int, kind: str) -> None:
         started = time.perf_counter()

@@ -66,3 +66,27 @@ def test_wait_for_room_times_out_when_the_size_never_fits():
         return await budget.wait_for_room(0.2, need=50)
 
     assert asyncio.run(scenario()) is False
+
+
+def test_waiters_take_their_room_in_turn_so_the_next_cannot_see_the_same_room():
+    async def scenario() -> tuple[list[int], int]:
+        budget = ByteBudget(100)
+        budget.take(60)  # 60 + 50 > 100: all three wait in line
+        admitted: list[int] = []
+
+        async def waiter(i: int) -> None:
+            assert await budget.wait_for_room(5, need=50)
+            admitted.append(i)
+
+        tasks = [asyncio.create_task(waiter(i)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        budget.give(60)  # room for two members of 50, not three: all are woken at once
+        await asyncio.sleep(0.1)
+        first, used = list(admitted), budget.used
+        budget.give(50)  # one of them is done: the third's turn
+        await asyncio.wait_for(asyncio.gather(*tasks), 2)
+        return first, used, admitted
+
+    first, used, admitted = asyncio.run(scenario())
+    assert first == [0, 1] and used == 100  # each took its 50 as it was let through
+    assert admitted == [0, 1, 2]
