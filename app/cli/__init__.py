@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from app.cli import client, demo, evaluate, gc, matching, report, server, training
+from app.cli import client, demo, evaluate, gc, matching, reembed, report, server, training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="memaudit", description="Audit synthetic medical images for leaked training data."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (server, gc, matching, training, evaluate, report, demo, client):
+    for group in (server, gc, reembed, matching, training, evaluate, report, demo, client):
         group.add_commands(sub)
     return parser
 

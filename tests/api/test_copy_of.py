@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.cli import main as cli_main
 from app.config import Settings
 from app.main import create_app
 from app.training.synthetic import perturbed_copy
@@ -252,6 +253,18 @@ def test_descriptors_of_two_embeddings_are_never_compared(tmp_path, database_url
         again = register(client, _reals(), name="again")["id"]
         decided = _match(client, again)
         assert decided["copy_threshold"] is not None
-        assert {m["copy_of"]["real"] for m in decided["matches"] if m["copy_of"]} >= {
-            f"real_{i:03d}.png" for i in range(10)
-        }
+        copied = {m["copy_of"]["real"] for m in decided["matches"] if m["copy_of"]}
+        assert copied >= {f"real_{i:03d}.png" for i in range(10)}
+
+        # Or the stored images are given the new embedding's descriptors where they are.
+        cli = ["reembed", "--db", database_url, "--data-dir", str(settings.data_dir)]
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MEMAUDIT_MODELS_DIR", str(other.models_dir))
+            assert cli_main([*cli, "--dry-run"]) == 0
+            mixed = _match(client, set_id)["copy_rule"]  # the dry run changed nothing
+            assert "more than one copy-detection embedding" in mixed
+            assert cli_main(cli) == 0
+        reembedded = _match(client, set_id)
+        assert reembedded["copy_threshold"] is not None, reembedded["copy_rule"]
+        found = {m["copy_of"]["real"] for m in reembedded["matches"] if m["copy_of"]}
+        assert found >= {f"real_{i:03d}.png" for i in range(10)}
