@@ -1,0 +1,50 @@
+"""`memaudit reembed`'s service (app.services.reembed): stale descriptors are replaced, fresh
+ones left alone, and a set changed meanwhile is left whole for a next run."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from app.db.models import RealImage, RealSet
+from app.search.copies import descriptor_model, model_tag, pack_descriptor
+from app.services.reembed import _Reembedding, reembed
+from tests.helpers import real_images, register
+
+OTHER = "ab" * 32
+
+
+def test_stale_descriptors_are_replaced_and_fresh_ones_left(client):
+    set_id = register(client, real_images(6))["id"]
+    state = client.app.state
+    embedder = state.models.embedding()
+    with state.sessions.begin() as session:  # two images as if embedded by another model
+        ids = session.scalars(select(RealImage.id).where(RealImage.real_set_id == set_id)).all()
+        for image_id in ids[:2]:
+            session.execute(
+                update(RealImage)
+                .where(RealImage.id == image_id)
+                .values(embedding=pack_descriptor([0.5] * 128, OTHER))
+            )
+        revision = session.get(RealSet, set_id).revision
+    done = reembed(state.sessions, state.image_store, embedder, 10**8, log=lambda _: None)
+    assert (done.sets, done.images, done.without_bytes) == (1, 2, 0)
+    with state.sessions() as session:
+        blobs = session.scalars(
+            select(RealImage.embedding).where(RealImage.real_set_id == set_id)
+        ).all()
+        assert {descriptor_model(b) for b in blobs} == {model_tag(embedder.info.sha256)}
+        assert session.get(RealSet, set_id).revision == revision + 1
+    again = reembed(state.sessions, state.image_store, embedder, 10**8, log=lambda _: None)
+    assert (again.sets, again.images) == (0, 0)
+
+
+def test_a_set_changed_meanwhile_stores_nothing(client):
+    set_id = register(client, real_images(3))["id"]
+    state = client.app.state
+    work = _Reembedding(state.image_store, state.models.embedding(), 10**8, dry_run=False)
+    with state.sessions() as session:
+        revision = session.get(RealSet, set_id).revision
+    rows = [{"id": 10**9, "embedding": pack_descriptor([0.5] * 128, OTHER)}]  # no such image
+    assert work.write(state.sessions, RealImage, rows, set_id) is False
+    with state.sessions() as session:
+        assert session.get(RealSet, set_id).revision == revision
