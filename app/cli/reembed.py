@@ -3,11 +3,14 @@
 After models/embedding.onnx is replaced, sets registered before answer no `copy_of` (their
 descriptors come from another embedding and are never compared with the new one's). This
 computes them again from the image store, set by set, instead of registering them again.
+Restart the servers on the new embedding first: a server still on the old one would give
+what it appends the old descriptors again.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from app.cli.database import database_at_head
 
@@ -19,13 +22,20 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     from app.storage import ImageStore
 
     with database_at_head(args, "; nothing changed") as (settings, engine):
+        models_dir = Path(args.models_dir) if args.models_dir else settings.models_dir
         try:
-            embedder = ModelArtifacts(settings.models_dir, settings.use_cuda).load().embedding()
+            embedder = ModelArtifacts(models_dir, settings.use_cuda).load().embedding()
         except LookupError as exc:
-            raise SystemExit(f"memaudit reembed: no copy-detection embedding: {exc}") from None
+            raise SystemExit(f"memaudit reembed: no embedding in {models_dir}: {exc}") from None
+        store = ImageStore(settings.effective_image_store_dir)
+        if not store.root.is_dir():
+            raise SystemExit(
+                f"memaudit reembed: no image store at {store.root}: check --data-dir "
+                "(MEMAUDIT_DATA_DIR) or MEMAUDIT_IMAGE_STORE_DIR; nothing changed"
+            )
         done = reembed(
             make_session_factory(engine),
-            ImageStore(settings.effective_image_store_dir),
+            store,
             embedder,
             settings.max_image_pixels,
             dry_run=args.dry_run,
@@ -35,23 +45,30 @@ def cmd_reembed(args: argparse.Namespace) -> int:
         f"memaudit reembed: {verb} {done.images} image(s) of {done.sets} set(s) and "
         f"{done.batches} batch(es) descriptors of embedding {embedder.info.sha256[:16]}"
         + (
-            f"; {done.without_bytes} image(s) have no stored bytes (registered by hash alone, "
-            "or removed) and keep what they have"
-            if done.without_bytes
+            f"; {done.without_pixels} image(s) have no usable stored pixels (registered by "
+            "hash alone, removed, or over MEMAUDIT_MAX_IMAGE_PIXELS) and keep what they have"
+            if done.without_pixels
             else ""
         )
     )
+    if done.left:
+        print(f"memaudit reembed: {done.left} set(s) or batch(es) changed meanwhile: run again")
+        return 1
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     command = sub.add_parser(
         "reembed",
-        help="compute stored images' copy-detection descriptors again with the loaded embedding",
+        help="compute stored images' copy-detection descriptors again with the loaded embedding "
+        "(after replacing it; restart the servers on it first)",
     )
     command.add_argument("--dry-run", action="store_true", help="count, change nothing")
     command.add_argument("--db", default=None, help="database URL (default DATABASE_URL)")
     command.add_argument(
         "--data-dir", default=None, help="data directory (default MEMAUDIT_DATA_DIR)"
+    )
+    command.add_argument(
+        "--models-dir", default=None, help="models folder (default MEMAUDIT_MODELS_DIR, models/)"
     )
     command.set_defaults(func=cmd_reembed)

@@ -5,12 +5,14 @@ embedding is replaced a set registered before answers no `copy_of` until its des
 are those of the new one. The image store keeps every uploaded image (as the 8-bit pixels it
 was fingerprinted from), so they are computed again from there: no upload needed.
 
-Each set's (and batch's) descriptors are computed outside any write transaction (on SQLite a
-long one would hold the database's write lock against a running server), then written in one
-short transaction that bumps the set's revision (servers' caches and search indices expire)
-and drops its stored copy-verification bar (measured on the old descriptors' neighbours).
-Images registered by hash alone, or whose bytes are gone from the store, keep what they have
-and are counted; a set whose images are deleted while it is embedded is left for a next run.
+Set by set (then batch by batch): its rows are read in a short read, their descriptors
+computed with no transaction open (a long one would hold SQLite's write lock, or an old
+snapshot, against a running server), then written in one short transaction that first locks
+the set (as appends and deletions do, so neither is undone nor deadlocked), bumps its revision
+(servers' caches and search indices expire) and drops its stored copy-verification bar
+(measured on the old descriptors' neighbours). Images registered by hash alone, or whose bytes
+are gone or no longer decode, keep what they have and are counted; a set or batch changed
+under the run is left for a next one.
 """
 
 from __future__ import annotations
@@ -19,17 +21,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.db.models import GeneratedImage, MatchBatch, RealImage, RealSet
-from app.imaging.decode import decode_grayscale
+from app.db.session import transaction
+from app.imaging.decode import ImageDecodeError, decode_grayscale
 from app.scoring.images import Embedder
 from app.search.copies import descriptor_model, model_tag, pack_descriptor
+from app.services import real_sets
+from app.services.errors import NotFound
 from app.storage import ImageStore
 
 #: Images decoded and embedded at once.
 CHUNK = 256
+#: Progress is logged every this many images of one set or batch.
+PROGRESS_EVERY = 10_000
 
 
 @dataclass
@@ -39,8 +47,10 @@ class Reembedded:
     sets: int = 0
     batches: int = 0
     images: int = 0
-    #: Images whose descriptor could not be computed (registered by hash alone, or bytes gone).
-    without_bytes: int = 0
+    #: Images left as they were: registered by hash alone, bytes gone, or no longer decoding.
+    without_pixels: int = 0
+    #: Sets and batches changed under the run (images deleted, a deadlock): run again.
+    left: int = 0
 
 
 def reembed(
@@ -54,23 +64,24 @@ def reembed(
 ) -> Reembedded:
     """Give every stored image whose descriptor is missing or of another embedding one of
     ``embedder``'s, set by set and batch by batch."""
-    work = _Reembedding(store, embedder, max_pixels, dry_run)
+    work = _Reembedding(store, embedder, max_pixels, dry_run, log)
     with sessions() as session:
         set_ids = list(session.scalars(select(RealSet.id).order_by(RealSet.id)))
         batch_ids = list(session.scalars(select(MatchBatch.id).order_by(MatchBatch.id)))
     for set_id in set_ids:
-        with sessions() as session:  # computed outside the write transaction (SQLite's lock)
-            rows = work.descriptors(session, RealImage, RealImage.real_set_id == set_id)
-        if rows and not (dry_run or work.write(sessions, RealImage, rows, set_id)):
-            log(f"set {set_id}: images were removed while it was embedded; run again")
+        rows = work.descriptors(sessions, RealImage, RealImage.real_set_id == set_id, "set", set_id)
+        if rows and not dry_run and not work.write(sessions, RealImage, rows, set_id):
+            work.done.left += 1
+            log(f"set {set_id}: changed while it was embedded; left for a next run")
         elif rows:
             work.done.sets += 1
             log(f"set {set_id}: {len(rows)} image(s)")
     for batch_id in batch_ids:
-        with sessions() as session:
-            rows = work.descriptors(session, GeneratedImage, GeneratedImage.batch_id == batch_id)
-        if rows and not (dry_run or work.write(sessions, GeneratedImage, rows)):
-            log(f"batch {batch_id}: images were removed while it was embedded; run again")
+        owned = GeneratedImage.batch_id == batch_id
+        rows = work.descriptors(sessions, GeneratedImage, owned, "batch", batch_id)
+        if rows and not dry_run and not work.write(sessions, GeneratedImage, rows):
+            work.done.left += 1
+            log(f"batch {batch_id}: changed while it was embedded; left for a next run")
         elif rows:
             work.done.batches += 1
             log(f"batch {batch_id}: {len(rows)} image(s)")
@@ -83,7 +94,50 @@ class _Reembedding:
     embedder: Embedder
     max_pixels: int
     dry_run: bool
+    log: Callable[[str], None]
     done: Reembedded = field(default_factory=Reembedded)
+
+    def descriptors(
+        self,
+        sessions: sessionmaker[Session],
+        table: type[RealImage | GeneratedImage],
+        owned,
+        kind: str,
+        owner_id: int,
+    ) -> list[dict]:
+        """New descriptors for one set's or batch's images whose descriptor is missing or of
+        another embedding, as update rows ({"id", "embedding"}; with dry_run, {"id"})."""
+        model = model_tag(self.embedder.info.sha256)
+        with sessions() as session:  # read, then closed: no snapshot held while computing
+            rows = session.execute(
+                select(table.id, table.sha256, table.embedding).where(owned).order_by(table.id)
+            ).all()
+        stale = [r for r in rows if r.embedding is None or descriptor_model(r.embedding) != model]
+        usable = [r for r in stale if r.sha256 is not None and self.store.has(r.sha256)]
+        self.done.without_pixels += len(stale) - len(usable)
+        if self.dry_run:
+            self.done.images += len(usable)
+            return [{"id": r.id} for r in usable]
+        out: list[dict] = []
+        for lo in range(0, len(usable), CHUNK):
+            pixels, ids = [], []
+            for r in usable[lo : lo + CHUNK]:
+                try:
+                    pixels.append(decode_grayscale(self.store.get(r.sha256), self.max_pixels))
+                except (KeyError, OSError, ImageDecodeError):  # removed meanwhile, or a
+                    self.done.without_pixels += 1  # pixel limit lowered since its upload
+                    continue
+                ids.append(r.id)
+            if pixels:
+                vectors = self.embedder.embed(pixels)
+                sha256 = self.embedder.info.sha256
+                out += [
+                    {"id": i, "embedding": pack_descriptor(v, sha256)}
+                    for i, v in zip(ids, vectors, strict=True)
+                ]
+            if len(out) and len(out) % PROGRESS_EVERY < CHUNK and len(usable) > PROGRESS_EVERY:
+                self.log(f"{kind} {owner_id}: {len(out)} / {len(usable)} image(s) embedded")
+        return out
 
     def write(
         self,
@@ -92,14 +146,18 @@ class _Reembedding:
         rows: list[dict],
         set_id: int | None = None,
     ) -> bool:
-        """Store the new descriptors in one transaction (a set's revision bumped and its
-        verification bar dropped with them); False, storing nothing, when some of the rows
-        were deleted meanwhile."""
+        """Store the new descriptors in one transaction (a set locked first, its revision
+        bumped and its verification bar dropped with them); False, storing nothing, when its
+        rows changed meanwhile. A set deleted meanwhile has nothing left to do (True)."""
         try:
-            with sessions.begin() as session:
+            with transaction(sessions) as session:
+                if set_id is not None:
+                    try:
+                        real_set = real_sets.get_real_set(session, set_id, for_update=True)
+                    except NotFound:
+                        return True
                 session.execute(update(table), rows)
-                real_set = session.get(RealSet, set_id) if set_id is not None else None
-                if real_set is not None:
+                if set_id is not None:
                     real_set.revision += 1
                     if real_set.calibration:
                         real_set.calibration = {
@@ -107,33 +165,7 @@ class _Reembedding:
                             for k, v in real_set.calibration.items()
                             if k != "copy_verification"
                         }
-        except StaleDataError:
-            self.done.images -= len(rows)
+        except (StaleDataError, OperationalError):  # rows deleted; a deadlock on PostgreSQL
             return False
+        self.done.images += len(rows)
         return True
-
-    def descriptors(
-        self, session: Session, table: type[RealImage | GeneratedImage], owned
-    ) -> list[dict]:
-        """New descriptors for one set's or batch's images whose descriptor is missing or of
-        another embedding, as update rows ({"id", "embedding"}; with dry_run, no embedding)."""
-        model = model_tag(self.embedder.info.sha256)
-        rows = session.execute(
-            select(table.id, table.sha256, table.embedding).where(owned).order_by(table.id)
-        ).all()
-        stale = [r for r in rows if r.embedding is None or descriptor_model(r.embedding) != model]
-        usable = [r for r in stale if r.sha256 is not None and self.store.has(r.sha256)]
-        self.done.without_bytes += len(stale) - len(usable)
-        self.done.images += len(usable)
-        if self.dry_run:
-            return [{"id": r.id} for r in usable]
-        out: list[dict] = []
-        for lo in range(0, len(usable), CHUNK):
-            chunk = usable[lo : lo + CHUNK]
-            pixels = [decode_grayscale(self.store.get(r.sha256), self.max_pixels) for r in chunk]
-            vectors = self.embedder.embed(pixels)
-            out += [
-                {"id": r.id, "embedding": pack_descriptor(v, self.embedder.info.sha256)}
-                for r, v in zip(chunk, vectors, strict=True)
-            ]
-        return out

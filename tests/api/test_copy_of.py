@@ -258,12 +258,11 @@ def test_descriptors_of_two_embeddings_are_never_compared(tmp_path, database_url
 
         # Or the stored images are given the new embedding's descriptors where they are.
         cli = ["reembed", "--db", database_url, "--data-dir", str(settings.data_dir)]
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("MEMAUDIT_MODELS_DIR", str(other.models_dir))
-            assert cli_main([*cli, "--dry-run"]) == 0
-            mixed = _match(client, set_id)["copy_rule"]  # the dry run changed nothing
-            assert "more than one copy-detection embedding" in mixed
-            assert cli_main(cli) == 0
+        cli += ["--models-dir", str(other.models_dir)]
+        assert cli_main([*cli, "--dry-run"]) == 0
+        mixed = _match(client, set_id)["copy_rule"]  # the dry run changed nothing
+        assert "more than one copy-detection embedding" in mixed
+        assert cli_main(cli) == 0
         reembedded = _match(client, set_id)
         assert reembedded["copy_threshold"] is not None, reembedded["copy_rule"]
         found = {m["copy_of"]["real"] for m in reembedded["matches"] if m["copy_of"]}

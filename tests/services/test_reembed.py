@@ -3,8 +3,10 @@ ones left alone, and a set changed meanwhile is left whole for a next run."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select, update
 
+from app.cli import main as cli_main
 from app.db.models import RealImage, RealSet
 from app.search.copies import descriptor_model, model_tag, pack_descriptor
 from app.services.reembed import _Reembedding, reembed
@@ -27,7 +29,7 @@ def test_stale_descriptors_are_replaced_and_fresh_ones_left(client):
             )
         revision = session.get(RealSet, set_id).revision
     done = reembed(state.sessions, state.image_store, embedder, 10**8, log=lambda _: None)
-    assert (done.sets, done.images, done.without_bytes) == (1, 2, 0)
+    assert (done.sets, done.images, done.without_pixels) == (1, 2, 0)
     with state.sessions() as session:
         blobs = session.scalars(
             select(RealImage.embedding).where(RealImage.real_set_id == set_id)
@@ -41,10 +43,16 @@ def test_stale_descriptors_are_replaced_and_fresh_ones_left(client):
 def test_a_set_changed_meanwhile_stores_nothing(client):
     set_id = register(client, real_images(3))["id"]
     state = client.app.state
-    work = _Reembedding(state.image_store, state.models.embedding(), 10**8, dry_run=False)
+    work = _Reembedding(state.image_store, state.models.embedding(), 10**8, False, print)
     with state.sessions() as session:
         revision = session.get(RealSet, set_id).revision
     rows = [{"id": 10**9, "embedding": pack_descriptor([0.5] * 128, OTHER)}]  # no such image
     assert work.write(state.sessions, RealImage, rows, set_id) is False
     with state.sessions() as session:
         assert session.get(RealSet, set_id).revision == revision
+
+
+def test_the_command_refuses_a_data_dir_without_an_image_store(client, database_url, tmp_path):
+    register(client, real_images(2))
+    with pytest.raises(SystemExit, match="no image store at"):
+        cli_main(["reembed", "--db", database_url, "--data-dir", str(tmp_path / "elsewhere")])
