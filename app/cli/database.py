@@ -40,3 +40,11 @@ def database_at_head(args: argparse.Namespace, refusal: str) -> Iterator[tuple[S
         yield settings, engine
     finally:
         engine.dispose()
+
+
+def add_database_arguments(command: argparse.ArgumentParser) -> None:
+    """The options naming the database and data directory :func:`database_at_head` reads."""
+    command.add_argument("--db", default=None, help="database URL (default DATABASE_URL)")
+    command.add_argument(
+        "--data-dir", default=None, help="data directory (default MEMAUDIT_DATA_DIR)"
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.database import database_at_head
+from app.cli.database import add_database_arguments, database_at_head
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -49,6 +49,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="only files left alone this long (default MEMAUDIT_GC_MIN_AGE_SECONDS, 7200)",
     )
-    gc.add_argument("--db", default=None, help="database URL (default DATABASE_URL)")
-    gc.add_argument("--data-dir", default=None, help="data directory (default MEMAUDIT_DATA_DIR)")
+    add_database_arguments(gc)
     gc.set_defaults(func=cmd_gc)

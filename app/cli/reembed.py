@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.cli.database import database_at_head
+from app.cli.database import add_database_arguments, database_at_head
 
 
 def cmd_reembed(args: argparse.Namespace) -> int:
@@ -64,10 +64,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(after replacing it; restart the servers on it first)",
     )
     command.add_argument("--dry-run", action="store_true", help="count, change nothing")
-    command.add_argument("--db", default=None, help="database URL (default DATABASE_URL)")
-    command.add_argument(
-        "--data-dir", default=None, help="data directory (default MEMAUDIT_DATA_DIR)"
-    )
+    add_database_arguments(command)
     command.add_argument(
         "--models-dir", default=None, help="models folder (default MEMAUDIT_MODELS_DIR, models/)"
     )
