@@ -43,7 +43,8 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     verb = "would give" if args.dry_run else "gave"
     print(
         f"memaudit reembed: {verb} {done.images} image(s) of {done.sets} set(s) and "
-        f"{done.batches} batch(es) descriptors of embedding {embedder.info.sha256[:16]}"
+        f"{done.batches} batch(es) descriptors of the embedding in {models_dir} (sha256 "
+        f"{embedder.info.sha256[:16]}...)"
         + (
             f"; {done.without_pixels} image(s) have no usable stored pixels (registered by "
             "hash alone, removed, or over MEMAUDIT_MAX_IMAGE_PIXELS) and keep what they have"
@@ -53,6 +54,12 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     )
     if done.left:
         print(f"memaudit reembed: {done.left} set(s) or batch(es) changed meanwhile: run again")
+        return 1
+    if done.without_pixels and not done.images:
+        print(
+            f"memaudit reembed: none of the images to do has stored pixels under {store.root}: "
+            "check --data-dir (MEMAUDIT_DATA_DIR) or MEMAUDIT_IMAGE_STORE_DIR"
+        )
         return 1
     return 0
 

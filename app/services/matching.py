@@ -30,7 +30,7 @@ from app.services.copy_verification import (
     verified_reason,
     verify_batch,
 )
-from app.services.errors import InvalidInput
+from app.services.errors import Conflict, InvalidInput
 from app.services.indexed_matching import match_sources_indexed
 from app.services.ingest import ImageIngest, IngestResult
 from app.services.intake import ImageIntake
@@ -57,20 +57,25 @@ SET_WITHOUT_EMBEDDINGS = (
 )
 
 
+#: What to do about a set whose descriptors are not the loaded embedding's.
+REEMBED = (
+    "run `memaudit reembed` (it computes them from the stored images) or register the "
+    "images again, then send the batch again"
+)
+
+
 def other_embedding(set_model: str, upload_model: str) -> str:
     """Why a set's descriptors cannot be compared with the batch's."""
     return (
         f"the set's descriptors come from another copy-detection embedding (sha256 "
         f"{set_model}...) than the loaded one ({upload_model}...), and descriptors of two "
-        "embeddings cannot be compared: copy_of is not decided; register the images again "
-        "for it"
+        f"embeddings cannot be compared: copy_of is not decided; {REEMBED}"
     )
 
 
 MIXED_EMBEDDINGS = (
     "the set's descriptors come from more than one copy-detection embedding (images added "
-    "after the embedding was replaced): copy_of is not decided; register the images again "
-    "for it"
+    f"after the embedding was replaced): copy_of is not decided; {REEMBED}"
 )
 
 
@@ -147,10 +152,13 @@ def create_batches(
     held: HeldImages | None = None,
     verify: VerifyConfig | None = None,
     link: Callable[[list[MatchBatch]], None] | None = None,
+    refuse_stale: bool = False,
 ) -> list[dict]:
     """:func:`create_batch` for each (request, upload) pair (/filter against several sets):
     all stored in one transaction, or none; their documents. ``link`` is given the saved
-    batches before the commit (to group them)."""
+    batches before the commit (to group them). ``refuse_stale``: a set whose descriptors are
+    another embedding's is a Conflict, nothing stored (a release gate must not release what
+    it could not check)."""
     for request, upload in work:  # refusals before anything slow
         with sessions() as session:  # a window field that came after the files
             real_set = real_sets.get_real_set(session, request.real_set_id)
@@ -165,7 +173,7 @@ def create_batches(
                 },
             )
     plans = [
-        warm_and_plan(sessions, cache, request, upload, calibration, verify)
+        warm_and_plan(sessions, cache, request, upload, calibration, verify, refuse_stale)
         for request, upload in work
     ]
     with transaction(sessions) as session:
@@ -190,9 +198,11 @@ def warm_and_plan(
     upload: IngestResult,
     calibration: CalibrationConfig,
     verify: VerifyConfig | None,
+    refuse_stale: bool = False,
 ) -> VerifyPlan:
     """Load the set's hashes and calibrate its copy bar (the slow part, once per revision)
-    and verify copies before the write transaction, which on SQLite holds the write lock."""
+    and verify copies before the write transaction, which on SQLite holds the write lock;
+    ``refuse_stale``: Conflict when the set's descriptors are another embedding's."""
     with sessions() as session:
         warm_set = real_sets.get_real_set(session, request.real_set_id)
         warm = cache.get(session, warm_set)
@@ -202,6 +212,9 @@ def warm_and_plan(
         warm_index = cache.vector_index(
             session, warm_set, calibration.quantile, calibration.min_images, upload_model(upload)
         )
+        stale = stale_embedding(upload, warm, warm_index) if refuse_stale else None
+        if stale is not None:
+            raise Conflict(f"real set {warm_set.name!r} (id {warm_set.id}): {stale}")
         verifying = time.perf_counter()
         plan = plan_verification(
             session, warm_set, warm, upload, request.verify, calibration, verify, warm_index
@@ -310,6 +323,25 @@ def copy_rule_of(
     return hashes.copy_rule(calibration.quantile, calibration.min_images)
 
 
+def stale_embedding(
+    upload: IngestResult, hashes: SetHashes, indexed: IndexedVectors | None = None
+) -> str | None:
+    """Why the set's descriptors, which it has, cannot be compared with the batch's: they
+    come from another embedding than the loaded one, or from several; None otherwise."""
+    batch_model = upload_model(upload)
+    if batch_model is None:
+        return None
+    set_model = hashes.embedding_model if indexed is None else indexed.model
+    if set_model == MIXED_MODELS:
+        return MIXED_EMBEDDINGS
+    if indexed is None:
+        if hashes.embeddings is None or set_model == batch_model:
+            return None
+    elif indexed.index is not None and set_model == batch_model:
+        return None
+    return other_embedding(set_model or "?", batch_model)
+
+
 def embedding_problem(
     upload: IngestResult,
     hashes: SetHashes,
@@ -318,20 +350,13 @@ def embedding_problem(
 ) -> str | None:
     """Why the embedding cannot decide ``copy_of`` for this batch and set, or None
     (``indexed``: a large set's embedding index, app.search.vector_index)."""
-    batch_model = upload_model(upload)
-    if batch_model is None:
+    if upload_model(upload) is None:
         return NO_EMBEDDING
-    if indexed is None:
-        if hashes.embedding_model == MIXED_MODELS:
-            return MIXED_EMBEDDINGS
-        if hashes.embeddings is None:
-            return SET_WITHOUT_EMBEDDINGS
-        if hashes.embedding_model != batch_model:
-            return other_embedding(hashes.embedding_model or "?", batch_model)
-    elif indexed.model == MIXED_MODELS:
-        return MIXED_EMBEDDINGS
-    elif indexed.index is None or indexed.model != batch_model:
-        return other_embedding(indexed.model, batch_model)
+    stale = stale_embedding(upload, hashes, indexed)
+    if stale is not None:
+        return stale
+    if indexed is None and hashes.embeddings is None:
+        return SET_WITHOUT_EMBEDDINGS
     if copy_rule_of(hashes, calibration, indexed) is None:
         return (
             f"the set has fewer than {calibration.min_images} images, too few to calibrate "

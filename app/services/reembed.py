@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.db.models import GeneratedImage, MatchBatch, RealImage, RealSet
+from app.db.models import GeneratedImage, MatchBatch, RealImage, RealSet, utcnow
 from app.db.session import transaction
 from app.imaging.decode import ImageDecodeError, decode_grayscale
 from app.scoring.images import Embedder
@@ -159,6 +159,7 @@ class _Reembedding:
                 session.execute(update(table), rows)
                 if set_id is not None:
                     real_set.revision += 1
+                    real_set.updated_at = utcnow()
                     if real_set.calibration:
                         real_set.calibration = {
                             k: v

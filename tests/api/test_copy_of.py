@@ -235,6 +235,14 @@ def test_descriptors_of_two_embeddings_are_never_compared(tmp_path, database_url
         assert all(m["copy_of"] is None for m in batch["matches"])
         # The pHash source (the paper's rule) is answered as always.
         assert any(m["source"] for m in batch["matches"])
+        # A release gate does not release what it could not check: 409, nothing stored.
+        batches_before = client.get("/match").json()["total"]
+        gate = client.post(
+            "/filter", data={"real_set_id": str(set_id)}, files=file_parts(_generated())
+        )
+        assert gate.status_code == 409, gate.text
+        assert "memaudit reembed" in gate.json()["detail"]
+        assert client.get("/match").json()["total"] == batches_before
 
         body = client.post(
             "/classify",
@@ -267,3 +275,7 @@ def test_descriptors_of_two_embeddings_are_never_compared(tmp_path, database_url
         assert reembedded["copy_threshold"] is not None, reembedded["copy_rule"]
         found = {m["copy_of"]["real"] for m in reembedded["matches"] if m["copy_of"]}
         assert found >= {f"real_{i:03d}.png" for i in range(10)}
+        gate = client.post(
+            "/filter", data={"real_set_id": str(set_id)}, files=file_parts(_generated())
+        )
+        assert gate.status_code == 200 and gate.json()["withheld_count"] >= 10, gate.text

@@ -56,3 +56,22 @@ def test_the_command_refuses_a_data_dir_without_an_image_store(client, database_
     register(client, real_images(2))
     with pytest.raises(SystemExit, match="no image store at"):
         cli_main(["reembed", "--db", database_url, "--data-dir", str(tmp_path / "elsewhere")])
+
+
+def test_the_command_fails_when_no_image_to_do_has_pixels(client, database_url, tmp_path):
+    set_id = register(client, real_images(2))["id"]
+    with client.app.state.sessions.begin() as session:
+        session.execute(
+            update(RealImage)
+            .where(RealImage.real_set_id == set_id)
+            .values(embedding=pack_descriptor([0.5] * 128, OTHER))
+        )
+    (tmp_path / "elsewhere" / "images").mkdir(parents=True)  # a store, but not this one
+    cli = ["reembed", "--db", database_url, "--data-dir", str(tmp_path / "elsewhere")]
+    assert cli_main(cli) == 1
+    assert (
+        cli_main(
+            ["reembed", "--db", database_url, "--data-dir", str(client.app.state.settings.data_dir)]
+        )
+        == 0
+    )

@@ -107,6 +107,7 @@ async def create_filter(
         intake.held,
         verify,
         release.link_gate,
+        refuse_stale=True,
     )
     return release.release_document(gate)
 
