@@ -297,6 +297,18 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def stale_descriptors(doc: dict) -> str | None:
+    """The batch's copy rule when copy_of was not decided because the set's descriptors are
+    another embedding's: the pHash rule alone must not pass a pipeline that would have failed
+    on copy_of (`memaudit reembed` fixes it)."""
+    from app.search.copies import STALE_DESCRIPTORS
+
+    rule = doc.get("copy_rule") or ""
+    return (
+        rule if doc.get("copy_threshold") is None and rule.startswith(STALE_DESCRIPTORS) else None
+    )
+
+
 def cmd_match(args: argparse.Namespace) -> int:
     api = Api(args.server, args.api_key)
     fields = {"real_set_id": str(args.set), "real_summary": "used"}
@@ -322,6 +334,9 @@ def cmd_match(args: argparse.Namespace) -> int:
         for m in matched:
             print(f"phash {m['generated']} -> {m['source']} (distance {m['distance']})")
     undecided = doc.get("copy_threshold") is None
+    stale = stale_descriptors(doc)
+    if stale is not None and args.fail_on != "never":
+        raise ClientError(EXIT_REFUSED, f"copy_of could not be decided: {stale}")
     if undecided and not args.json:
         print(f"note: copy_of was not decided ({doc.get('copy_rule')}); pHash sources count")
     found = {

@@ -59,6 +59,11 @@ DESCRIPTOR_TAG_BYTES = 9
 UNTAGGED_MODEL = "46af2d5a410c6299"
 
 
+#: Begins every explanation that a set's descriptors are another embedding's (or several):
+#: `memaudit client match` recognises it and fails instead of counting pHash sources alone.
+STALE_DESCRIPTORS = "the set's descriptors come from"
+
+
 def model_tag(model_sha256: str) -> str:
     """How a stored descriptor names its model: the first 16 hex digits of its sha256."""
     return model_sha256[:16].lower()

@@ -17,7 +17,7 @@ from app.db.models import MatchBatch, RealSet
 from app.db.session import transaction
 from app.imaging.windowing import Window
 from app.search.calibration import resolve_threshold
-from app.search.copies import CopyRule, descriptors_model, unit_vectors
+from app.search.copies import STALE_DESCRIPTORS, CopyRule, descriptors_model, unit_vectors
 from app.services import batches, jobs, real_sets
 from app.services.copy_verification import (
     CannotVerify,
@@ -67,14 +67,14 @@ REEMBED = (
 def other_embedding(set_model: str, upload_model: str) -> str:
     """Why a set's descriptors cannot be compared with the batch's."""
     return (
-        f"the set's descriptors come from another copy-detection embedding (sha256 "
+        f"{STALE_DESCRIPTORS} another copy-detection embedding (sha256 "
         f"{set_model}...) than the loaded one ({upload_model}...), and descriptors of two "
         f"embeddings cannot be compared: copy_of is not decided; {REEMBED}"
     )
 
 
 MIXED_EMBEDDINGS = (
-    "the set's descriptors come from more than one copy-detection embedding (images added "
+    f"{STALE_DESCRIPTORS} more than one copy-detection embedding (images added "
     f"after the embedding was replaced): copy_of is not decided; {REEMBED}"
 )
 

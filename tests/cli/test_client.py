@@ -159,3 +159,15 @@ def test_an_uploads_problem_reads_as_sentences():
     assert lines[1] == "  rejected notes.txt: not an image"
     assert lines[-1] == "  ... and 2 more (--json prints them all)" and len(lines) == 12
     assert detail_words("real set 9 does not exist") == "real set 9 does not exist"
+
+
+def test_match_fails_when_the_sets_descriptors_are_another_embeddings():
+    """The server's own explanations of stale descriptors are recognised (so `client match`
+    exits 4 instead of counting pHash sources alone); other undecided reasons are not."""
+    from app.cli.client import stale_descriptors
+    from app.services.matching import MIXED_EMBEDDINGS, NO_EMBEDDING, other_embedding
+
+    for rule in (other_embedding("ab" * 8, "cd" * 8), MIXED_EMBEDDINGS):
+        assert stale_descriptors({"copy_threshold": None, "copy_rule": rule}) == rule
+    assert stale_descriptors({"copy_threshold": None, "copy_rule": NO_EMBEDDING}) is None
+    assert stale_descriptors({"copy_threshold": 0.9, "copy_rule": "calibrated ..."}) is None
