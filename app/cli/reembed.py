@@ -41,6 +41,12 @@ def cmd_reembed(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
         )
     verb = "would give" if args.dry_run else "gave"
+    if not done.images and not done.without_pixels and not done.left:
+        print(
+            f"memaudit reembed: every stored descriptor is already of the embedding in "
+            f"{models_dir} (sha256 {embedder.info.sha256[:16]}...); nothing to do"
+        )
+        return 0
     print(
         f"memaudit reembed: {verb} {done.images} image(s) of {done.sets} set(s) and "
         f"{done.batches} batch(es) descriptors of the embedding in {models_dir} (sha256 "

@@ -70,12 +70,17 @@ def reembed(
         batch_ids = list(session.scalars(select(MatchBatch.id).order_by(MatchBatch.id)))
     for set_id in set_ids:
         rows = work.descriptors(sessions, RealImage, RealImage.real_set_id == set_id, "set", set_id)
-        if rows and not dry_run and not work.write(sessions, RealImage, rows, set_id):
-            work.done.left += 1
-            log(f"set {set_id}: changed while it was embedded; left for a next run")
-        elif rows:
+        if not rows:
+            continue
+        written = True if dry_run else work.write(sessions, RealImage, rows, set_id)
+        if written is None:
+            continue  # the set was deleted meanwhile: nothing left to do
+        if written:
             work.done.sets += 1
             log(f"set {set_id}: {len(rows)} image(s)")
+        else:
+            work.done.left += 1
+            log(f"set {set_id}: changed while it was embedded; left for a next run")
     for batch_id in batch_ids:
         owned = GeneratedImage.batch_id == batch_id
         rows = work.descriptors(sessions, GeneratedImage, owned, "batch", batch_id)
@@ -90,6 +95,8 @@ def reembed(
 
 @dataclass
 class _Reembedding:
+    """One run: what it reads and embeds with, and the tally of what it did."""
+
     store: ImageStore
     embedder: Embedder
     max_pixels: int
@@ -145,17 +152,17 @@ class _Reembedding:
         table: type[RealImage | GeneratedImage],
         rows: list[dict],
         set_id: int | None = None,
-    ) -> bool:
+    ) -> bool | None:
         """Store the new descriptors in one transaction (a set locked first, its revision
         bumped and its verification bar dropped with them); False, storing nothing, when its
-        rows changed meanwhile. A set deleted meanwhile has nothing left to do (True)."""
+        rows changed meanwhile; None when the set was deleted meanwhile (nothing to do)."""
         try:
             with transaction(sessions) as session:
                 if set_id is not None:
                     try:
                         real_set = real_sets.get_real_set(session, set_id, for_update=True)
                     except NotFound:
-                        return True
+                        return None
                 session.execute(update(table), rows)
                 if set_id is not None:
                     real_set.revision += 1

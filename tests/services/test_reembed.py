@@ -48,6 +48,7 @@ def test_a_set_changed_meanwhile_stores_nothing(client):
         revision = session.get(RealSet, set_id).revision
     rows = [{"id": 10**9, "embedding": pack_descriptor([0.5] * 128, OTHER)}]  # no such image
     assert work.write(state.sessions, RealImage, rows, set_id) is False
+    assert work.write(state.sessions, RealImage, rows, 10**9) is None  # a set deleted meanwhile
     with state.sessions() as session:
         assert session.get(RealSet, set_id).revision == revision
 
