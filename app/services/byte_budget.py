@@ -60,10 +60,13 @@ class ByteBudget:
         """Take ``size`` bytes if they :meth:`fit` (checked and taken at once, so two
         threads cannot both take the last room)."""
         with self._lock:
-            if self._used > 0 and self._used + size > self.limit:
-                return False
-            self._used += size
-            return True
+            return self._take_if_fits_locked(size)
+
+    def _take_if_fits_locked(self, size: int) -> bool:
+        if not self.fits(size):
+            return False
+        self._used += size
+        return True
 
     def take(self, size: int) -> None:
         """Count ``size`` bytes as held (never blocks: the bytes are already in memory)."""
@@ -89,10 +92,7 @@ class ByteBudget:
         same moment, must not see the same room)."""
         with self._lock:
             first = self._line[0] is waiter if waiter is not None else not self._line
-            if not first or (self._used > 0 and self._used + need > self.limit):
-                return False
-            self._used += need
-            return True
+            return first and self._take_if_fits_locked(need)
 
     async def wait_for_room(
         self, timeout_s: float, give_up: Callable[[], bool] | None = None, need: int = 0
