@@ -21,7 +21,7 @@ from app.api.deps import (
 )
 from app.api.forms import MAX_INT, FilterForm
 from app.api.jobs import runs_as_job
-from app.api.responses import csv_download, error_responses
+from app.api.responses import REMOVED_MEANWHILE, csv_download, error_responses
 from app.api.routes.match import NOT_FOUND, UPLOAD_RESPONSES
 from app.api.schemas import ReleaseOut
 from app.api.uploads import UploadReader, finish_ingest
@@ -61,7 +61,15 @@ ZIP_IN_MEMORY = 16 * 1024 * 1024
     "curl -o released.zip http://localhost:8000/filter/1/released\n```",
     openapi_extra=FilterForm.openapi_extra(),
     dependencies=[runs_as_job("filter")],
-    responses=UPLOAD_RESPONSES,
+    responses={
+        **UPLOAD_RESPONSES,
+        **error_responses(
+            409,
+            e409=f"{REMOVED_MEANWHILE} Or a set's copy-detection descriptors come from another "
+            "embedding than the loaded one (it was replaced): the gate does not release what "
+            "it cannot check; run `memaudit reembed`, then send the request again.",
+        ),
+    },
 )
 async def create_filter(
     request: Request,
