@@ -15,6 +15,11 @@ thumbnails and copy-detection embeddings.
   is noisier the smaller m is (one vote of a 50-image batch is worth three of a 150-image
   real set's own votes), so a null of the real set's size would let a small batch's chance
   votes pass and make a large batch's pass less often.
+* **Closeness.** Votes are shares: a batch from another hospital, or a generator that
+  learned nothing, still casts every vote, and a few real images its distribution happens
+  to resemble collect them. A vote says something about membership only when the batch
+  sits as close to the real set as the real images sit to each other, so the votes are
+  scaled by that closeness (``batch_closeness``, at most 1).
 """
 
 from __future__ import annotations
@@ -72,6 +77,9 @@ class Votes:
 
     votes: np.ndarray
     null: np.ndarray
+    #: How close the batch sits to the real set against the real images' closeness to
+    #: each other (batch_closeness): 1.0 as close, 0.0 farther than any real image.
+    closeness: float
 
 
 def csls_votes(
@@ -87,19 +95,43 @@ def csls_votes(
     n, m = len(real), len(generated)
     rho_real = real_crowding(real, k)
     vote_sum = np.zeros(n, np.float64)
+    nearest_real = np.empty(m, np.float32)
     block = max(1, block_entries // max(n, 1))
     for lo in range(0, m, block):
         sim = real @ generated[lo : lo + block].T  # (n, block)
+        nearest_real[lo : lo + sim.shape[1]] = sim.max(axis=0)
         rho_gen = top_k_mean(sim, k, axis=0)
         corrected = 2 * sim - rho_real[:, None] - rho_gen[None, :]
         vote_sum += soft_votes(corrected, temperature) * sim.shape[1] / n
     votes = vote_sum * n / max(m, 1)
     if n < 2:
-        return Votes(votes, np.ones(n))
+        return Votes(votes, np.ones(n), 1.0)
     among = real @ real.T
     np.fill_diagonal(among, -np.inf)
+    closeness = batch_closeness(among.max(axis=1), nearest_real)
     corrected = 2 * among - rho_real[:, None] - rho_real[None, :]
-    return Votes(votes, size_matched_votes(vote_weights(corrected, temperature), max(m, 1)))
+    null = size_matched_votes(vote_weights(corrected, temperature), max(m, 1))
+    return Votes(votes, null, closeness)
+
+
+def batch_closeness(real_nearest_other: np.ndarray, generated_nearest_real: np.ndarray) -> float:
+    """How close a batch sits to the real set, against the real images' closeness to each
+    other: each generated image's similarity to its nearest real image is ranked among the
+    real images' similarities to their nearest other real image (the share at or below it),
+    and the mean rank is divided by the real images' own mean rank (about 0.5); at most 1.
+
+    Measured on the reference auditor's thumbnails: the dev sets' batches sit at 0.39-0.54
+    (edited outputs are farther from their sources than neighbouring slices of one scan
+    are from each other), their reverse splits at 0.40-0.48, batches re-synthesised from
+    other patients' slices at 0.30-0.33 (same hospital) and 0.007 (another hospital;
+    bench/membership_controls.py). A share, not a cut: a generator's votes keep their order,
+    and a noisy generator that did learn its training images keeps part of them."""
+    if not len(generated_nearest_real) or not len(real_nearest_other):
+        return 1.0
+    null = np.sort(np.asarray(real_nearest_other, np.float64))
+    own = np.searchsorted(null, null, side="right").mean()
+    batch = np.searchsorted(null, np.asarray(generated_nearest_real, np.float64), side="right")
+    return float(min(1.0, batch.mean() / own))
 
 
 def size_matched_votes(

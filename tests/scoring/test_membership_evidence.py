@@ -9,6 +9,7 @@ import pytest
 from app.scoring.artifacts import ModelArtifacts
 from app.scoring.membership_evidence import (
     Bar,
+    batch_closeness,
     csls_votes,
     size_matched_votes,
     soft_votes,
@@ -118,3 +119,28 @@ def test_size_matched_votes_are_the_voters_themselves_at_the_set_size():
     assert len(small) >= 6_000 and small.mean() == pytest.approx(1.0)
     assert small.std() > 1.5 * plain.std()
     assert np.array_equal(small, size_matched_votes(weights, 15, draws=6_000))
+
+
+def test_batch_closeness_ranks_the_batch_among_the_real_images_own_nearest_neighbours():
+    """The real images' own nearest-other similarities score 1.0, and so does a batch as
+    close as their median; one at their lower quartile scores about half; one farther from
+    every real image than any real image is from its nearest other scores 0; closer than
+    all is capped at 1."""
+    own = np.linspace(0.5, 0.9, 101)
+    assert batch_closeness(own, own) == pytest.approx(1.0)
+    assert batch_closeness(own, np.full(50, 0.7)) == pytest.approx(1.0)
+    assert batch_closeness(own, np.full(50, 0.6)) == pytest.approx(26 / 51, abs=0.01)
+    assert batch_closeness(own, np.full(50, 0.3)) == 0.0
+    assert batch_closeness(own, np.full(50, 0.99)) == 1.0
+
+
+def test_votes_of_a_batch_far_from_the_real_set_are_weighted_down():
+    """csls_votes reports the batch's closeness: a batch of edited copies sits as close as
+    the real images sit to each other; a batch drawn elsewhere (another centre) does not."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(10, 32))
+    real = _unit(centres[rng.integers(0, 10, 80)] + 0.6 * rng.normal(size=(80, 32)))
+    copies = _unit(real[:40] + 0.05 * rng.normal(size=(40, 32)))
+    elsewhere = _unit(rng.normal(size=32) + 0.6 * rng.normal(size=(40, 32)))
+    assert csls_votes(real, copies, 0.005).closeness == 1.0
+    assert csls_votes(real, elsewhere, 0.005).closeness < 0.1

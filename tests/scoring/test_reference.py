@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from app.scoring.reference import ReferenceConfig, ReferenceScorer
-from app.training.synthetic import simulated_generator, synthetic_devset
+from app.training.synthetic import phantom, simulated_generator, synthetic_devset
 
 
 def test_reference_scorer_separates_copied_images(devset):
@@ -57,3 +58,21 @@ def test_reference_stops_verifying_images_once_conclusive(devset):
     assert checked_in_rounds < checked_stricter <= checked_all
     assert np.array_equal(stricter.scores >= 2.5, everything.scores >= 2.5)
     assert (everything.scores >= 2.5).any() and not (everything.scores >= 2.5).all()
+
+
+def test_a_batch_from_another_scanner_is_no_evidence_of_membership():
+    """Three patients outside the set, imaged with a smaller field of view and another
+    window: their slices cast every vote all the same, and the few real images nearest to
+    them drew enough to pass the vote bar (2 of 40 labelled used, vote evidence up to 8.6x
+    its bar, before the votes were weighted by how close the batch sits to the real set)."""
+    real = [phantom(i, 128) for i in range(40)]
+    rng = np.random.default_rng(1)
+    generated = []
+    for i in range(120):
+        patient = cv2.resize(phantom(900 + i % 3, 128), (80, 80), interpolation=cv2.INTER_AREA)
+        slice_ = np.zeros((128, 128))
+        slice_[24:104, 24:104] = patient * 0.6
+        generated.append(np.clip(slice_ + rng.normal(0, 20, slice_.shape), 0, 255).astype(np.uint8))
+    result = ReferenceScorer().score(real, generated)
+    assert not result.labels.any()
+    assert "how close the batch sits to the real set (0.00" in result.threshold_reason
