@@ -14,6 +14,7 @@ from app.api.errors import register_error_handlers
 from app.api.frontdoor import BodyLimits, BodyTimeoutMiddleware
 from app.api.jobs import JobRunner
 from app.api.metrics import RequestMetrics
+from app.api.responses import document_errors
 from app.api.routes import (
     classify,
     filter,
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router, dependencies=PROTECTED)
     document_access(app)
+    document_errors(app)
     return app
 
 

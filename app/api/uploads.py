@@ -35,6 +35,11 @@ JOB_BUDGET_WAIT_S = 6 * 3600.0
 FORM_BODY_LIMIT = 64 * 1024
 
 
+def too_many_fields(most: int) -> str:
+    """The 413 of a form with more than ``most`` non-file fields."""
+    return f"more than {most} fields"
+
+
 def spool_dir(settings: Settings) -> Path:
     """Temporary files of uploads live under the data directory (sized for them)."""
     path = settings.data_dir / "tmp"
@@ -288,7 +293,7 @@ async def _urlencoded_parts(request: Request, settings: Settings) -> AsyncIterat
             raise HTTPException(413, detail="form body larger than 64 KiB")
     parsed = parse_qs(bytes(body).decode("utf-8", errors="replace"), keep_blank_values=True)
     if len(parsed) > settings.max_fields_per_request:
-        raise HTTPException(413, detail=f"more than {settings.max_fields_per_request} fields")
+        raise HTTPException(413, detail=too_many_fields(settings.max_fields_per_request))
     for name, values in parsed.items():
         for value in values:  # a name given twice is refused by the reader
             yield FormField(name, value.strip())

@@ -55,6 +55,10 @@ class ClassificationNotFound(NotFound):
         super().__init__(f"classification {classification_id} does not exist")
 
 
+#: The 409 of a /classify whose set or batch a DELETE removed before its result was stored.
+DELETED_WHILE_SCORING = "the real set or batch was deleted while scoring; nothing was stored"
+
+
 class MissingImages(Conflict):
     """Stored image bytes are gone (image store not shared, or cleaned)."""
 
@@ -250,9 +254,7 @@ def classify(
                 elapsed_seconds=time.perf_counter() - started,
             )
     except IntegrityError:
-        raise Conflict(
-            "the real set or batch was deleted while scoring; nothing was stored"
-        ) from None
+        raise Conflict(DELETED_WHILE_SCORING) from None
 
 
 def _scorer(session: Session, request: ClassifyRequest, models, settings: Settings) -> Scorer:

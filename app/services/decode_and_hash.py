@@ -222,6 +222,10 @@ def _start_worker(parent_pid: int) -> None:
     threadpool_limits(1)
 
 
+#: Why an upload failed when a hash worker process was lost under it.
+WORKER_DIED = "a hashing worker process died (out of memory or killed); retry the request"
+
+
 class HashingFailed(RuntimeError):
     """A worker process died (killed, out of memory); the pool has been replaced."""
 
@@ -284,9 +288,7 @@ class HashPool:
         except BrokenProcessPool:
             with self._lock:
                 self._discard_locked()
-            raise HashingFailed(
-                "a hashing worker process died (out of memory or killed); retry the request"
-            ) from None
+            raise HashingFailed(WORKER_DIED) from None
 
     def _discard_locked(self) -> None:
         if self._executor is not None:

@@ -243,13 +243,26 @@ def create_job(
         return job
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(
+class JobNotFound(NotFound):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
             f"job {job_id} does not exist (or no longer: finished jobs' records are removed "
             "after MEMAUDIT_JOB_KEEP_SECONDS, or by DELETE ?forget=true)"
         )
+
+
+class JobNotEnded(Conflict):
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(
+            f"job {job_id} is {state}: cancel it (DELETE without forget) and forget it "
+            "once it has ended"
+        )
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
     return job
 
 
@@ -418,10 +431,7 @@ def forget(sessions: sessionmaker[Session], job_id: str) -> str | None:
     with transaction(sessions) as session:
         job = get_job(session, job_id)
         if job.state not in FINISHED:
-            raise Conflict(
-                f"job {job_id} is {job.state}: cancel it (DELETE without forget) and forget it "
-                "once it has ended"
-            )
+            raise JobNotEnded(job_id, job.state)
         body = job.body_file
         session.delete(job)
         return body

@@ -84,6 +84,14 @@ def upload_model(upload: IngestResult) -> str | None:
     return descriptors_model([g.embedding for g in upload.images])
 
 
+class StaleSet(Conflict):
+    """/filter against a set whose copy-detection descriptors cannot be compared with the
+    batch's (``why``: other_embedding or MIXED_EMBEDDINGS)."""
+
+    def __init__(self, name: str, real_set_id: int, why: str) -> None:
+        super().__init__(f"real set {name!r} (id {real_set_id}): {why}")
+
+
 @dataclass(frozen=True)
 class MatchRequest:
     real_set_id: int
@@ -214,7 +222,7 @@ def warm_and_plan(
         )
         stale = stale_embedding(upload, warm, warm_index) if refuse_stale else None
         if stale is not None:
-            raise Conflict(f"real set {warm_set.name!r} (id {warm_set.id}): {stale}")
+            raise StaleSet(warm_set.name, warm_set.id, stale)
         verifying = time.perf_counter()
         plan = plan_verification(
             session, warm_set, warm, upload, request.verify, calibration, verify, warm_index

@@ -31,12 +31,15 @@ def calibration_config(settings: Settings) -> real_sets.CalibrationConfig:
     )
 
 
+#: Why an upload to a real set stored nothing.
+NO_USABLE_NEW_IMAGE = "none of the uploaded files is a usable new image"
+
+
 def no_usable_images(upload: IngestResult) -> InvalidInput:
-    message = "none of the uploaded files is a usable new image"
     return InvalidInput(
-        message,
+        NO_USABLE_NEW_IMAGE,
         {
-            "message": message,
+            "message": NO_USABLE_NEW_IMAGE,
             "rejected": upload.rejected_json(),
             "duplicates": upload.duplicates_json(),
         },

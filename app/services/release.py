@@ -47,6 +47,27 @@ RULE_SEVERAL = (
 MANIFEST_NAME = "memaudit-withheld.csv"
 
 
+class GateIncomplete(Conflict):
+    """A gate whose batches were partly deleted: its decisions would miss their evidence."""
+
+    def __init__(self, gate_id: int, expected: int, missing: int) -> None:
+        super().__init__(
+            f"release gate {gate_id} was checked against {expected} real sets and "
+            f"{missing} of its batches were deleted since (DELETE /match): "
+            "its decisions would miss their evidence; run POST /filter again"
+        )
+
+
+class ReleasedBytesGone(Conflict):
+    """A released image whose stored bytes were deleted since the decision."""
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(
+            f"the bytes of {filename} are no longer stored (deleted): "
+            "the released images cannot be given"
+        )
+
+
 def gate_ingests(
     sessions: sessionmaker[Session],
     real_set_ids: list[int],
@@ -98,11 +119,7 @@ def load_gate(session: Session, batch_id: int) -> list[dict]:
         raise batches.BatchNotFound(batch_id)
     expected = members[0].gate_size
     if len(members) < expected:
-        raise Conflict(
-            f"release gate {gate_id} was checked against {expected} real sets and "
-            f"{expected - len(members)} of its batches were deleted since (DELETE /match): "
-            "its decisions would miss their evidence; run POST /filter again"
-        )
+        raise GateIncomplete(gate_id, expected, expected - len(members))
     return [batches.load_batch(session, member.id, "none") for member in members]
 
 
@@ -290,10 +307,7 @@ def write_released_zip(session: Session, store: ImageStore, document: dict, out:
             try:
                 data = store.get(sha256)
             except KeyError:  # deleted meanwhile (DELETE /match, gc)
-                raise Conflict(
-                    f"the bytes of {filename} are no longer stored (deleted): "
-                    "the released images cannot be given"
-                ) from None
+                raise ReleasedBytesGone(filename) from None
             archive.writestr(zip_member_name(filename, data), data)
             written += 1
         kept = [i for i in document["images"] if i["decision"] != "release"]

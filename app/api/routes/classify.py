@@ -59,6 +59,10 @@ NOT_FOUND = "Unknown real set, batch or classification."
             e409="Stored image bytes are missing, the set was registered by hash only, or "
             "the set or batch was deleted while scoring.",
             e404=NOT_FOUND,
+            bodies={
+                409: service.DELETED_WHILE_SCORING,
+                422: ClassifyForm.rejection({"method": "nope"}),
+            },
         ),
         **ACCEPTED_AS_JOB,
     },
@@ -172,7 +176,11 @@ def get_classification(
     description="Deletes the classification and its per-image scores. It holds no image "
     "bytes: files uploaded to POST /classify are only scored and are removed from the image "
     "store when that request ends (unless a real set or match batch holds the same bytes).",
-    responses=error_responses(404, 422, e404="Unknown classification."),
+    responses=error_responses(
+        404,
+        422,
+        e404="Unknown classification.",
+    ),
 )
 def delete_classification(sessions: SessionsDep, classification_id: int = ClassificationId):
     service.delete_classification(sessions, classification_id)

@@ -37,6 +37,13 @@ BATCH_ID = Path(
     description="Batch id from POST /filter (any of a several-set gate's batches) or /match.",
     examples=[1],
 )
+GATE_GONE = str(release.GateIncomplete(7, 2, 1))
+RELEASED_GONE = str(release.ReleasedBytesGone("generated_0007.png"))
+STALE_GATE = str(
+    matching.StaleSet(
+        "ct-2024", 1, matching.other_embedding("46af2d5a410c6299", "9b1c0e7d2a4f8e13")
+    )
+)
 GATE_INCOMPLETE = "One of the gate's batches was deleted (DELETE /match): run /filter again."
 #: Bytes of a released zip held in memory before it spills to a temporary file.
 ZIP_IN_MEMORY = 16 * 1024 * 1024
@@ -68,6 +75,7 @@ ZIP_IN_MEMORY = 16 * 1024 * 1024
             e409=f"{REMOVED_MEANWHILE} Or a set's copy-detection descriptors come from another "
             "embedding than the loaded one (it was replaced): the gate does not release what "
             "it cannot check; run `memaudit reembed`, then send the request again.",
+            bodies={409: STALE_GATE},
         ),
     },
 )
@@ -125,7 +133,9 @@ async def create_filter(
     response_model=ReleaseOut,
     summary="The release decisions of a stored batch (JSON or the CSV manifest)",
     responses={
-        **error_responses(404, 409, 422, e404=NOT_FOUND, e409=GATE_INCOMPLETE),
+        **error_responses(
+            404, 409, 422, e404=NOT_FOUND, e409=GATE_INCOMPLETE, bodies={409: GATE_GONE}
+        ),
         200: {
             "description": "The decisions (JSON), or one CSV row per generated image.",
             "content": {
@@ -156,7 +166,7 @@ def get_filter(
     summary="A zip of the released images and the manifest of the withheld ones",
     response_class=StreamingResponse,
     responses={
-        **error_responses(404, 409, 422, e404=NOT_FOUND),
+        **error_responses(404, 409, 422, e404=NOT_FOUND, bodies={409: RELEASED_GONE}),
         200: {
             "description": "The released images under `released/` (PNG, JPEG, ... as uploaded; "
             "a DICOM or 16-bit image as the 8-bit PNG memaudit kept of it, `.png` added to "

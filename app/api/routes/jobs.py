@@ -10,7 +10,7 @@ from app.api.deps import ApiKeysDep, JobRunnerDep, SessionDep, SessionsDep
 from app.api.forms import MAX_INT
 from app.api.jobs import job_document
 from app.api.responses import error_responses
-from app.api.schemas import JobOut, JobPage
+from app.api.schemas import JOB_ID_EXAMPLE, JobOut, JobPage
 from app.api.security import PresentedKeyDep, require_admin
 from app.services import jobs
 
@@ -22,6 +22,7 @@ JobId = Path(
     description="Job id from the 202 answer's `Location`.",
     examples=["3f2c9a0e8b7d4c1fa6e5d4c3b2a19087"],
 )
+JOB_NOT_ENDED = str(jobs.JobNotEnded(JOB_ID_EXAMPLE, "running"))
 NOT_FOUND = "Unknown job (finished jobs' records are kept for MEMAUDIT_JOB_KEEP_SECONDS)."
 HOW = (
     "Any POST to /real-sets (and its /images, /hashes), /match, /filter or /classify runs as "
@@ -80,7 +81,12 @@ def list_jobs(
     "```\ncurl -X DELETE http://localhost:8000/jobs/3f2c9a0e8b7d4c1fa6e5d4c3b2a19087\n```",
     responses={
         **error_responses(
-            404, 409, 422, e404=NOT_FOUND, e409="forget=true on a job that has not ended."
+            404,
+            409,
+            422,
+            e404=NOT_FOUND,
+            e409="forget=true on a job that has not ended.",
+            bodies={409: JOB_NOT_ENDED},
         ),
         202: {"description": "The job after the cancellation (or as it ended, if it had)."},
         204: {"description": "forget=true: the finished job's record was removed."},

@@ -34,7 +34,18 @@ BatchId = Path(ge=1, le=MAX_INT, description="Batch id from POST /match.", examp
 NOT_FOUND = "Unknown real set or batch."
 #: What an upload of generated images may answer (POST /match and POST /filter).
 UPLOAD_RESPONSES = {
-    **error_responses(400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND, e409=REMOVED_MEANWHILE),
+    **error_responses(
+        400,
+        404,
+        409,
+        413,
+        415,
+        422,
+        503,
+        e404=NOT_FOUND,
+        e409=REMOVED_MEANWHILE,
+        bodies={409: REMOVED_MEANWHILE},
+    ),
     **ACCEPTED_AS_JOB,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.api import examples
 from app.api.deps import (
     HashCacheDep,
     IntakeDep,
@@ -34,6 +35,10 @@ SetId = Path(ge=1, le=MAX_INT, description="Real set id from POST /real-sets.", 
 
 NOT_FOUND = "Unknown real set."
 HASHES_FIELD = "hashes"
+NO_USABLE_REAL_IMAGE = {
+    **examples.NO_USABLE_FILE["detail"],
+    "message": registration.NO_USABLE_NEW_IMAGE,
+}
 BOTH = "send either image 'files' or a 'hashes' file, not both"
 LATE_WINDOW = (
     "send window_center and window_width before the image files (images are windowed as "
@@ -80,7 +85,16 @@ def _imported_body(real_set, parsed) -> dict:
     "real_0000.png,c6b1390e8d6a9c1de4a9b3c2d13a66a5e05e5b31a71e1a6d8c6e2b9931d4b2f1\n```",
     openapi_extra=NewSetForm.openapi_extra(),
     responses={
-        **error_responses(400, 409, 413, 415, 422, 503, e409=REMOVED_MEANWHILE),
+        **error_responses(
+            400,
+            409,
+            413,
+            415,
+            422,
+            503,
+            e409=REMOVED_MEANWHILE,
+            bodies={409: REMOVED_MEANWHILE, 422: NO_USABLE_REAL_IMAGE},
+        ),
         **ACCEPTED_AS_JOB,
     },
 )
