@@ -160,6 +160,10 @@ MATCH_BATCH: dict = {
     "rejected": [],
 }
 
+#: A real answer (reference v6, SQLite): 20 used and 20 unused synthetic phantoms
+#: (app.training.synthetic, 256 px), 60 images of simulated_generator(used, seed 3); POST
+#: /classify with the set and the batch's ids; two used images and one unused of the 40 shown,
+#: their evidence lists cut short (each real image names up to 3).
 CLASSIFICATION: dict = {
     "classification_id": 1,
     "method": "reference",
@@ -167,39 +171,126 @@ CLASSIFICATION: dict = {
     "real_set_name": "lung-window training candidates",
     "batch_id": 1,
     "threshold": 1.0,
-    "threshold_reason": "used when the generated batch holds verified copies of the image (summed "
-    "SIFT/RANSAC inlier margins above 10, at most 20 per generated image, "
-    "reach 30) or when it draws more of the batch's nearest-neighbour votes "
-    "than 95% of the real images draw from each other (vote bar 3.36, from "
-    "this real set); score = the larger of the two evidences, each scaled so "
-    "1.0 is its bar. SIFT/RANSAC checked 5 generated images: each real "
-    "image's 16 most similar by thumbnail correlation, 4 ranks at a time "
-    "until its copy evidence reaches 1 (copy evidence above that is a lower "
-    "bound)",
+    "threshold_reason": "used when any evidence is beyond what this real set's images show "
+    "each other (false-alarm budget 5% shared by 3 evidences, each null bar at its 98.3% "
+    "quantile): the generated batch holds verified copies of the image (summed SIFT/RANSAC "
+    "inlier margins above 10, at most 20 per generated image, reach 30); or its 2nd most "
+    "similar generated image by the copy-detection embedding (the rank that makes a batch of "
+    "60 comparable with the 39 other real images) is more similar than the real images' "
+    "nearest other real image at that quantile (bar 0.951, null median 0.899); or it draws "
+    "more of the batch's nearest-neighbour votes, corrected for hubness (CSLS), than the real "
+    "images draw from 60 real voters (each real image voting over the others, as evenly as "
+    "that count allows; vote bar 2.84), the votes weighted by how close the batch sits to the "
+    "real set (0.71: its images' similarity to their nearest real image, ranked among the "
+    "real images' similarities to their nearest other real image, against the real images' "
+    "own ranks; 1.0 = as close, at most 1). Score = the largest evidence, each scaled so 1.0 "
+    "is its bar. SIFT/RANSAC checked 59 generated images: each real image's 16 most similar "
+    "by thumbnail correlation, 4 ranks at a time until its copy evidence reaches 1 (copy "
+    "evidence above that is a lower bound)",
     "real_count": 40,
-    "generated_count": 5,
-    "used_count": 5,
-    "created_at": "2026-11-27T16:59:50.411482Z",
-    "elapsed_seconds": 2.129,
-    "models": [{"name": "reference-auditor", "version": "3", "sha256": "", "provider": None}],
+    "generated_count": 60,
+    "used_count": 10,
+    "created_at": "2026-11-28T03:08:04.981651Z",
+    "elapsed_seconds": 1.668,
+    "models": [
+        {"name": "reference-auditor", "version": "6", "sha256": "", "provider": None},
+        {
+            "name": "memaudit-copy-embedding",
+            "version": "1",
+            "sha256": "46af2d5a410c629987f6cefa0ac974193bd5c6ca5dc1ea6378d748ec23ce3c02",
+            "provider": "CPUExecutionProvider",
+        },
+    ],
     "results": [
         {
-            "filename": "used_0000.png",
-            "score": 2.3791,
+            "filename": "used_0001.png",
+            "score": 1.0965,
             "label": "used",
-            "components": {"copy_evidence": 0.6667, "vote_evidence": 2.3791, "best_inliers": 70.0},
+            "components": {
+                "copy_evidence": 0.3333,
+                "vote_evidence": 0.5124,
+                "best_inliers": 17.0,
+                "embedding_evidence": 1.0965,
+                "best_similarity": 0.9883,
+            },
+            "evidence": [
+                {
+                    "generated": "generated_0021.png",
+                    "similarity": 0.9542,
+                    "ncc": 0.8383,
+                    "phash_distance": 116,
+                    "inliers": 17,
+                    "verified_copy": True,
+                },
+                {
+                    "generated": "generated_0029.png",
+                    "similarity": 0.9563,
+                    "ncc": 0.9199,
+                    "phash_distance": 94,
+                    "inliers": 13,
+                    "verified_copy": True,
+                },
+                {
+                    "generated": "generated_0039.png",
+                    "similarity": 0.9883,
+                    "ncc": 0.9677,
+                    "phash_distance": 44,
+                    "inliers": 16,
+                    "verified_copy": False,
+                },
+            ],
         },
         {
-            "filename": "used_0001.png",
-            "score": 2.3791,
+            "filename": "used_0003.png",
+            "score": 1.5873,
             "label": "used",
-            "components": {"copy_evidence": 0.6667, "vote_evidence": 2.3791, "best_inliers": 37.0},
+            "components": {
+                "copy_evidence": 0.1667,
+                "vote_evidence": 0.8096,
+                "best_inliers": 21.0,
+                "embedding_evidence": 1.5873,
+                "best_similarity": 0.9827,
+            },
+            "evidence": [
+                {
+                    "generated": "generated_0042.png",
+                    "similarity": 0.9757,
+                    "ncc": 0.8822,
+                    "phash_distance": 70,
+                    "inliers": 19,
+                    "verified_copy": True,
+                },
+                {
+                    "generated": "generated_0055.png",
+                    "similarity": 0.9827,
+                    "ncc": 0.911,
+                    "phash_distance": 74,
+                    "inliers": 21,
+                    "verified_copy": True,
+                },
+            ],
         },
         {
             "filename": "real_0039.png",
-            "score": 0.0,
+            "score": 0.4893,
             "label": "unused",
-            "components": {"copy_evidence": 0.0, "vote_evidence": 0.0, "best_inliers": 0.0},
+            "components": {
+                "copy_evidence": 0.0,
+                "vote_evidence": 0.4893,
+                "best_inliers": 9.0,
+                "embedding_evidence": -0.3096,
+                "best_similarity": 0.8857,
+            },
+            "evidence": [
+                {
+                    "generated": "generated_0049.png",
+                    "similarity": 0.8857,
+                    "ncc": 0.8196,
+                    "phash_distance": 110,
+                    "inliers": None,
+                    "verified_copy": False,
+                },
+            ],
         },
     ],
     "rejected": [],
