@@ -198,12 +198,44 @@ class HashesImported(RealSetSummary):
     )
 
 
+class DescriptorsOut(BaseModel):
+    """The set's copy-detection descriptors: whether /match can decide `copy_of` with them
+    and, if not, what to do (e.g. run `memaudit reembed` after the embedding was replaced)."""
+
+    state: Literal["current", "stale", "mixed", "incomplete", "none", "no_embedding"] = Field(
+        description="`current`: every image has a descriptor of the loaded embedding; "
+        "`stale`: they come from another embedding; `mixed`: from several; `incomplete`: "
+        "some images have none; `none`: no image has one (registered by hash alone); "
+        "`no_embedding`: no embedding is loaded.",
+        examples=["current"],
+    )
+    note: str = Field(
+        description="What the state means for /match, in the words /match uses.",
+        examples=[
+            "every image has a descriptor of the loaded embedding: /match decides copy_of with them"
+        ],
+    )
+    loaded_embedding: str | None = Field(
+        description="The loaded embedding: the first 8 bytes of its file's SHA-256 (hex); "
+        "null when none is loaded.",
+        examples=["46af2d5a410c6299"],
+    )
+    embeddings: dict[str, int] = Field(
+        description="Images per embedding their descriptors came from (same tags).",
+        examples=[{"46af2d5a410c6299": 160}],
+    )
+    without_descriptor: int = Field(description="Images without a descriptor.", examples=[0])
+
+
 class RealSetDetail(RealSetSummary):
     """A set with one page of its images."""
 
     images: list[ImageOut] = Field(description="One page of the set's images.")
     offset: int = Field(description="Images skipped (the request's `offset`).", examples=[0])
     limit: int = Field(description="Page size (the request's `limit`).", examples=[100])
+    descriptors: DescriptorsOut = Field(
+        description="Whether /match can decide `copy_of` with the set's copy-detection descriptors."
+    )
 
 
 class Candidate(BaseModel):

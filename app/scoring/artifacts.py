@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.scoring.base import ArtifactScorer, ModelInfo
 from app.scoring.methods import ScoringMethod, all_methods, get_method, method_names
+from app.search.copies import model_tag
 
 if TYPE_CHECKING:
     from app.scoring.embedding import EmbeddingModel
@@ -136,6 +137,13 @@ class ModelArtifacts:
     def embedding(self) -> EmbeddingModel:
         """The verified copy-detection embedding; LookupError saying why when there is none."""
         return self.scorer("embedding")  # type: ignore[return-value]
+
+    def embedding_tag(self) -> str | None:
+        """The verified embedding's tag (app.search.copies.model_tag), or None."""
+        try:
+            return model_tag(self.embedding().info.sha256)
+        except LookupError:
+            return None
 
     def embedding_file(self) -> Path | None:
         """The verified embedding's file (for processes that load it themselves), or None."""

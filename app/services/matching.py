@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,6 +78,52 @@ MIXED_EMBEDDINGS = (
     f"{STALE_DESCRIPTORS} more than one copy-detection embedding (images added "
     f"after the embedding was replaced): copy_of is not decided; {REEMBED}"
 )
+
+
+#: What GET /real-sets/{id} says of a set's descriptors (descriptor_state).
+DescriptorStateName = Literal["current", "stale", "mixed", "incomplete", "none", "no_embedding"]
+
+
+@dataclass(frozen=True)
+class DescriptorState:
+    """Whether /match can decide copy_of with a set's stored descriptors, and if not, why
+    and what to do (the sentences /match itself answers with)."""
+
+    state: DescriptorStateName
+    note: str
+    loaded_embedding: str | None
+    embeddings: dict[str, int]
+    without_descriptor: int
+
+
+def descriptor_state(counts: dict[str | None, int], loaded: str | None) -> DescriptorState:
+    """``counts``: images per embedding tag, None for those without a descriptor
+    (real_sets.descriptor_counts); ``loaded``: the loaded embedding's tag, or None."""
+    without = counts.get(None, 0)
+    models = {model: count for model, count in counts.items() if model is not None}
+
+    def state(name: DescriptorStateName, note: str) -> DescriptorState:
+        return DescriptorState(name, note, loaded, models, without)
+
+    if loaded is None:
+        return state("no_embedding", NO_EMBEDDING)
+    if not models:
+        return state("none", SET_WITHOUT_EMBEDDINGS)
+    if len(models) > 1:
+        return state("mixed", MIXED_EMBEDDINGS)
+    (model,) = models
+    if model != loaded:
+        return state("stale", other_embedding(model, loaded))
+    if without:
+        return state(
+            "incomplete",
+            f"{without} of the set's images have no copy-detection descriptor (added by hash "
+            f"alone, or while no embedding was loaded): copy_of is not decided; {REEMBED}",
+        )
+    return state(
+        "current",
+        "every image has a descriptor of the loaded embedding: /match decides copy_of with them",
+    )
 
 
 def upload_model(upload: IngestResult) -> str | None:

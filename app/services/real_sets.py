@@ -18,6 +18,7 @@ from app.db.models import RealImage, RealSet, utcnow
 from app.imaging.hashers import DEFAULT_HASH_KIND
 from app.imaging.windowing import Window, describe_windowing
 from app.search.calibration import calibrate
+from app.search.copies import DESCRIPTOR_TAG_BYTES, UNTAGGED_MODEL
 from app.services.errors import InvalidInput, NotFound
 from app.services.ingest import HashedImage
 from app.services.source_matching import words_from_hex
@@ -86,6 +87,24 @@ def list_images(session: Session, real_set_id: int, offset: int, limit: int) -> 
             .limit(limit)
         )
     )
+
+
+def descriptor_counts(session: Session, real_set_id: int) -> dict[str | None, int]:
+    """How many of the set's images have a copy-detection descriptor of each embedding
+    (app.search.copies.model_tag; None: no descriptor), counted in SQL from the descriptors'
+    tags without reading them (an untagged descriptor has an even length)."""
+    untagged = func.length(RealImage.embedding) % 2
+    tag = func.substr(RealImage.embedding, 2, DESCRIPTOR_TAG_BYTES - 1)
+    rows = session.execute(
+        select(untagged, tag, func.count())
+        .where(RealImage.real_set_id == real_set_id)
+        .group_by(untagged, tag)
+    ).all()
+    counts: dict[str | None, int] = {}
+    for odd, prefix, count in rows:
+        model = None if odd is None else bytes(prefix).hex() if odd else UNTAGGED_MODEL
+        counts[model] = counts.get(model, 0) + count
+    return counts
 
 
 def known_images(session: Session, real_set_id: int) -> tuple[dict[str, str], set[str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -9,6 +11,7 @@ from app.api import examples
 from app.api.deps import (
     HashCacheDep,
     IntakeDep,
+    ModelsDep,
     RetentionDep,
     SessionDep,
     SessionsDep,
@@ -29,6 +32,7 @@ from app.api.uploads import UploadReader, finish_ingest
 from app.services import real_sets as service
 from app.services import registration
 from app.services.ingest import IngestResult
+from app.services.matching import descriptor_state
 
 router = APIRouter(prefix="/real-sets", tags=["real sets"])
 SetId = Path(ge=1, le=MAX_INT, description="Real set id from POST /real-sets.", examples=[1])
@@ -154,17 +158,20 @@ def list_real_sets(session: SessionDep):
 )
 def get_real_set(
     session: SessionDep,
+    models: ModelsDep,
     real_set_id: int = SetId,
     offset: int = Query(0, ge=0, le=MAX_INT, description="Images to skip.", examples=[0]),
     limit: int = Query(100, ge=1, le=1000, description="Images per page.", examples=[100]),
 ):
     real_set = service.get_real_set(session, real_set_id)
     images = service.list_images(session, real_set_id, offset, limit)
+    counts = service.descriptor_counts(session, real_set_id)
     return _set_body(
         real_set,
         images=[ImageOut.model_validate(i).model_dump() for i in images],
         offset=offset,
         limit=limit,
+        descriptors=asdict(descriptor_state(counts, models.embedding_tag())),
     )
 
 

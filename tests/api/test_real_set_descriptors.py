@@ -1,0 +1,82 @@
+"""GET /real-sets/{id} says whether /match can decide copy_of with the set's descriptors:
+counted per embedding in SQL (SQLite and PostgreSQL), with what to do when it cannot."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import select, update
+
+from app.db.models import RealImage
+from app.search.copies import UNTAGGED_MODEL, model_tag, pack_descriptor
+from app.services.matching import MIXED_EMBEDDINGS, REEMBED, SET_WITHOUT_EMBEDDINGS
+from tests.helpers import real_images, register
+
+OTHER = "ab" * 32
+
+
+def _descriptors(client, set_id: int) -> dict:
+    answer = client.get(f"/real-sets/{set_id}")
+    assert answer.status_code == 200
+    return answer.json()["descriptors"]
+
+
+def _set_embeddings(client, set_id: int, values: list[bytes | None]) -> None:
+    with client.app.state.sessions.begin() as session:
+        ids = session.scalars(
+            select(RealImage.id).where(RealImage.real_set_id == set_id).order_by(RealImage.id)
+        ).all()
+        for image_id, value in zip(ids, values, strict=False):
+            session.execute(
+                update(RealImage).where(RealImage.id == image_id).values(embedding=value)
+            )
+
+
+def test_descriptors_of_each_embedding_are_counted_and_explained(client):
+    set_id = register(client, real_images(5))["id"]
+    loaded = model_tag(client.app.state.models.embedding().info.sha256)
+    fresh = _descriptors(client, set_id)
+    assert fresh["state"] == "current"
+    assert fresh["embeddings"] == {loaded: 5}
+    assert (fresh["loaded_embedding"], fresh["without_descriptor"]) == (loaded, 0)
+
+    other = pack_descriptor(np.full(128, 0.5), OTHER)
+    _set_embeddings(client, set_id, [other, other])
+    mixed = _descriptors(client, set_id)
+    assert (mixed["state"], mixed["note"]) == ("mixed", MIXED_EMBEDDINGS)
+    assert mixed["embeddings"] == {loaded: 3, model_tag(OTHER): 2}
+
+    _set_embeddings(client, set_id, [other] * 5)
+    stale = _descriptors(client, set_id)
+    assert stale["state"] == "stale" and REEMBED in stale["note"]
+    assert model_tag(OTHER) in stale["note"] and loaded in stale["note"]
+
+    untagged = np.full(128, 0.25, np.float16).tobytes()  # stored before descriptors had tags
+    _set_embeddings(client, set_id, [untagged] * 5)
+    legacy = _descriptors(client, set_id)  # read as the embedding shipped then
+    assert legacy["embeddings"] == {UNTAGGED_MODEL: 5}
+    assert legacy["state"] == ("current" if loaded == UNTAGGED_MODEL else "stale")
+
+
+def test_a_set_whose_images_lack_descriptors_says_so(client):
+    set_id = register(client, real_images(3))["id"]
+    loaded = model_tag(client.app.state.models.embedding().info.sha256)
+    _set_embeddings(client, set_id, [None])
+    partial = _descriptors(client, set_id)
+    assert partial["state"] == "incomplete"
+    assert partial["note"].startswith("1 of the set's images have no copy-detection descriptor")
+    assert partial["embeddings"] == {loaded: 2}
+    _set_embeddings(client, set_id, [None] * 3)
+    assert _descriptors(client, set_id)["state"] == "none"
+
+
+def test_a_set_registered_by_hash_alone_has_no_descriptors(client):
+    lines = "filename,phash\n" + "".join(f"real_{i}.png,{'%064x' % (i * 7919)}\n" for i in range(3))
+    answer = client.post(
+        "/real-sets",
+        data={"name": "hashes only"},
+        files={"hashes": ("hashes.csv", lines.encode(), "text/csv")},
+    )
+    assert answer.status_code == 201, answer.text
+    described = _descriptors(client, answer.json()["id"])
+    assert (described["state"], described["note"]) == ("none", SET_WITHOUT_EMBEDDINGS)
+    assert (described["embeddings"], described["without_descriptor"]) == ({}, 3)
