@@ -23,6 +23,17 @@ from app.imaging.archive import looks_like_zip
 
 #: Largest text field value accepted.
 MAX_FIELD_BYTES = 64 * 1024
+NO_BOUNDARY = "multipart/form-data without a boundary parameter"
+
+
+def not_multipart(content_type: str) -> str:
+    """The 415 of a body of another content type."""
+    return (
+        "send the request as multipart/form-data (fields and files), "
+        f"not {content_type or 'an unspecified content type'}"
+    )
+
+
 log = logging.getLogger("memaudit.uploads")
 
 
@@ -102,13 +113,11 @@ class MultipartStream:
         content_type, options = parse_options_header(request.headers.get("content-type", ""))
         if content_type != b"multipart/form-data":
             raise HTTPException(
-                status_code=415,
-                detail="send the request as multipart/form-data (fields and files), "
-                f"not {content_type.decode(errors='replace') or 'an unspecified content type'}",
+                status_code=415, detail=not_multipart(content_type.decode(errors="replace"))
             )
         boundary = options.get(b"boundary")
         if not boundary:
-            raise HTTPException(400, detail="multipart/form-data without a boundary parameter")
+            raise HTTPException(400, detail=NO_BOUNDARY)
         self._request = request
         self._max_file = max_file_bytes
         self._max_zip = max_zip_bytes

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from app.api import examples
+from app.api.multipart import NO_BOUNDARY, not_multipart
 from app.api.schemas import JOB_ID_EXAMPLE, ErrorOut
 from app.api.uploads import too_many_fields
 from app.config import Settings
@@ -39,13 +40,11 @@ ERROR_MEANINGS: dict[int, str] = {
 #: One real answer per status, so /docs shows for each code a body it can really get (one
 #: example for all showed a 422's sentence under 404 and 409).
 ERROR_EXAMPLES: dict[int, dict[str, Any]] = {
-    400: {"detail": "multipart/form-data without a boundary parameter"},
+    400: {"detail": NO_BOUNDARY},
     404: {"detail": str(RealSetNotFound(42))},
     409: {"detail": CONCURRENT_ADD},
     413: {"detail": too_many_fields(Settings.model_fields["max_fields_per_request"].default)},
-    415: {
-        "detail": "send the request as multipart/form-data (fields and files), not application/json"
-    },
+    415: {"detail": not_multipart("application/json")},
     422: examples.BAD_FIELD,
     503: {"detail": f"{WORKER_DIED}; nothing was stored"},
 }
@@ -109,7 +108,7 @@ NOT_FOUND_BY_PARAMETER: dict[str, str] = {
 
 def bad_parameter(parameter: dict[str, Any]) -> dict[str, Any] | None:
     """FastAPI's 422 for ``abc`` given as this OpenAPI parameter (an integer, or a string
-    of a least length); None for other kinds."""
+    of a minimum length); None for other kinds."""
     where, name, schema = parameter["in"], parameter["name"], parameter.get("schema", {})
     if schema.get("type") == "integer":
         problem = {**examples.BAD_PARAMETER["detail"][0], "loc": [where, name]}
