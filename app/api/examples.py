@@ -161,7 +161,8 @@ MATCH_BATCH: dict = {
 }
 
 #: A real answer (reference v6, SQLite): 20 used and 20 unused synthetic phantoms
-#: (app.training.synthetic, 256 px), 60 images of simulated_generator(used, seed 3); POST
+#: (app.training.synthetic.phantom seeds 0-19 named used_*, 500-519 named real_0020-0039;
+#: 256 px), 60 images of simulated_generator(used, 60, seed=3, copy_share=0.8); POST
 #: /classify with the set and the batch's ids; two used images and one unused of the 40 shown,
 #: their evidence lists cut short (each real image names up to 3).
 CLASSIFICATION: dict = {
@@ -181,10 +182,10 @@ CLASSIFICATION: dict = {
     "more of the batch's nearest-neighbour votes, corrected for hubness (CSLS), than the real "
     "images draw from 60 real voters (each real image voting over the others, as evenly as "
     "that count allows; vote bar 2.84), the votes weighted by how close the batch sits to the "
-    "real set (0.71: its images' similarity to their nearest real image, ranked among the "
-    "real images' similarities to their nearest other real image, against the real images' "
-    "own ranks; 1.0 = as close, at most 1). Score = the largest evidence, each scaled so 1.0 "
-    "is its bar. SIFT/RANSAC checked 59 generated images: each real image's 16 most similar "
+    "real set (0.71: the mean rank of its images' similarity to their nearest real image "
+    "among the real images' similarities to their nearest other real image, divided by the "
+    "real images' own mean rank; at most 1; so a real image needs 4.03 votes). Score = the "
+    "largest evidence, each scaled so 1.0 is its bar. SIFT/RANSAC checked 59 generated images: each real image's 16 most similar "
     "by thumbnail correlation, 4 ranks at a time until its copy evidence reaches 1 (copy "
     "evidence above that is a lower bound)",
     "real_count": 40,

@@ -26,6 +26,11 @@ MAX_FIELD_BYTES = 64 * 1024
 NO_BOUNDARY = "multipart/form-data without a boundary parameter"
 
 
+def too_many_form_fields(most: int) -> str:
+    """The 413 of a multipart body with more than ``most`` text fields."""
+    return f"more than {most} form fields"
+
+
 def not_multipart(content_type: str) -> str:
     """The 415 of a body of another content type."""
     return (
@@ -218,7 +223,7 @@ class MultipartStream:
         if part.filename is None:
             self._fields += 1
             if self._fields > self._max_fields:
-                self._fail(413, f"more than {self._max_fields} form fields")
+                self._fail(413, too_many_form_fields(self._max_fields))
                 return
             self._done.append(
                 FormField(part.name, part.buffer.decode("utf-8", errors="replace").strip())

@@ -8,9 +8,8 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from app.api import examples
-from app.api.multipart import NO_BOUNDARY, not_multipart
+from app.api.multipart import NO_BOUNDARY, not_multipart, too_many_form_fields
 from app.api.schemas import JOB_ID_EXAMPLE, ErrorOut
-from app.api.uploads import too_many_fields
 from app.config import Settings
 from app.services.batches import BatchNotFound
 from app.services.classification import ClassificationNotFound
@@ -43,7 +42,7 @@ ERROR_EXAMPLES: dict[int, dict[str, Any]] = {
     400: {"detail": NO_BOUNDARY},
     404: {"detail": str(RealSetNotFound(42))},
     409: {"detail": CONCURRENT_ADD},
-    413: {"detail": too_many_fields(Settings.model_fields["max_fields_per_request"].default)},
+    413: {"detail": too_many_form_fields(Settings.model_fields["max_fields_per_request"].default)},
     415: {"detail": not_multipart("application/json")},
     422: examples.BAD_FIELD,
     503: {"detail": f"{WORKER_DIED}; nothing was stored"},

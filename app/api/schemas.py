@@ -202,12 +202,15 @@ class DescriptorsOut(BaseModel):
     """The set's copy-detection descriptors: whether /match can decide `copy_of` with them
     and, if not, what to do (e.g. run `memaudit reembed` after the embedding was replaced)."""
 
-    state: Literal["current", "stale", "mixed", "incomplete", "none", "no_embedding"] = Field(
-        description="`current`: every image has a descriptor of the loaded embedding; "
-        "`stale`: they come from another embedding; `mixed`: from several; `incomplete`: "
-        "some images have none; `none`: no image has one (registered by hash alone); "
-        "`no_embedding`: no embedding is loaded.",
-        examples=["current"],
+    state: Literal["current", "stale", "mixed", "incomplete", "none", "too_few", "no_embedding"] = (
+        Field(
+            description="`current`: every image has a descriptor of the loaded embedding; "
+            "`stale`: they come from another embedding; `mixed`: from several; `incomplete`: "
+            "some images have none; `none`: no image has one (registered by hash alone); "
+            "`too_few`: too few images to calibrate the copy threshold on; `no_embedding`: no "
+            "embedding is loaded.",
+            examples=["current"],
+        )
     )
     note: str = Field(
         description="What the state means for /match, in the words /match uses.",

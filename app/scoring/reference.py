@@ -138,7 +138,8 @@ class ReferenceScorer:
         # (v5), same run: false alarms on the six negative controls of
         # bench/membership_controls.py 3.8-8.1% -> 0-3.8%; lung-window unused labelled used
         # 3/80 -> 0/80; but iq-ddpm's used images found 13/80 -> 3/80 (AUC 0.965 -> 0.958):
-        # its noisy outputs sit at 0.54 of the real set's own closeness, so their votes too.
+        # its noisy outputs sit at 0.54 of the real set's own closeness, so their votes
+        # count 0.54 of a vote each.
         votes = csls_votes(real_thumbs, gen_thumbs, cfg.vote_temperature)
         vote_bar = max(float(np.quantile(votes.null, quantile)), 1e-6)
         votes_scaled = votes.closeness * votes.votes / vote_bar
@@ -192,10 +193,15 @@ class ReferenceScorer:
             f"hubness (CSLS), than the real images draw from {len(generated)} real voters "
             f"(each real image voting over the others, as evenly as that count allows; vote "
             f"bar {vote_bar:.2f}), the votes weighted by how close the batch sits to the real "
-            f"set ({votes.closeness:.2f}: its images' similarity to their nearest real image, "
-            f"ranked among the real images' similarities to their nearest other real image, "
-            f"against the real images' own ranks; 1.0 = as close, at most 1). Score = the "
-            f"largest evidence, each scaled so 1.0 is its bar. "
+            f"set ({votes.closeness:.2f}: the mean rank of its images' similarity to their "
+            f"nearest real image among the real images' similarities to their nearest other "
+            f"real image, divided by the real images' own mean rank; at most 1"
+            + (
+                f"; so a real image needs {vote_bar / votes.closeness:.2f} votes)"
+                if votes.closeness > 0
+                else "; so the votes count for nothing)"
+            )
+            + ". Score = the largest evidence, each scaled so 1.0 is its bar. "
             f"SIFT/RANSAC checked {copies.verified} generated images: each real image's "
             f"{cfg.generated_per_real} most similar by thumbnail correlation, "
             f"{cfg.verify_round or cfg.generated_per_real} ranks at a time until its copy "

@@ -244,6 +244,8 @@ def create_job(
 
 
 class JobNotFound(NotFound):
+    """No such job: never queued, or its record was removed after it finished."""
+
     def __init__(self, job_id: str) -> None:
         super().__init__(
             f"job {job_id} does not exist (or no longer: finished jobs' records are removed "
@@ -252,6 +254,8 @@ class JobNotFound(NotFound):
 
 
 class JobNotEnded(Conflict):
+    """DELETE ?forget=true on a job that is still queued or running."""
+
     def __init__(self, job_id: str, state: str) -> None:
         super().__init__(
             f"job {job_id} is {state}: cancel it (DELETE without forget) and forget it "

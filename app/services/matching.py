@@ -81,13 +81,23 @@ MIXED_EMBEDDINGS = (
 
 
 #: What GET /real-sets/{id} says of a set's descriptors (descriptor_state).
-DescriptorStateName = Literal["current", "stale", "mixed", "incomplete", "none", "no_embedding"]
+DescriptorStateName = Literal[
+    "current", "stale", "mixed", "incomplete", "none", "too_few", "no_embedding"
+]
+
+
+def too_few_to_calibrate(min_images: int) -> str:
+    """Why copy_of is not decided against a set below ``min_images``."""
+    return (
+        f"the set has fewer than {min_images} images, too few to calibrate the "
+        "copy-detection threshold on: copy_of is not decided"
+    )
 
 
 @dataclass(frozen=True)
 class DescriptorState:
     """Whether /match can decide copy_of with a set's stored descriptors, and if not, why
-    and what to do (the sentences /match itself answers with)."""
+    and what to do (in the sentences /match answers with)."""
 
     state: DescriptorStateName
     note: str
@@ -96,9 +106,12 @@ class DescriptorState:
     without_descriptor: int
 
 
-def descriptor_state(counts: dict[str | None, int], loaded: str | None) -> DescriptorState:
+def descriptor_state(
+    counts: dict[str | None, int], loaded: str | None, min_images: int
+) -> DescriptorState:
     """``counts``: images per embedding tag, None for those without a descriptor
-    (real_sets.descriptor_counts); ``loaded``: the loaded embedding's tag, or None."""
+    (real_sets.descriptor_counts); ``loaded``: the loaded embedding's tag, or None. Checked
+    in embedding_problem's order, so the note is the one /match would give."""
     without = counts.get(None, 0)
     models = {model: count for model, count in counts.items() if model is not None}
 
@@ -107,19 +120,15 @@ def descriptor_state(counts: dict[str | None, int], loaded: str | None) -> Descr
 
     if loaded is None:
         return state("no_embedding", NO_EMBEDDING)
-    if not models:
-        return state("none", SET_WITHOUT_EMBEDDINGS)
+    if without or not models:
+        return state("incomplete" if models else "none", SET_WITHOUT_EMBEDDINGS)
     if len(models) > 1:
         return state("mixed", MIXED_EMBEDDINGS)
-    (model,) = models
+    ((model, images),) = models.items()
     if model != loaded:
         return state("stale", other_embedding(model, loaded))
-    if without:
-        return state(
-            "incomplete",
-            f"{without} of the set's images have no copy-detection descriptor (added by hash "
-            f"alone, or while no embedding was loaded): copy_of is not decided; {REEMBED}",
-        )
+    if images < max(min_images, 2):
+        return state("too_few", too_few_to_calibrate(min_images))
     return state(
         "current",
         "every image has a descriptor of the loaded embedding: /match decides copy_of with them",
@@ -413,10 +422,7 @@ def embedding_problem(
     if indexed is None and hashes.embeddings is None:
         return SET_WITHOUT_EMBEDDINGS
     if copy_rule_of(hashes, calibration, indexed) is None:
-        return (
-            f"the set has fewer than {calibration.min_images} images, too few to calibrate "
-            "the copy-detection threshold on: copy_of is not decided"
-        )
+        return too_few_to_calibrate(calibration.min_images)
     return None
 
 

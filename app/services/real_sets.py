@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.bulk import insert_rows
@@ -93,16 +93,17 @@ def descriptor_counts(session: Session, real_set_id: int) -> dict[str | None, in
     """How many of the set's images have a copy-detection descriptor of each embedding
     (app.search.copies.model_tag; None: no descriptor), counted in SQL from the descriptors'
     tags without reading them (an untagged descriptor has an even length)."""
-    untagged = func.length(RealImage.embedding) % 2
-    tag = func.substr(RealImage.embedding, 2, DESCRIPTOR_TAG_BYTES - 1)
+    tagged = func.length(RealImage.embedding) % 2 == 1
+    tag = case((tagged, func.substr(RealImage.embedding, 2, DESCRIPTOR_TAG_BYTES - 1)))
+    present = RealImage.embedding.is_not(None)
     rows = session.execute(
-        select(untagged, tag, func.count())
+        select(present, tag, func.count())
         .where(RealImage.real_set_id == real_set_id)
-        .group_by(untagged, tag)
+        .group_by(present, tag)
     ).all()
     counts: dict[str | None, int] = {}
-    for odd, prefix, count in rows:
-        model = None if odd is None else bytes(prefix).hex() if odd else UNTAGGED_MODEL
+    for has, prefix, count in rows:
+        model = None if not has else UNTAGGED_MODEL if prefix is None else bytes(prefix).hex()
         counts[model] = counts.get(model, 0) + count
     return counts
 

@@ -19,6 +19,7 @@ from app.db.models import RealImage, RealSet
 from app.search.copies import CopyRule, calibrate_copies, descriptors_model, unit_vectors
 from app.search.hash_index import HashIndex
 from app.search.vector_index import Nearest, VectorIndex
+from app.services import real_sets
 from app.services.search_indices import SearchIndices
 from app.services.source_matching import words_from_hex
 
@@ -117,6 +118,22 @@ class SetHashCache:
         self._described: dict[tuple[int, int], bool] = {}
         #: (set, revision, embedding asked for) -> the other embedding its descriptors are of.
         self._other_model: dict[tuple[int, int, str], str] = {}
+        #: (set, revision) -> images per descriptor embedding (real_sets.descriptor_counts).
+        self._descriptor_counts: dict[tuple[int, int], dict[str | None, int]] = {}
+
+    def descriptor_counts(self, session: Session, real_set: RealSet) -> dict[str | None, int]:
+        """real_sets.descriptor_counts, counted once per revision (a scan of the set's rows:
+        0.7 s for 300,000 images on SQLite); appends and reembed bump the revision."""
+        key = (real_set.id, real_set.revision)
+        with self._lock:
+            counts = self._descriptor_counts.get(key)
+        if counts is None:
+            counts = real_sets.descriptor_counts(session, real_set.id)
+            with self._lock:  # one revision per set kept
+                for old in [k for k in self._descriptor_counts if k[0] == real_set.id]:
+                    del self._descriptor_counts[old]
+                self._descriptor_counts[key] = counts
+        return counts
 
     def hash_index(self, hashes: SetHashes) -> HashIndex | None:
         """The set's pHash index when it is large enough to be searched through one."""
@@ -241,5 +258,7 @@ class SetHashCache:
                 del self._described[key]  # one entry per revision otherwise, kept forever
             for key in [k for k in self._other_model if k[0] == real_set_id]:
                 del self._other_model[key]
+            for key in [k for k in self._descriptor_counts if k[0] == real_set_id]:
+                del self._descriptor_counts[key]
         if self.indices is not None:
             self.indices.forget(real_set_id)

@@ -90,7 +90,11 @@ def test_each_documented_error_example_is_what_the_route_answers(client):
             client.post("/match", content=b"x", headers={"Content-Type": "multipart/form-data"}),
         ),
         ("post", "/classify", client.post("/classify", data={"method": "nope"})),
-        ("post", "/classify", client.post("/classify", data={f"f{i}": "1" for i in range(101)})),
+        (
+            "post",
+            "/match",
+            client.post("/match", data={f"f{i}": "1" for i in range(101)}, files=png),
+        ),
     ]
     jobs_404 = client.get(f"/jobs/{job}")
     assert jobs_404.status_code == 404

@@ -76,3 +76,4 @@ def test_a_batch_from_another_scanner_is_no_evidence_of_membership():
     result = ReferenceScorer().score(real, generated)
     assert not result.labels.any()
     assert "how close the batch sits to the real set (0.00" in result.threshold_reason
+    assert "so the votes count for nothing" in result.threshold_reason

@@ -158,6 +158,8 @@ def list_real_sets(session: SessionDep):
 )
 def get_real_set(
     session: SessionDep,
+    settings: SettingsDep,
+    cache: HashCacheDep,
     models: ModelsDep,
     real_set_id: int = SetId,
     offset: int = Query(0, ge=0, le=MAX_INT, description="Images to skip.", examples=[0]),
@@ -165,13 +167,14 @@ def get_real_set(
 ):
     real_set = service.get_real_set(session, real_set_id)
     images = service.list_images(session, real_set_id, offset, limit)
-    counts = service.descriptor_counts(session, real_set_id)
+    counts = cache.descriptor_counts(session, real_set)
+    min_images = registration.calibration_config(settings).min_images
     return _set_body(
         real_set,
         images=[ImageOut.model_validate(i).model_dump() for i in images],
         offset=offset,
         limit=limit,
-        descriptors=asdict(descriptor_state(counts, models.embedding_tag())),
+        descriptors=asdict(descriptor_state(counts, models.embedding_tag(), min_images)),
     )
 
 
