@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.npy_files import load_npz
+
 
 def _check_digest(sha256: str) -> None:
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -143,8 +145,7 @@ class FeatureStore:
 
     def load(self, kind: str, sha256: str) -> dict[str, np.ndarray] | None:
         try:
-            with np.load(self._path(kind, sha256), allow_pickle=False) as data:
-                return {name: data[name] for name in data.files}
+            return load_npz(self._path(kind, sha256))
         except (FileNotFoundError, ValueError, OSError, EOFError):
             return None  # absent or truncated: recompute
 

@@ -185,7 +185,8 @@ CLASSIFICATION: dict = {
     "real set (0.71: the mean rank of its images' similarity to their nearest real image "
     "among the real images' similarities to their nearest other real image, divided by the "
     "real images' own mean rank; at most 1; so a real image needs 4.03 votes). Score = the "
-    "largest evidence, each scaled so 1.0 is its bar. SIFT/RANSAC checked 59 generated images: each real image's 16 most similar "
+    "largest evidence, each scaled so 1.0 is its bar. SIFT/RANSAC checked 59 generated "
+    "images: each real image's 16 most similar "
     "by thumbnail correlation, 4 ranks at a time until its copy evidence reaches 1 (copy "
     "evidence above that is a lower bound)",
     "real_count": 40,

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.npy_files import load_npy
+
 CHUNK_BITS = 16
 KEYS = 1 << CHUNK_BITS
 #: Probing a chunk at most this many bits from the query's value (2,517 buckets at 4).
@@ -238,14 +240,14 @@ class HashIndex:
             raise ValueError(f"{folder} is not a hash index of format {FORMAT_VERSION}")
         # Plain arrays over the maps: np.memmap's own indexing is slower per call.
         mapped = {
-            name: np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r"))
+            name: np.asarray(load_npy(folder / f"{name}.npy", mmap_mode="r"))
             for name in ("words", "order", "wide_keys", "presence")
         }
         return cls(
             mapped["words"],
-            np.load(folder / "bit_order.npy"),
+            load_npy(folder / "bit_order.npy"),
             mapped["order"],
-            np.load(folder / "starts.npy"),
+            load_npy(folder / "starts.npy"),
             mapped["wide_keys"],
             mapped["presence"],
         )

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from app.npy_files import load_npy
+
 #: Lists probed per query by default: recall@1 0.994 on the archive benchmark (README).
 DEFAULT_PROBE = 32
 #: k-means iterations and the sample (points per list) the centroids are trained on.
@@ -211,11 +213,11 @@ class VectorIndex:
         if meta.get("format") != FORMAT_VERSION or meta.get("kind") != "ivf-flat":
             raise ValueError(f"{folder} is not a vector index of format {FORMAT_VERSION}")
         return cls(
-            np.load(folder / "centroids.npy"),
-            np.load(folder / "starts.npy"),
+            load_npy(folder / "centroids.npy"),
+            load_npy(folder / "starts.npy"),
             # Plain arrays over the maps: np.memmap's own indexing is slower per call.
-            np.asarray(np.load(folder / "vectors.npy", mmap_mode="r")),
-            np.asarray(np.load(folder / "ids.npy", mmap_mode="r")),
+            np.asarray(load_npy(folder / "vectors.npy", mmap_mode="r")),
+            np.asarray(load_npy(folder / "ids.npy", mmap_mode="r")),
         )
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, load_only
 
 from app.db.bulk import insert_rows
 from app.db.models import GeneratedImage, MatchBatch, RealSet, RealSummary
+from app.npy_files import load_npz
 from app.search.calibration import Threshold
 from app.services.errors import NotFound
 from app.services.ingest import HashedImage, IngestResult
@@ -267,13 +268,9 @@ def pack_summary(outcome: MatchOutcome) -> bytes:
 
 def unpack_summary(packed: bytes, generated_names: list[str], only_used: bool) -> list[dict]:
     """The rows of :func:`pack_summary`, as the answer lists them."""
-    with np.load(io.BytesIO(packed), allow_pickle=False) as data:
-        names = data["names"].tobytes().decode("utf-8").split("\0")
-        counts, distances, closest = (
-            data["matched_counts"],
-            data["min_distances"],
-            data["closest"],
-        )
+    data = load_npz(io.BytesIO(packed))
+    names = data["names"].tobytes().decode("utf-8").split("\0")
+    counts, distances, closest = data["matched_counts"], data["min_distances"], data["closest"]
     picked = np.flatnonzero(counts) if only_used else range(len(names))
     return [
         summary_row(
