@@ -36,6 +36,9 @@ ERROR_MEANINGS: dict[int, str] = {
 }
 
 
+#: What a request that uploads images may answer besides its own success.
+UPLOAD_ERRORS = (400, 404, 409, 413, 415, 422, 503)
+
 #: One real answer per status, so /docs shows for each code a body it can really get (one
 #: example for all showed a 422's sentence under 404 and 409).
 ERROR_EXAMPLES: dict[int, dict[str, Any]] = {

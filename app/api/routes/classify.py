@@ -20,7 +20,7 @@ from app.api.deps import (
 )
 from app.api.forms import MAX_INT, ClassifyForm
 from app.api.jobs import ACCEPTED_AS_JOB, runs_as_job
-from app.api.responses import csv_download, error_responses
+from app.api.responses import UPLOAD_ERRORS, csv_download, error_responses
 from app.api.schemas import ClassificationOut, ClassificationPage
 from app.api.security import ADMIN
 from app.api.uploads import UploadReader, finish_ingest
@@ -49,13 +49,7 @@ NOT_FOUND = "Unknown real set, batch or classification."
     dependencies=[runs_as_job("classify")],
     responses={
         **error_responses(
-            400,
-            404,
-            409,
-            413,
-            415,
-            422,
-            503,
+            *UPLOAD_ERRORS,
             e409="Stored image bytes are missing, the set was registered by hash only, or "
             "the set or batch was deleted while scoring.",
             e404=NOT_FOUND,

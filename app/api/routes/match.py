@@ -20,7 +20,7 @@ from app.api.deps import (
 )
 from app.api.forms import MAX_INT, REAL_SUMMARY_HELP, MatchForm
 from app.api.jobs import ACCEPTED_AS_JOB, runs_as_job
-from app.api.responses import REMOVED_MEANWHILE, csv_download, error_responses
+from app.api.responses import REMOVED_MEANWHILE, UPLOAD_ERRORS, csv_download, error_responses
 from app.api.schemas import MatchBatchOut, MatchBatchPage
 from app.api.security import ADMIN
 from app.api.uploads import UploadReader, finish_ingest
@@ -35,13 +35,7 @@ NOT_FOUND = "Unknown real set or batch."
 #: What an upload of generated images may answer (POST /match and POST /filter).
 UPLOAD_RESPONSES = {
     **error_responses(
-        400,
-        404,
-        409,
-        413,
-        415,
-        422,
-        503,
+        *UPLOAD_ERRORS,
         e404=NOT_FOUND,
         e409=REMOVED_MEANWHILE,
         bodies={409: REMOVED_MEANWHILE},

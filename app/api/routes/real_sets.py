@@ -19,7 +19,7 @@ from app.api.deps import (
 )
 from app.api.forms import MAX_INT, AddHashesForm, AddImagesForm, NewSetForm
 from app.api.jobs import ACCEPTED_AS_JOB, runs_as_job
-from app.api.responses import REMOVED_MEANWHILE, error_responses
+from app.api.responses import REMOVED_MEANWHILE, UPLOAD_ERRORS, error_responses
 from app.api.schemas import (
     HashesImported,
     ImageOut,
@@ -188,7 +188,7 @@ def get_real_set(
     "calibrated threshold is recomputed. Answers with the set and the images added.",
     openapi_extra=AddImagesForm.openapi_extra(),
     responses={
-        **error_responses(400, 404, 409, 413, 415, 422, 503, e404=NOT_FOUND),
+        **error_responses(*UPLOAD_ERRORS, e404=NOT_FOUND),
         **ACCEPTED_AS_JOB,
     },
 )
