@@ -445,7 +445,7 @@ def plan_verification(
     if hashes.embeddings is None:
         return VerifyPlan(note=NOT_IN_MEMORY)  # searched through its index only
     kind = config.verifier.kind
-    stored = InlierBar.from_json((real_set.calibration or {}).get("copy_verification"), kind)
+    stored = InlierBar.from_json(real_sets.copy_verification_bar(real_set), kind)
     try:
         sha256s = hashes.derived("sha256", lambda: real_sets.image_sha256s(session, real_set.id))
         bar = hashes.derived(

@@ -180,11 +180,28 @@ def image_sha256s(session: Session, real_set_id: int) -> list[str | None]:
     )
 
 
+#: The key of copy verification's inlier bar in a set's calibration.
+COPY_VERIFICATION = "copy_verification"
+
+
+def copy_verification_bar(real_set: RealSet) -> dict | None:
+    """Copy verification's stored inlier bar (app.services.copy_verification.InlierBar)."""
+    return (real_set.calibration or {}).get(COPY_VERIFICATION)
+
+
 def keep_copy_verification(real_set: RealSet, bar: dict) -> None:
     """Store copy verification's inlier bar with the set's calibration (replaced, as the
     rest of it, when images are added)."""
     if real_set.calibration is not None:
-        real_set.calibration = {**real_set.calibration, "copy_verification": bar}
+        real_set.calibration = {**real_set.calibration, COPY_VERIFICATION: bar}
+
+
+def drop_copy_verification(real_set: RealSet) -> None:
+    """Forget the stored inlier bar (measured on descriptors since replaced)."""
+    if real_set.calibration and COPY_VERIFICATION in real_set.calibration:
+        real_set.calibration = {
+            k: v for k, v in real_set.calibration.items() if k != COPY_VERIFICATION
+        }
 
 
 def create_real_set(

@@ -167,12 +167,7 @@ class _Reembedding:
                 if set_id is not None:
                     real_set.revision += 1
                     real_set.updated_at = utcnow()
-                    if real_set.calibration:
-                        real_set.calibration = {
-                            k: v
-                            for k, v in real_set.calibration.items()
-                            if k != "copy_verification"
-                        }
+                    real_sets.drop_copy_verification(real_set)
         except (StaleDataError, OperationalError):  # rows deleted; a deadlock on PostgreSQL
             return False
         self.done.images += len(rows)
